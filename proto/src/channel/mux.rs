@@ -1,0 +1,190 @@
+//! TCP + yamux sessions.
+//!
+//! yamux has no background task: whoever owns the `Connection` must keep polling it, for both
+//! directions. [`MuxSession::spawn`] starts one driver task that owns it; handles ask the
+//! driver for outbound streams through a bounded channel answered by oneshots, and receive
+//! inbound streams through another bounded channel.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{BoxFuture, ChannelConfig, Session, Stream};
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    /// The dialing side (agent, access client).
+    Client,
+    /// The accepting side (server).
+    Server,
+}
+
+/// Largest frame sent: 1 MiB is the most a yamux receiver accepts.
+const SPLIT_SEND_SIZE: usize = 1 << 20;
+/// Per-stream window yamux starts at; the connection window must cover all streams.
+const STREAM_WINDOW: usize = 256 * 1024;
+/// How long a closing session may take to say goodbye.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type OpenReply = oneshot::Sender<io::Result<yamux::Stream>>;
+
+/// A yamux session over any byte stream.
+pub struct MuxSession {
+    open_tx: mpsc::Sender<OpenReply>,
+    inbound: Mutex<mpsc::Receiver<yamux::Stream>>,
+    cancel: CancellationToken,
+    done: CancellationToken,
+    peer: SocketAddr,
+}
+
+fn yamux_config(config: &ChannelConfig) -> yamux::Config {
+    let mut cfg = yamux::Config::default();
+    cfg.set_max_num_streams(config.max_streams);
+    cfg.set_split_send_size(SPLIT_SEND_SIZE);
+    // Capped so one connection cannot buffer without bound, yet large enough that every
+    // stream can have its full window in flight (the setter panics below that).
+    cfg.set_max_connection_receive_window(Some(config.max_streams * STREAM_WINDOW + 2 * 1024 * 1024));
+    cfg
+}
+
+impl MuxSession {
+    /// Starts a session over `io` and its driver task.
+    pub fn spawn<T>(io: T, peer: SocketAddr, side: Side, config: &ChannelConfig) -> Arc<dyn Session>
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let mode = match side {
+            Side::Client => yamux::Mode::Client,
+            Side::Server => yamux::Mode::Server,
+        };
+        let conn = yamux::Connection::new(io.compat(), yamux_config(config), mode);
+        let (open_tx, open_rx) = mpsc::channel(64);
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.max_streams);
+        let cancel = CancellationToken::new();
+        let done = CancellationToken::new();
+        tokio::spawn(drive(conn, open_rx, inbound_tx, cancel.clone(), done.clone()));
+        Arc::new(MuxSession { open_tx, inbound: Mutex::new(inbound_rx), cancel, done, peer })
+    }
+}
+
+fn wrap(stream: yamux::Stream) -> Stream {
+    Box::new(stream.compat())
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "session closed")
+}
+
+impl Session for MuxSession {
+    fn open_stream(&self) -> BoxFuture<'_, io::Result<Stream>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.open_tx.send(tx).await.map_err(|_| gone())?;
+            let stream = rx.await.map_err(|_| gone())??;
+            Ok(wrap(stream))
+        })
+    }
+
+    fn accept_stream(&self) -> BoxFuture<'_, io::Result<Option<Stream>>> {
+        Box::pin(async move { Ok(self.inbound.lock().await.recv().await.map(wrap)) })
+    }
+
+    fn close(&self) {
+        self.cancel.cancel();
+    }
+
+    fn closed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.done.cancelled())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.done.is_cancelled()
+    }
+
+    fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+/// Why the driver loop stopped.
+enum Stop {
+    /// Asked to close (or every handle dropped): say goodbye to the peer.
+    Close,
+    /// The peer closed or the connection failed.
+    Ended,
+}
+
+async fn drive<T>(
+    mut conn: yamux::Connection<T>,
+    mut open_rx: mpsc::Receiver<OpenReply>,
+    inbound_tx: mpsc::Sender<yamux::Stream>,
+    cancel: CancellationToken,
+    done: CancellationToken,
+) where
+    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    let mut pending: Option<OpenReply> = None;
+    let mut cancelled = std::pin::pin!(cancel.cancelled());
+    let stop = poll_fn(|cx| {
+        if cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Stop::Close);
+        }
+        loop {
+            let mut progress = false;
+            if pending.is_none() {
+                match open_rx.poll_recv(cx) {
+                    Poll::Ready(Some(reply)) => pending = Some(reply),
+                    Poll::Ready(None) => return Poll::Ready(Stop::Close),
+                    Poll::Pending => {}
+                }
+            }
+            if pending.is_some() {
+                if let Poll::Ready(result) = conn.poll_new_outbound(cx) {
+                    let failed = result.is_err();
+                    let reply = pending.take().expect("checked above");
+                    let _ = reply.send(result.map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e)));
+                    if failed {
+                        return Poll::Ready(Stop::Ended);
+                    }
+                    progress = true;
+                }
+            }
+            match conn.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    // A full queue means the owner is not accepting: drop (reset) the stream
+                    // rather than stall every other stream of the session.
+                    if inbound_tx.try_send(stream).is_err() {
+                        tracing::debug!("inbound stream queue full, stream refused");
+                    }
+                    progress = true;
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    tracing::debug!(%err, "session connection failed");
+                    return Poll::Ready(Stop::Ended);
+                }
+                Poll::Ready(None) => return Poll::Ready(Stop::Ended),
+                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await;
+    if let Some(reply) = pending.take() {
+        let _ = reply.send(Err(gone()));
+    }
+    if matches!(stop, Stop::Close) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, poll_fn(|cx| conn.poll_close(cx))).await;
+    }
+    done.cancel();
+}

@@ -1,0 +1,46 @@
+//! Default limits and timeouts, each with the reason for its value. Every one can be changed
+//! in configuration.
+
+use std::time::Duration;
+
+/// A client must open its control stream and send its hello within this time; a peer that
+/// connects and says nothing costs one socket for at most this long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A visitor must reveal its hostname (HTTP headers or TLS ClientHello) within this time:
+/// long enough for a slow mobile link, short enough to shed slowloris visitors.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read while looking for a hostname: real request heads and ClientHellos (even with
+/// post-quantum key shares) fit easily.
+pub const SNIFF_MAX_BYTES: usize = 16 * 1024;
+/// Streams one session may carry at once. yamux closes the whole connection beyond 512
+/// inbound streams, so the budget stays below that with room for the control stream.
+pub const MAX_STREAMS_PER_SESSION: usize = 500;
+/// The mux's own hard limit; both ends configure the same value.
+pub const MUX_MAX_STREAMS: usize = 512;
+/// Visitor connections a server (or an access client) carries at once; `ulimit -n` here is
+/// 20000 and each visitor costs a socket.
+pub const MAX_VISITORS: usize = 8192;
+/// Agent sessions one tunnel may hold: enough for many agents with several sessions each.
+pub const MAX_SESSIONS_PER_TUNNEL: usize = 64;
+/// An agent's connection to a local target: local services answer in milliseconds.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Waiting for the stream status from the far side: the agent's dial timeout plus slack.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts on different sessions before a visitor gets 502, as the seed describes.
+pub const OPEN_ATTEMPTS: usize = 3;
+/// Connecting to the server (TCP connect plus handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First reconnect delay; doubles per failure up to [`BACKOFF_MAX`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Reconnect delay cap: a restarted server is found again within this time.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A session that lived this long resets the backoff.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// Copy buffer per direction in the byte pump: large enough for multi-Gbit/s on one stream.
+pub const COPY_BUFFER: usize = 256 * 1024;
+/// Keepalive ping interval on a session's control stream.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// A session whose ping is not answered within this time is dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// An access client waits this long for a session before failing a visitor.
+pub const SESSION_WAIT: Duration = Duration::from_secs(10);
