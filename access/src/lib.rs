@@ -1,1 +1,254 @@
-//! placeholder
+//! `tunnel-access`: reach private tunnels from your own machine.
+//!
+//! The access client keeps one session to the server for its tunnel and opens local
+//! listeners. Life of a local connection: accepted; its hostname is the listener's fixed one
+//! (`tcp://:2222/ssh.srv-2.local`) or sniffed from the connection (`sniffing=true`); a stream is
+//! opened on the session with a header naming the hostname, followed at once by any sniffed
+//! bytes; the server routes it through its ingress (private rules included) or, in direct
+//! mode, by tunnel ID; after a 200 reply the bytes flow both ways. Errors come back as a
+//! status, turned into an HTTP response for HTTP visitors.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::channel::{ChannelConfig, Session};
+use tunnel_proto::client::{self, Backoff, Dialer};
+use tunnel_proto::sniff::{self, Guess};
+use tunnel_proto::wire::{self, read_frame, Frame, Hello, Networks, Reply, Role, Status, StreamHeader, Token};
+use tunnel_proto::{defaults, http};
+
+pub mod config;
+
+pub use config::{Config, FileConfig, ListenerConfig};
+
+/// A running access client.
+pub struct Access {
+    addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+struct Shared {
+    config: Config,
+    session: watch::Receiver<Option<Arc<dyn Session>>>,
+    visitors: Arc<Semaphore>,
+}
+
+impl Access {
+    /// Binds every listener and starts the session loop.
+    pub async fn spawn(config: Config) -> anyhow::Result<Access> {
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let tcp = TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on {}", l.addr))?;
+            bound.push((tcp, l.clone()));
+        }
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = watch::channel(None);
+        let shared =
+            Arc::new(Shared { visitors: Arc::new(Semaphore::new(config.limits.max_visitors)), config, session: rx });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(keep_session(shared.clone(), tx, shutdown.clone()));
+        let mut addrs = Vec::new();
+        for (tcp, l) in bound {
+            let addr = tcp.local_addr()?;
+            tracing::info!(addr = %addr, hostname = l.hostname.as_deref().unwrap_or("(sniffed)"), "listening");
+            addrs.push(addr);
+            tasks.spawn(accept_visitors(shared.clone(), tcp, l, shutdown.clone()));
+        }
+        Ok(Access { addrs, shutdown, tasks })
+    }
+
+    /// The listeners' bound addresses, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops listening and closes the session.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn dialer(config: &Config) -> Dialer {
+    Dialer {
+        transport: config.relay.transport,
+        addr: config.relay.addr.clone(),
+        hello: Hello {
+            version: wire::VERSION,
+            role: Role::Access,
+            tunnel: config.relay.tunnel,
+            networks: Networks::NONE,
+            weight: 0,
+            token: Token(config.relay.token.clone().unwrap_or_default().into_bytes().into()),
+        },
+        channel: ChannelConfig { connect_timeout: config.limits.handshake_timeout, ..ChannelConfig::default() },
+        handshake_timeout: config.limits.handshake_timeout,
+    }
+}
+
+/// Keeps one session to the server, publishing it for visitors; reconnects forever.
+async fn keep_session(
+    shared: Arc<Shared>,
+    publish: watch::Sender<Option<Arc<dyn Session>>>,
+    shutdown: CancellationToken,
+) {
+    let limits = &shared.config.limits;
+    let dialer = dialer(&shared.config);
+    let tunnel = shared.config.relay.tunnel;
+    let mut backoff = Backoff::new(limits.backoff_base, limits.backoff_max, defaults::BACKOFF_RESET_AFTER);
+    loop {
+        let connected = tokio::select! {
+            r = dialer.connect() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match connected {
+            Ok(c) => {
+                let started = Instant::now();
+                tracing::info!(%tunnel, server = %dialer.addr, "session established");
+                publish.send_replace(Some(c.session.clone()));
+                let session = c.session.clone();
+                let why = tokio::select! {
+                    why = client::keepalive(c.session, c.control, limits.keepalive_interval, limits.keepalive_timeout) => why,
+                    _ = shutdown.cancelled() => {
+                        session.close();
+                        return;
+                    }
+                };
+                publish.send_replace(None);
+                backoff.session_ended(started.elapsed());
+                tracing::warn!(%tunnel, server = %dialer.addr, "session lost: {why}; reconnecting");
+            }
+            Err(err) => tracing::warn!(%tunnel, server = %dialer.addr, "cannot reach tunnel: {err}"),
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn accept_visitors(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    config: ListenerConfig,
+    shutdown: CancellationToken,
+) {
+    let config = Arc::new(config);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "visitor refused: visitor limit reached");
+            continue;
+        };
+        tunnel_proto::pump::tune_tcp(&tcp);
+        let shared = shared.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            serve_visitor(&shared, tcp, peer, &config).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, listener: &ListenerConfig) {
+    let limits = &shared.config.limits;
+    let (hostname, prefix, http_visitor) = if listener.sniffing {
+        let s = sniff::read_hostname(&mut tcp, limits.sniff_timeout, limits.sniff_max_bytes).await;
+        let http_visitor = s.guess() == Some(Guess::Http);
+        match s.result.map(|found| found.hostname().map(str::to_owned)) {
+            Ok(Some(h)) => (h, s.prefix, http_visitor),
+            Ok(None) => {
+                return refuse(tcp, peer, http_visitor, Reply::new(Status::BAD_REQUEST, "TLS ClientHello without SNI"))
+                    .await
+            }
+            Err(err) => return refuse(tcp, peer, http_visitor, Reply::new(Status::BAD_REQUEST, err.to_string())).await,
+        }
+    } else {
+        (listener.hostname.clone().unwrap_or_default(), Vec::new(), false)
+    };
+    let Some(session) = current_session(shared).await else {
+        let reply =
+            Reply::new(Status::UNAVAILABLE, format!("not connected to the server at {}", shared.config.relay.addr));
+        return refuse(tcp, peer, http_visitor, reply).await;
+    };
+    let header = StreamHeader { network: listener.network, hostname: hostname.clone(), visitor: Some(peer) };
+    let mut message = Frame::StreamHeader(header).to_vec();
+    message.extend_from_slice(&prefix);
+    let opened = async {
+        let mut stream = session.open_stream().await?;
+        stream.write_all(&message).await?;
+        let reply = read_frame(&mut stream).await.map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>((stream, reply))
+    };
+    let (mut stream, reply) = match tokio::time::timeout(limits.reply_timeout, opened).await {
+        Ok(Ok((stream, Frame::StreamReply(reply)))) => (stream, reply),
+        Ok(Ok((_, other))) => {
+            return refuse(
+                tcp,
+                peer,
+                http_visitor,
+                Reply::new(Status::BAD_GATEWAY, format!("server sent {:?}", other.kind())),
+            )
+            .await
+        }
+        Ok(Err(err)) => {
+            return refuse(tcp, peer, http_visitor, Reply::new(Status::BAD_GATEWAY, format!("stream failed: {err}")))
+                .await
+        }
+        Err(_) => {
+            let reply = Reply::new(
+                Status::GATEWAY_TIMEOUT,
+                format!("no answer from the tunnel within {:?}", limits.reply_timeout),
+            );
+            return refuse(tcp, peer, http_visitor, reply).await;
+        }
+    };
+    if !reply.status.is_ok() {
+        return refuse(tcp, peer, http_visitor, reply).await;
+    }
+    tracing::debug!(%peer, host = %hostname, "visitor connected");
+    if let Err(err) = tunnel_proto::pump::pump(&mut tcp, &mut stream).await {
+        tracing::debug!(%peer, %err, "visitor stream failed");
+        tunnel_proto::pump::reset(tcp);
+    }
+}
+
+/// The current session, waiting a little for one while (re)connecting.
+async fn current_session(shared: &Shared) -> Option<Arc<dyn Session>> {
+    let mut rx = shared.session.clone();
+    let wait = rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()));
+    let found = match tokio::time::timeout(defaults::SESSION_WAIT, wait).await {
+        Ok(Ok(s)) => s.clone(),
+        _ => None,
+    };
+    found
+}
+
+async fn refuse(mut tcp: TcpStream, peer: SocketAddr, http_visitor: bool, reply: Reply) {
+    tracing::info!(%peer, status = reply.status.0, "visitor refused: {}", reply.message);
+    if http_visitor {
+        let _ = tcp.write_all(&http::error_response(reply.status, &reply.message)).await;
+    }
+    let _ = tcp.shutdown().await;
+}

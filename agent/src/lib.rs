@@ -1,1 +1,233 @@
-//! placeholder
+//! `tunnel-agent`: the private side of tunnel.
+//!
+//! The agent dials the server, joins one tunnel, and serves the streams the server opens.
+//! Life of a stream: the server opens it and writes a stream header naming the network and the
+//! visitor's hostname; the agent picks the target whose `host` pattern matches (a target
+//! without `host` is the fallback), dials it under the dial timeout, answers with a status,
+//! and then copies bytes both ways. A stream names a hostname, never an address: the agent
+//! only ever connects to targets in its own configuration.
+//!
+//! The agent never exits because the server is down: it reconnects with exponential backoff
+//! and jitter, logging one line per failed attempt.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::channel::{ChannelConfig, Session, Stream};
+use tunnel_proto::client::{self, Backoff, Dialer};
+use tunnel_proto::host::{self, best_match};
+use tunnel_proto::wire::{
+    self, read_frame, write_frame, Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token,
+};
+
+pub mod config;
+
+pub use config::{Config, FileConfig, Target};
+
+/// A running agent.
+pub struct Agent {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    config: Config,
+    fallback_next: AtomicUsize,
+}
+
+impl Agent {
+    /// Starts the agent's connect loop.
+    pub fn spawn(config: Config) -> Agent {
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared { config, fallback_next: AtomicUsize::new(0) });
+        let task = tokio::spawn(run(shared, shutdown.clone()));
+        Agent { shutdown, task }
+    }
+
+    /// Stops the agent and closes its session.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn dialer(config: &Config) -> Dialer {
+    let mut networks = Networks::NONE;
+    for t in &config.targets {
+        networks = networks.with(t.network);
+    }
+    Dialer {
+        transport: config.relay.transport,
+        addr: config.relay.addr.clone(),
+        hello: Hello {
+            version: wire::VERSION,
+            role: Role::Agent,
+            tunnel: config.relay.tunnel,
+            networks,
+            weight: config.relay.weight,
+            token: Token(config.relay.token.clone().unwrap_or_default().into_bytes().into()),
+        },
+        channel: ChannelConfig { connect_timeout: config.limits.handshake_timeout, ..ChannelConfig::default() },
+        handshake_timeout: config.limits.handshake_timeout,
+    }
+}
+
+async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let limits = &shared.config.limits;
+    let dialer = dialer(&shared.config);
+    let tunnel = shared.config.relay.tunnel;
+    let mut backoff =
+        Backoff::new(limits.backoff_base, limits.backoff_max, tunnel_proto::defaults::BACKOFF_RESET_AFTER);
+    loop {
+        let connected = tokio::select! {
+            r = dialer.connect() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match connected {
+            Ok(c) => {
+                let started = Instant::now();
+                tracing::info!(%tunnel, server = %dialer.addr, "session established");
+                let session = c.session.clone();
+                let keepalive = client::keepalive(
+                    c.session.clone(),
+                    c.control,
+                    limits.keepalive_interval,
+                    limits.keepalive_timeout,
+                );
+                let why = tokio::select! {
+                    why = keepalive => why,
+                    _ = serve_streams(shared.clone(), session.clone()) => "session ended".to_owned(),
+                    _ = shutdown.cancelled() => {
+                        session.close();
+                        return;
+                    }
+                };
+                session.close();
+                backoff.session_ended(started.elapsed());
+                tracing::warn!(%tunnel, server = %dialer.addr, "session lost: {why}; reconnecting");
+            }
+            Err(err) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%tunnel, server = %dialer.addr, retry_in = ?delay, "cannot join tunnel: {err}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+        }
+        // Reconnect after a lost session with a short, jittered pause.
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn serve_streams(shared: Arc<Shared>, session: Arc<dyn Session>) {
+    while let Ok(Some(stream)) = session.accept_stream().await {
+        tokio::spawn(serve_stream(shared.clone(), stream));
+    }
+}
+
+async fn serve_stream(shared: Arc<Shared>, mut stream: Stream) {
+    let limits = &shared.config.limits;
+    let header = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
+        Ok(Ok(Frame::StreamHeader(h))) => h,
+        Ok(Ok(other)) => {
+            return answer(
+                &mut stream,
+                Reply::new(Status::BAD_REQUEST, format!("expected a stream header, got {:?}", other.kind())),
+            )
+            .await
+        }
+        Ok(Err(err)) => {
+            return answer(&mut stream, Reply::new(Status::BAD_REQUEST, format!("malformed stream header: {err}")))
+                .await
+        }
+        Err(_) => return,
+    };
+    let Some(target) = select_target(&shared, &header) else {
+        let host = if header.hostname.is_empty() { "(none)" } else { &header.hostname };
+        tracing::info!(host, network = %header.network, "no target for stream");
+        return answer(
+            &mut stream,
+            Reply::new(Status::NOT_FOUND, format!("agent has no {} target for host {host}", header.network)),
+        )
+        .await;
+    };
+    match header.network {
+        Network::Tcp => serve_tcp(&shared, stream, &header, target).await,
+        Network::Udp => answer(&mut stream, Reply::new(Status::BAD_REQUEST, "udp is not served by this agent")).await,
+    }
+}
+
+async fn serve_tcp(shared: &Shared, mut stream: Stream, header: &StreamHeader, target: &Target) {
+    let timeout = shared.config.limits.dial_timeout;
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(&target.addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(err)) => {
+            tracing::info!(target = %target.name, addr = %target.addr, %err, "target dial failed");
+            let status = Status::BAD_GATEWAY;
+            return answer(
+                &mut stream,
+                Reply::new(status, format!("target {} is unreachable: {}", target.name, err.kind())),
+            )
+            .await;
+        }
+        Err(_) => {
+            tracing::info!(target = %target.name, addr = %target.addr, "target dial timed out");
+            return answer(
+                &mut stream,
+                Reply::new(
+                    Status::GATEWAY_TIMEOUT,
+                    format!("target {} did not answer within {timeout:?}", target.name),
+                ),
+            )
+            .await;
+        }
+    };
+    tunnel_proto::pump::tune_tcp(&tcp);
+    if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
+        return;
+    }
+    let mut tcp = tcp;
+    match tunnel_proto::pump::pump(&mut stream, &mut tcp).await {
+        Ok((down, up)) => {
+            tracing::debug!(host = %header.hostname, visitor = ?header.visitor, target = %target.name, down, up, "stream done")
+        }
+        Err(err) => {
+            tracing::debug!(host = %header.hostname, target = %target.name, %err, "stream failed");
+            tunnel_proto::pump::reset(tcp);
+        }
+    }
+}
+
+async fn answer(stream: &mut Stream, reply: Reply) {
+    let _ = write_frame(stream, &Frame::StreamReply(reply)).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
+}
+
+/// The target for a stream: the best `host` match among targets of the stream's network,
+/// else a fallback target (round-robin among several).
+fn select_target<'a>(shared: &'a Shared, header: &StreamHeader) -> Option<&'a Target> {
+    let targets = shared.config.targets.iter().filter(|t| t.network == header.network);
+    if let Ok(host) = host::canonicalize(&header.hostname) {
+        let with_host = targets.clone().filter_map(|t| t.host.as_ref().map(|p| (p, t)));
+        if let Some(t) = best_match(with_host, &host) {
+            return Some(t);
+        }
+    }
+    let fallbacks: Vec<&Target> = targets.filter(|t| t.host.is_none()).collect();
+    if fallbacks.is_empty() {
+        return None;
+    }
+    let i = shared.fallback_next.fetch_add(1, Ordering::Relaxed) % fallbacks.len();
+    Some(fallbacks[i])
+}

@@ -42,9 +42,8 @@ pub fn canonicalize(raw: &str) -> Result<String, HostError> {
     if host.len() > 253 {
         return Err(HostError::TooLong);
     }
-    if let Some(c) = host
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']' | '*')))
+    if let Some(c) =
+        host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '[' | ']' | '*')))
     {
         return Err(HostError::BadChar(c));
     }
@@ -96,9 +95,7 @@ impl HostPattern {
 }
 
 fn is_subdomain(host: &str, domain: &str) -> bool {
-    host.len() > domain.len() + 1
-        && host.ends_with(domain)
-        && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+    host.len() > domain.len() + 1 && host.ends_with(domain) && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
 }
 
 impl fmt::Display for HostPattern {

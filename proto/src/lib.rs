@@ -21,10 +21,13 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod client;
 pub mod defaults;
 pub mod host;
+pub mod http;
 pub mod pump;
 pub mod sniff;
+pub mod telemetry;
 pub mod url;
 pub mod wire;
 

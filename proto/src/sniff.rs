@@ -193,7 +193,8 @@ async fn read_loop<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>, max: usi
 mod tests {
     use super::*;
 
-    const GET: &[u8] = b"GET /index.html HTTP/1.1\r\nUser-Agent: curl/8\r\nHost: Abc.Example.com:8080\r\nAccept: */*\r\n\r\n";
+    const GET: &[u8] =
+        b"GET /index.html HTTP/1.1\r\nUser-Agent: curl/8\r\nHost: Abc.Example.com:8080\r\nAccept: */*\r\n\r\n";
 
     #[test]
     fn http_every_prefix() {
@@ -208,7 +209,10 @@ mod tests {
         assert!(matches!(http_host(b"GET / HTTP/1.1\r\n\r\n"), Err(SniffError::MissingHost)));
         assert!(matches!(http_host(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), Err(SniffError::DuplicateHost)));
         assert!(matches!(http_host(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), Err(SniffError::BadHost(_))));
-        assert_eq!(http_host(b"GET http://Target.example/x HTTP/1.1\r\nHost: other\r\n\r\n").unwrap().unwrap(), "target.example");
+        assert_eq!(
+            http_host(b"GET http://Target.example/x HTTP/1.1\r\nHost: other\r\n\r\n").unwrap().unwrap(),
+            "target.example"
+        );
         assert!(matches!(sniff(b"\x00\x01"), Err(SniffError::Unknown)));
     }
 

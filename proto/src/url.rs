@@ -197,6 +197,13 @@ pub fn dial_addr(addr: &str) -> String {
     }
 }
 
+/// Checks an address is `host:port` (or `:port`) with a valid port; returns the parts.
+pub fn split_host_port(addr: &str) -> Result<(&str, u16), String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} has no :port"))?;
+    let port = port.parse::<u16>().map_err(|_| format!("{port:?} in {addr:?} is not a port number"))?;
+    Ok((host, port))
+}
+
 /// Splits `host:port` at the last colon; the port may be a range `8000-8003`.
 fn split_port(addr: &str) -> Result<(&str, u16, u16), String> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("{addr:?} has no :port"))?;

@@ -315,13 +315,11 @@ impl Frame {
             }
             Frame::HelloReply(r) | Frame::StreamReply(r) => {
                 body.put_u16(r.status.0);
-                let msg = r.message.as_bytes();
-                body.put_slice(&msg[..msg.len().min(MAX_MESSAGE)]);
+                body.put_slice(cut_utf8(&r.message, MAX_MESSAGE));
             }
             Frame::StreamHeader(h) => {
                 body.put_u8(h.network as u8);
-                let host = h.hostname.as_bytes();
-                let host = &host[..host.len().min(MAX_HOSTNAME)];
+                let host = cut_utf8(&h.hostname, MAX_HOSTNAME);
                 body.put_u8(host.len() as u8);
                 body.put_slice(host);
                 encode_addr(&mut body, h.visitor);
@@ -360,6 +358,16 @@ impl Frame {
         let body = buf.copy_to_bytes(len);
         decode_body(kind, body).map(Some)
     }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary, so a
+/// cut string is still UTF-8 (a hostname cut mid-character would not decode).
+fn cut_utf8(s: &str, max: usize) -> &[u8] {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s.as_bytes()[..end]
 }
 
 /// Copies the first `n` bytes of a possibly non-contiguous buffer without consuming them.

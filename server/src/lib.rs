@@ -1,1 +1,133 @@
-//! placeholder
+//! `tunnel-server`: the public side of tunnel.
+//!
+//! It listens for data-channel sessions from agents and access clients on its relay
+//! listener ([`relay`]), and for visitors on public entrypoints ([`entrypoint`]). Visitors are
+//! routed by hostname through the [`ingress`] table to a tunnel, and from the tunnel's pool in
+//! the [`registry`] to one agent session, which carries the visitor's bytes to a target.
+//! Access clients reach tunnels through the private entrypoint: streams they open on their
+//! own session, routed by the same table (private rules included) or by tunnel ID in direct
+//! mode.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::channel::{ChannelConfig, Listener};
+
+pub mod auth;
+pub mod config;
+mod entrypoint;
+
+pub mod ingress;
+pub mod registry;
+mod relay;
+
+pub use config::{Config, FileConfig};
+
+/// Connections allowed to be in their handshake at once; bounds what a flood of idle
+/// connections to the relay port can cost.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// State shared by every task of a server.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) registry: registry::Registry,
+    pub(crate) auth: auth::Auth,
+    pub(crate) visitors: Arc<Semaphore>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A running server.
+pub struct Server {
+    relay_addr: SocketAddr,
+    entrypoint_addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds every listener and starts serving.
+    pub async fn spawn(config: Config) -> anyhow::Result<Server> {
+        let channel = ChannelConfig::default();
+        let listener = Listener::bind(config.relay_addr, config.transport, channel)
+            .await
+            .with_context(|| format!("cannot listen on relay address {}", config.relay_addr))?;
+        let relay_addr = listener.local_addr()?;
+        let mut entrypoints = Vec::new();
+        for ep in &config.entrypoints {
+            let l =
+                TcpListener::bind(ep.addr).await.with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
+            entrypoints.push((l, ep.hostname.clone()));
+        }
+        let auth = auth::Auth::new(&config.global_tokens, &config.tunnel_tokens);
+        if !auth.enabled() {
+            tracing::warn!("no tokens configured: any agent may join a tunnel in the ingress and any access client may reach it; set --token or [[tokens]]");
+        }
+        if config.direct {
+            tracing::warn!("direct routing is on: access clients may reach any tunnel by its ID");
+        }
+        let shared = Arc::new(Shared {
+            visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
+            registry: registry::Registry::default(),
+            auth,
+            config,
+            shutdown: CancellationToken::new(),
+        });
+        let mut tasks = JoinSet::new();
+        tracing::info!(addr = %relay_addr, transport = ?shared.config.transport, "relay listening");
+        tasks.spawn(accept_sessions(shared.clone(), listener));
+        let mut entrypoint_addrs = Vec::new();
+        for (l, hostname) in entrypoints {
+            let addr = l.local_addr()?;
+            tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");
+            entrypoint_addrs.push(addr);
+            tasks.spawn(entrypoint::run(shared.clone(), l, hostname));
+        }
+        Ok(Server { relay_addr, entrypoint_addrs, shared, tasks })
+    }
+
+    /// The relay listener's bound address.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay_addr
+    }
+
+    /// The entrypoints' bound addresses, in configuration order.
+    pub fn entrypoint_addrs(&self) -> &[SocketAddr] {
+        &self.entrypoint_addrs
+    }
+
+    /// Stops accepting, tells every session the server is going away, and waits for the
+    /// listeners to stop.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let incoming = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(i) => i,
+                Err(err) => {
+                    tracing::warn!(%err, "relay accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::debug!(peer = %incoming.peer_addr(), "too many sessions in their handshake, connection dropped");
+            continue;
+        };
+        tokio::spawn(relay::serve_session(shared.clone(), incoming, permit));
+    }
+}

@@ -1,0 +1,269 @@
+//! Agent configuration: `-L rtcp://:0/target -F relay://server?tunnel.id=...` or a TOML file,
+//! both validated into [`Config`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tunnel_proto::client::{RelayFile, RelayOptions};
+use tunnel_proto::defaults;
+use tunnel_proto::host::HostPattern;
+use tunnel_proto::url::{self, NodeUrl, UrlError};
+use tunnel_proto::wire::Network;
+
+/// Why a configuration was rejected; the message names the source and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A bad URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// A file that cannot be read or parsed.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A value that is not acceptable.
+    #[error("{source_name}: {key}: {why}")]
+    Invalid {
+        /// File or URL.
+        source_name: String,
+        /// The key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The agent's file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The server to join.
+    pub relay: RelayFile,
+    /// `rtcp` / `rudp` services.
+    #[serde(default)]
+    pub services: Vec<ServiceFile>,
+    /// Timeouts and retry settings.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// One service as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// A name for logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `rtcp` or `rudp`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Route by hostname (the stream's hostname is always used when present; accepted for
+    /// compatibility with the seed's files).
+    #[serde(default)]
+    pub sniffing: bool,
+    /// The targets.
+    pub forwarder: ForwarderFile,
+}
+
+/// `forwarder`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderFile {
+    /// The targets.
+    pub nodes: Vec<NodeFile>,
+}
+
+/// One target as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// A name for logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` (`:port` is this machine).
+    pub addr: String,
+    /// Hostname pattern this target serves; none makes it a fallback.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// `[limits]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsFile {
+    #[serde(default, with = "humantime_serde")]
+    dial_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    backoff_base: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    backoff_max: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    keepalive_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    keepalive_timeout: Option<Duration>,
+}
+
+/// A validated target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Name for logs.
+    pub name: String,
+    /// TCP or UDP.
+    pub network: Network,
+    /// Dialable `host:port`.
+    pub addr: String,
+    /// Hostnames served; `None` for a fallback.
+    pub host: Option<HostPattern>,
+}
+
+/// Timeouts and backoff.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connecting to a target.
+    pub dial_timeout: Duration,
+    /// Connecting to the server plus hello.
+    pub handshake_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_base: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// Ping interval.
+    pub keepalive_interval: Duration,
+    /// Pong deadline.
+    pub keepalive_timeout: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server and tunnel.
+    pub relay: RelayOptions,
+    /// Every target of every service.
+    pub targets: Vec<Target>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl FileConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string().trim_end().to_owned() })
+    }
+
+    /// Builds the config from `-L` service URLs and the `-F` relay URL.
+    pub fn from_urls(services: &[String], relay: &str) -> Result<FileConfig, ConfigError> {
+        let mut fc = FileConfig { relay: RelayFile::from_url(relay)?, ..FileConfig::default() };
+        for raw in services {
+            let mut u = NodeUrl::parse(raw)?;
+            u.expect_scheme(&["rtcp", "rudp"], "rtcp, rudp")?;
+            let sniffing = u.take_bool(&["sniffing"])?.unwrap_or(false);
+            let target = u.target.clone().ok_or_else(|| u.bad("target", "", "missing: write rtcp://:0/host:port"))?;
+            let nodes = target
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .enumerate()
+                .map(|(i, addr)| NodeFile { name: Some(format!("target-{i}")), addr: addr.to_owned(), host: None })
+                .collect();
+            fc.services.push(ServiceFile {
+                name: Some(raw.clone()),
+                kind: u.scheme.clone(),
+                sniffing,
+                forwarder: ForwarderFile { nodes },
+            });
+            u.finish()?;
+        }
+        Ok(fc)
+    }
+
+    /// Validates every value.
+    pub fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, why: String| ConfigError::Invalid {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            why,
+        };
+        let relay = self.relay.validate().map_err(|(k, why)| invalid(&format!("relay.{k}"), why))?;
+        let mut targets = Vec::new();
+        for (i, svc) in self.services.iter().enumerate() {
+            let network = match svc.kind.as_str() {
+                "rtcp" => Network::Tcp,
+                "rudp" => {
+                    return Err(invalid(
+                        &format!("services[{i}].type"),
+                        "rudp services are not supported by this build yet".into(),
+                    ))
+                }
+                other => {
+                    return Err(invalid(
+                        &format!("services[{i}].type"),
+                        format!("unknown service type {other:?}, expected rtcp or rudp"),
+                    ))
+                }
+            };
+            if svc.forwarder.nodes.is_empty() {
+                return Err(invalid(&format!("services[{i}].forwarder.nodes"), "no targets".into()));
+            }
+            for (j, node) in svc.forwarder.nodes.iter().enumerate() {
+                let key = format!("services[{i}].forwarder.nodes[{j}]");
+                url::split_host_port(&node.addr).map_err(|e| invalid(&format!("{key}.addr"), e))?;
+                let host = node
+                    .host
+                    .as_deref()
+                    .map(HostPattern::parse)
+                    .transpose()
+                    .map_err(|e| invalid(&format!("{key}.host"), e.to_string()))?;
+                targets.push(Target {
+                    name: node.name.clone().unwrap_or_else(|| node.addr.clone()),
+                    network,
+                    addr: url::dial_addr(&node.addr),
+                    host,
+                });
+            }
+        }
+        if targets.is_empty() {
+            return Err(invalid("services", "no rtcp or rudp service: give -L rtcp://:0/host:port".into()));
+        }
+        let l = self.limits;
+        let limits = Limits {
+            dial_timeout: l.dial_timeout.unwrap_or(defaults::DIAL_TIMEOUT),
+            handshake_timeout: l.handshake_timeout.unwrap_or(defaults::CONNECT_TIMEOUT),
+            backoff_base: l.backoff_base.unwrap_or(defaults::BACKOFF_BASE),
+            backoff_max: l.backoff_max.unwrap_or(defaults::BACKOFF_MAX),
+            keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),
+            keepalive_timeout: l.keepalive_timeout.unwrap_or(defaults::KEEPALIVE_TIMEOUT),
+        };
+        Ok(Config { relay, targets, limits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_command_lines() {
+        let cfg = FileConfig::from_urls(
+            &["rtcp://:0/192.168.1.1:80".into()],
+            "relay://:8443?tunnel.id=4d21094e-b74c-4916-86c1-d9fa36ea677b",
+        )
+        .unwrap()
+        .validate("-L")
+        .unwrap();
+        assert_eq!(cfg.targets[0].addr, "192.168.1.1:80");
+        assert_eq!(cfg.relay.addr, "127.0.0.1:8443");
+        let err = FileConfig::from_urls(&["rtcp://:0/:80".into()], "relay://:8443?tunnel.id=nope")
+            .unwrap()
+            .validate("-F")
+            .unwrap_err();
+        assert!(err.to_string().contains("relay.tunnel.id") && err.to_string().contains("nope"), "{err}");
+    }
+}

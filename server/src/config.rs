@@ -1,0 +1,392 @@
+//! Server configuration: the TOML file (`-C`) and the `-L relay://...` URL both produce a
+//! [`FileConfig`], which [`FileConfig::validate`] turns into the runtime [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tunnel_proto::channel::Transport;
+use tunnel_proto::defaults;
+use tunnel_proto::host::{self, HostPattern};
+use tunnel_proto::url::{self, NodeUrl, UrlError};
+use uuid::Uuid;
+
+use crate::ingress::{Ingress, Rule};
+
+/// Why a configuration was rejected. The message names the source and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A bad `-L` URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// A file that cannot be read or parsed.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A value that parsed but is not acceptable.
+    #[error("{source_name}: {key}: {why}")]
+    Invalid {
+        /// The file or URL.
+        source_name: String,
+        /// The offending key.
+        key: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// One value or a list (`entryPoint = ":80"` or `entryPoint = [":80", ":443"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single string, possibly comma-separated.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> Vec<String> {
+        let split =
+            |s: &str| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+        match self {
+            OneOrMany::One(s) => split(s),
+            OneOrMany::Many(v) => v.iter().flat_map(|s| split(s)).collect(),
+        }
+    }
+}
+
+/// The server's configuration as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileConfig {
+    /// Relay listener address (`:8443`).
+    pub addr: String,
+    /// Data-channel transport: `tcp` (default).
+    #[serde(default)]
+    pub listener: Option<String>,
+    /// Public entrypoints: `:80`, or `:5201/iperf.local` for a raw entrypoint bound to a host.
+    #[serde(default)]
+    pub entry_point: Option<OneOrMany>,
+    /// One token accepted for every tunnel.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// `[tunnel] direct = true`.
+    #[serde(default)]
+    pub tunnel: TunnelTable,
+    /// `[[ingress.rules]]`.
+    #[serde(default)]
+    pub ingress: IngressTable,
+    /// `[[tokens]]`: per-tunnel tokens (several per tunnel allowed, for rotation).
+    #[serde(default)]
+    pub tokens: Vec<TunnelToken>,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[tunnel]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelTable {
+    /// Direct routing: access clients reach any tunnel by ID when no rule matches.
+    #[serde(default)]
+    pub direct: bool,
+}
+
+/// `[ingress]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressTable {
+    /// The rules.
+    #[serde(default)]
+    pub rules: Vec<RuleFile>,
+}
+
+/// One ingress rule as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// `example.org`, `.example.com` or `*.example.com`.
+    pub hostname: String,
+    /// Tunnel UUID; `$UUID` makes the rule private.
+    pub endpoint: String,
+}
+
+/// A per-tunnel token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelToken {
+    /// The tunnel.
+    pub tunnel: String,
+    /// The token.
+    pub token: String,
+}
+
+/// `[limits]` as written; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitsFile {
+    #[serde(default, with = "humantime_serde")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    sniff_timeout: Option<Duration>,
+    #[serde(default)]
+    sniff_max_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    reply_timeout: Option<Duration>,
+    #[serde(default)]
+    max_streams_per_session: Option<usize>,
+    #[serde(default)]
+    max_visitors: Option<usize>,
+    #[serde(default)]
+    max_sessions_per_tunnel: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    keepalive_timeout: Option<Duration>,
+}
+
+/// Limits in force; see [`tunnel_proto::defaults`] for why each default is what it is.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time for a new session to complete its hello.
+    pub handshake_timeout: Duration,
+    /// Time for a visitor to reveal its hostname.
+    pub sniff_timeout: Duration,
+    /// Bytes read while sniffing.
+    pub sniff_max_bytes: usize,
+    /// Time for an agent to answer a stream header.
+    pub reply_timeout: Duration,
+    /// Streams at once on one session.
+    pub max_streams_per_session: usize,
+    /// Visitors at once across all entrypoints and access streams.
+    pub max_visitors: usize,
+    /// Agent sessions per tunnel.
+    pub max_sessions_per_tunnel: usize,
+    /// A session silent for this long (no ping) is closed.
+    pub keepalive_timeout: Duration,
+}
+
+/// A public entrypoint.
+#[derive(Debug, Clone)]
+pub struct Entrypoint {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// For a raw entrypoint, the hostname every connection is routed as.
+    pub hostname: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Relay listener.
+    pub relay_addr: SocketAddr,
+    /// Data-channel transport.
+    pub transport: Transport,
+    /// Public entrypoints.
+    pub entrypoints: Vec<Entrypoint>,
+    /// The routing table.
+    pub ingress: Ingress,
+    /// Direct routing for access clients.
+    pub direct: bool,
+    /// Tokens accepted for every tunnel.
+    pub global_tokens: Vec<String>,
+    /// Tokens per tunnel.
+    pub tunnel_tokens: HashMap<Uuid, Vec<String>>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string().trim_end().to_owned() })
+    }
+
+    /// Builds a config from a `relay://addr?key=value` URL.
+    pub fn from_url(raw: &str) -> Result<FileConfig, ConfigError> {
+        let mut u = NodeUrl::parse(raw)?;
+        u.expect_scheme(&["relay", "relay+tcp"], Transport::SCHEMES)?;
+        let mut fc = FileConfig {
+            addr: u.addr.clone(),
+            listener: Some("tcp".into()),
+            entry_point: u.take(&["entryPoint"]).map(OneOrMany::One),
+            token: u.take(&["token"]),
+            ..FileConfig::default()
+        };
+        fc.tunnel.direct = u.take_bool(&["tunnel.direct", "direct"])?.unwrap_or(false);
+        if let Some(rules) = u.take(&["tunnel", "ingress"]) {
+            for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                let (hostname, endpoint) =
+                    rule.rsplit_once(':').ok_or_else(|| u.bad("tunnel", rule, "expected hostname:tunnel-id"))?;
+                fc.ingress.rules.push(RuleFile { hostname: hostname.into(), endpoint: endpoint.into() });
+            }
+        }
+        let l = &mut fc.limits;
+        l.handshake_timeout = u.take_duration(&["handshakeTimeout"])?;
+        l.sniff_timeout = u.take_duration(&["sniffTimeout", "sniffing.timeout"])?;
+        l.sniff_max_bytes = u.take_with(&["sniffMaxBytes"], str::parse::<usize>)?;
+        l.reply_timeout = u.take_duration(&["replyTimeout"])?;
+        l.max_streams_per_session = u.take_with(&["maxStreams", "maxStreamsPerSession"], str::parse::<usize>)?;
+        l.max_visitors = u.take_with(&["maxVisitors"], str::parse::<usize>)?;
+        l.max_sessions_per_tunnel = u.take_with(&["maxSessionsPerTunnel"], str::parse::<usize>)?;
+        l.keepalive_timeout = u.take_duration(&["keepaliveTimeout"])?;
+        u.finish()?;
+        Ok(fc)
+    }
+
+    /// Checks every value and builds the runtime config. `source_name` (file path or URL)
+    /// prefixes every error.
+    pub fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, why: String| ConfigError::Invalid {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            why,
+        };
+        let relay_addr = url::bind_addr(&self.addr).map_err(|e| invalid("addr", e))?;
+        let transport = match self.listener.as_deref().unwrap_or("tcp") {
+            "tcp" => Transport::Tcp,
+            other => return Err(invalid("listener", format!("unknown listener {other:?}, expected tcp"))),
+        };
+        let mut entrypoints = Vec::new();
+        for item in self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default() {
+            let (addr, hostname) = match item.split_once('/') {
+                Some((a, h)) => {
+                    (a, Some(host::canonicalize(h).map_err(|e| invalid("entryPoint", format!("{item:?}: {e}")))?))
+                }
+                None => (item.as_str(), None),
+            };
+            let addr = url::bind_addr(addr).map_err(|e| invalid("entryPoint", e))?;
+            entrypoints.push(Entrypoint { addr, hostname });
+        }
+        let mut rules = Vec::new();
+        for (i, r) in self.ingress.rules.iter().enumerate() {
+            let key = format!("ingress.rules[{i}]");
+            let pattern = HostPattern::parse(&r.hostname)
+                .map_err(|e| invalid(&format!("{key}.hostname"), format!("{:?}: {e}", r.hostname)))?;
+            let (private, id) = match r.endpoint.trim().strip_prefix('$') {
+                Some(id) => (true, id),
+                None => (false, r.endpoint.trim()),
+            };
+            let tunnel = parse_tunnel_id(id).map_err(|e| invalid(&format!("{key}.endpoint"), e))?;
+            rules.push(Rule { pattern, tunnel, private });
+        }
+        let mut tunnel_tokens: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let id = parse_tunnel_id(&t.tunnel).map_err(|e| invalid(&format!("tokens[{i}].tunnel"), e))?;
+            check_token(&t.token).map_err(|e| invalid(&format!("tokens[{i}].token"), e))?;
+            tunnel_tokens.entry(id).or_default().push(t.token.clone());
+        }
+        let mut global_tokens = Vec::new();
+        if let Some(t) = &self.token {
+            check_token(t).map_err(|e| invalid("token", e))?;
+            global_tokens.push(t.clone());
+        }
+        let l = self.limits;
+        let limits = Limits {
+            handshake_timeout: l.handshake_timeout.unwrap_or(defaults::HANDSHAKE_TIMEOUT),
+            sniff_timeout: l.sniff_timeout.unwrap_or(defaults::SNIFF_TIMEOUT),
+            sniff_max_bytes: l.sniff_max_bytes.unwrap_or(defaults::SNIFF_MAX_BYTES),
+            reply_timeout: l.reply_timeout.unwrap_or(defaults::REPLY_TIMEOUT),
+            max_streams_per_session: l.max_streams_per_session.unwrap_or(defaults::MAX_STREAMS_PER_SESSION),
+            max_visitors: l.max_visitors.unwrap_or(defaults::MAX_VISITORS),
+            max_sessions_per_tunnel: l.max_sessions_per_tunnel.unwrap_or(defaults::MAX_SESSIONS_PER_TUNNEL),
+            keepalive_timeout: l
+                .keepalive_timeout
+                .unwrap_or(defaults::KEEPALIVE_INTERVAL + defaults::KEEPALIVE_TIMEOUT),
+        };
+        if limits.max_streams_per_session == 0 || limits.max_streams_per_session >= defaults::MUX_MAX_STREAMS {
+            return Err(invalid(
+                "limits.maxStreamsPerSession",
+                format!("must be between 1 and {}", defaults::MUX_MAX_STREAMS - 1),
+            ));
+        }
+        if limits.sniff_max_bytes < 64 {
+            return Err(invalid("limits.sniffMaxBytes", "must be at least 64".into()));
+        }
+        for (key, v) in [("maxVisitors", limits.max_visitors), ("maxSessionsPerTunnel", limits.max_sessions_per_tunnel)]
+        {
+            if v == 0 {
+                return Err(invalid(&format!("limits.{key}"), "must be at least 1".into()));
+            }
+        }
+        Ok(Config {
+            relay_addr,
+            transport,
+            entrypoints,
+            ingress: Ingress::new(rules),
+            direct: self.tunnel.direct,
+            global_tokens,
+            tunnel_tokens,
+            limits,
+        })
+    }
+}
+
+/// Parses a tunnel ID, with a message that shows the expected form.
+pub fn parse_tunnel_id(raw: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(raw.trim()).map_err(|e| {
+        format!("invalid tunnel ID {raw:?} ({e}); expected a UUID like 4d21094e-b74c-4916-86c1-d9fa36ea677b")
+    })
+}
+
+fn check_token(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > tunnel_proto::wire::MAX_TOKEN {
+        return Err(format!("token must be 1 to {} bytes", tunnel_proto::wire::MAX_TOKEN));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_command_line() {
+        let cfg = FileConfig::from_url(
+            "relay://:8443?entryPoint=:80&tunnel=.example.com:4d21094e-b74c-4916-86c1-d9fa36ea677b,example.org:$ac74d9dd-3125-442a-a7c1-f9e49e05faca",
+        )
+        .unwrap()
+        .validate("-L")
+        .unwrap();
+        assert_eq!(cfg.relay_addr.port(), 8443);
+        assert_eq!(cfg.entrypoints[0].addr.port(), 80);
+        let rule = cfg.ingress.lookup("abc.example.com").unwrap();
+        assert!(!rule.private);
+        assert!(cfg.ingress.lookup("example.org").unwrap().private);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = FileConfig::from_url("relay://:8443?tunnel=a.com:not-a-uuid").unwrap().validate("-L").unwrap_err();
+        assert!(
+            err.to_string().contains("ingress.rules[0].endpoint") && err.to_string().contains("not-a-uuid"),
+            "{err}"
+        );
+        let err = FileConfig::from_url("relay://:8443?entrypoint=:80&colour=red").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = FileConfig::from_url("http://:8443").unwrap_err();
+        assert!(err.to_string().contains("unsupported scheme"), "{err}");
+        let err: Result<FileConfig, _> = toml::from_str("addr = \":1\"\nbogus = 1\n");
+        assert!(err.unwrap_err().to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn raw_entrypoints() {
+        let cfg = FileConfig::from_url(
+            "relay://:0?entryPoint=:80,:5201/Iperf.Local&tunnel=iperf.local:22f43305-42f7-4232-bbbc-aa6c042e3bc3",
+        )
+        .unwrap()
+        .validate("-L")
+        .unwrap();
+        assert_eq!(cfg.entrypoints.len(), 2);
+        assert_eq!(cfg.entrypoints[1].hostname.as_deref(), Some("iperf.local"));
+    }
+}
