@@ -1,1 +1,263 @@
-//! placeholder
+//! Harness for the end-to-end tests: start the real `tunnel-server`, `tunnel-agent` and
+//! `tunnel-access` binaries on port 0, learn their bound addresses from their log lines, and
+//! stop them by PID when the test ends, pass or fail.
+//!
+//! Synchronisation is by log line (`relay listening addr=...`, `session established`), never
+//! by sleeping. Every wait has a generous deadline so a broken build fails instead of hanging.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub mod origin;
+
+/// How long to wait for a process to log what a test expects.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Path of one of the workspace's binaries. `cargo test --workspace` builds them before any
+/// test runs (each binary crate has integration tests of its own, which makes cargo build the
+/// binary); `TUNNEL_BIN_DIR` overrides the directory.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("TUNNEL_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent().and_then(|deps| deps.parent()).expect("target directory").to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not found: run `cargo test --workspace` (or `cargo build --workspace`) first", path.display());
+    path
+}
+
+type Lines = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A running binary whose output is collected line by line.
+pub struct Proc {
+    name: String,
+    child: Child,
+    lines: Lines,
+}
+
+impl Proc {
+    /// Starts `name` (e.g. `tunnel-server`) with `args`.
+    pub fn start(name: &str, args: &[&str]) -> Proc {
+        Proc::start_with_env(name, args, &[])
+    }
+
+    /// Starts `name` with `args` and extra environment variables.
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin(name));
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env_remove("RUST_LOG").env_remove("TUNNEL_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        collect(out, lines.clone());
+        collect(err, lines.clone());
+        Proc { name: name.to_owned(), child, lines }
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `n` lines contain `needle` and returns the `n`-th (1-based).
+    pub fn wait_for_nth(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        let (lock, cv) = &*self.lines;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("{} did not log {needle:?} ({n} times) within {WAIT:?}; its output:\n{}", self.name, lines.join("\n"));
+            }
+            lines = cv.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_nth(needle, 1)
+    }
+
+    /// Whether any line so far contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.lines.0.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Everything logged so far.
+    pub fn output(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits for the process to exit by itself and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {WAIT:?}", self.name);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL", "STOP") to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static, lines: Lines) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let (lock, cv) = &*lines;
+            lock.lock().unwrap().push(line);
+            cv.notify_all();
+        }
+    });
+}
+
+/// Extracts `addr=HOST:PORT` from a log line.
+pub fn addr_in(line: &str) -> SocketAddr {
+    let start = line.find("addr=").unwrap_or_else(|| panic!("no addr= in {line:?}")) + 5;
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().unwrap_or_else(|e| panic!("bad addr in {line:?}: {e}"))
+}
+
+/// A server started with `-L url` (which should listen on 127.0.0.1:0), with its addresses.
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// Relay listener.
+    pub relay: SocketAddr,
+    /// Entrypoints in configuration order.
+    pub entrypoints: Vec<SocketAddr>,
+}
+
+impl Server {
+    /// Starts `tunnel-server` with `args` and waits for its relay and `entrypoints` listeners.
+    pub fn start(args: &[&str], entrypoints: usize) -> Server {
+        Server::start_with_env(args, entrypoints, &[])
+    }
+
+    /// As [`Server::start`], with environment variables.
+    pub fn start_with_env(args: &[&str], entrypoints: usize, env: &[(&str, &str)]) -> Server {
+        let proc = Proc::start_with_env("tunnel-server", args, env);
+        let relay = addr_in(&proc.wait_for("relay listening"));
+        let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
+        Server { proc, relay, entrypoints }
+    }
+
+    /// `relay://127.0.0.1:PORT?tunnel.id=ID` plus extra query.
+    pub fn relay_url(&self, tunnel: &str, extra: &str) -> String {
+        let extra = if extra.is_empty() { String::new() } else { format!("&{extra}") };
+        format!("relay://{}?tunnel.id={tunnel}{extra}", self.relay)
+    }
+}
+
+/// Starts an agent and waits until it has joined (the server logs `agent joined`
+/// `n`-th time).
+pub fn agent(server: &Server, services: &[&str], tunnel: &str, extra: &str, joined_n: usize) -> Proc {
+    let relay = server.relay_url(tunnel, extra);
+    let mut args = Vec::new();
+    for s in services {
+        args.push("-L");
+        args.push(s);
+    }
+    args.push("-F");
+    args.push(&relay);
+    let p = Proc::start("tunnel-agent", &args);
+    p.wait_for("session established");
+    server.proc.wait_for_nth("agent joined", joined_n);
+    p
+}
+
+/// Starts an access client and waits for its listeners and its session; returns it and the
+/// listeners' addresses.
+pub fn access(server: &Server, listeners: &[&str], tunnel: &str, extra: &str) -> (Proc, Vec<SocketAddr>) {
+    let relay = server.relay_url(tunnel, extra);
+    let mut args = Vec::new();
+    for s in listeners {
+        args.push("-L");
+        args.push(s);
+    }
+    args.push("-F");
+    args.push(&relay);
+    let p = Proc::start("tunnel-access", &args);
+    let addrs = (1..=listeners.len()).map(|n| addr_in(&p.wait_for_nth("listening", n))).collect();
+    p.wait_for("session established");
+    (p, addrs)
+}
+
+/// Runs `curl` with `args` and returns (exit code, stdout).
+pub fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("run curl");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `curl` of `http://ADDR/path` with a Host header; returns (HTTP status, body).
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    let header = format!("Host: {host}");
+    let (code, out) = curl(&["-w", "\n%{http_code}", "-H", &header, &url]);
+    assert_eq!(code, 0, "curl {url} (Host: {host}) failed with exit code {code}: {out}");
+    let (body, status) = out.rsplit_once('\n').expect("status line");
+    (status.trim().parse().expect("HTTP status"), body.to_owned())
+}
+
+/// A fresh random tunnel ID.
+pub fn tunnel_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Reads until EOF or `deadline`, returning what was read and whether EOF (or a reset) came.
+pub fn read_until_close(stream: &mut TcpStream, deadline: Duration) -> (Vec<u8>, bool) {
+    stream.set_read_timeout(Some(deadline)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return (out, false),
+            Err(_) => return (out, true),
+        }
+    }
+}
+
+/// Binds a loopback listener on port 0.
+pub fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+/// Writes all of `data` then shuts down the write half.
+pub fn send_and_shutdown(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+}

@@ -1,0 +1,87 @@
+//! Small origins for tests, each on 127.0.0.1:0 in its own threads: an HTTP server that says
+//! who it is, and a TCP echo server. They run until the test process exits.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+
+/// Starts an HTTP/1.1 origin answering every request with `origin=NAME host=HOST path=PATH`.
+/// Each connection serves requests until the client closes (keep-alive).
+pub fn http(name: &str) -> SocketAddr {
+    let (l, addr) = crate::listener();
+    let name = name.to_owned();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let name = name.clone();
+            thread::spawn(move || serve_http(conn, &name));
+        }
+    });
+    addr
+}
+
+fn serve_http(mut conn: TcpStream, name: &str) {
+    let _ = conn.set_nodelay(true);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Some(end) = find(&buf, b"\r\n\r\n") else {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    continue;
+                }
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end + 4);
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let host = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_owned()))
+            .unwrap_or_default();
+        let body = format!("origin={name} host={host} path={path}\n");
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Starts a TCP echo server: every byte read is written back; the write half is shut down
+/// when the client shuts down its own (half-close travels back).
+pub fn echo() -> SocketAddr {
+    let (l, addr) = crate::listener();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens (a port bound and released).
+pub fn closed_port() -> SocketAddr {
+    let (l, addr) = crate::listener();
+    drop(l);
+    addr
+}
