@@ -89,7 +89,15 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, ra
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
     let mut agent = match shared.registry.open(&rule.tunnel, &header, &prefix, limits.reply_timeout).await {
         Ok(agent) => agent,
-        Err(reply) => return refuse(tcp, peer, speaks, &host, reply).await,
+        Err(reply) => {
+            // The answer names the host, whichever side (registry or agent) wrote it.
+            let reply = if reply.message.contains(host.as_str()) {
+                reply
+            } else {
+                Reply::new(reply.status, format!("{host}: {}", reply.message))
+            };
+            return refuse(tcp, peer, speaks, &host, reply).await;
+        }
     };
     tracing::debug!(%peer, %host, tunnel = %rule.tunnel, session = agent.session_id, "visitor connected");
     match tunnel_proto::pump::pump(&mut tcp, &mut agent.stream).await {

@@ -30,7 +30,11 @@ pub fn bin(name: &str) -> PathBuf {
         }
     };
     let path = dir.join(name);
-    assert!(path.exists(), "{} not found: run `cargo test --workspace` (or `cargo build --workspace`) first", path.display());
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo test --workspace` (or `cargo build --workspace`) first",
+        path.display()
+    );
     path
 }
 
@@ -83,7 +87,11 @@ impl Proc {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("{} did not log {needle:?} ({n} times) within {WAIT:?}; its output:\n{}", self.name, lines.join("\n"));
+                panic!(
+                    "{} did not log {needle:?} ({n} times) within {WAIT:?}; its output:\n{}",
+                    self.name,
+                    lines.join("\n")
+                );
             }
             lines = cv.wait_timeout(lines, left).unwrap().0;
         }
@@ -243,7 +251,9 @@ pub fn read_until_close(stream: &mut TcpStream, deadline: Duration) -> (Vec<u8>,
         match stream.read(&mut buf) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return (out, false),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return (out, false)
+            }
             Err(_) => return (out, true),
         }
     }
@@ -260,4 +270,72 @@ pub fn listener() -> (TcpListener, SocketAddr) {
 pub fn send_and_shutdown(stream: &mut TcpStream, data: &[u8]) {
     stream.write_all(data).unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
+/// Starts an agent with `-C FILE`, `toml` being the file's text, and waits until it has joined
+/// (the server logs `agent joined` the `joined_n`-th time). Keep the directory alive as long
+/// as the agent.
+pub fn agent_config(server: &Server, toml: &str, joined_n: usize) -> (Proc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, toml).expect("write agent.toml");
+    let p = Proc::start("tunnel-agent", &["-C", path.to_str().expect("utf-8 path")]);
+    p.wait_for("session established");
+    server.proc.wait_for_nth("agent joined", joined_n);
+    (p, dir)
+}
+
+/// An external program (redis-server, openssl s_server, ...) killed by PID when dropped.
+pub struct External {
+    name: String,
+    child: Child,
+}
+
+impl External {
+    /// Starts `cmd`; panics with a clear message when the program is missing, so a test that
+    /// needs it fails instead of skipping.
+    pub fn start(mut cmd: Command) -> External {
+        let name = cmd.get_program().to_string_lossy().into_owned();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}; this test needs {name} installed (CI installs it)"));
+        External { name, child }
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics if the program has already exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("{} exited early: {status}", self.name);
+        }
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `ready` until it returns true, panicking after [`WAIT`]. Only for external servers
+/// that say nothing when they are ready; our own binaries are awaited by log line.
+pub fn poll_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} was not ready within {WAIT:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Proc {
+    /// Whether the process is still running (has not exited, by itself or otherwise).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }

@@ -39,10 +39,13 @@ fn serve_http(mut conn: TcpStream, name: &str) {
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
         let host = head
             .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_owned()))
+            .find_map(|l| {
+                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_owned())
+            })
             .unwrap_or_default();
         let body = format!("origin={name} host={host} path={path}\n");
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let resp =
+            format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         if conn.write_all(resp.as_bytes()).is_err() {
             return;
         }
@@ -83,5 +86,28 @@ pub fn echo() -> SocketAddr {
 pub fn closed_port() -> SocketAddr {
     let (l, addr) = crate::listener();
     drop(l);
+    addr
+}
+
+/// Starts a UDP echo server: every datagram goes back to its sender unchanged.
+pub fn udp_echo() -> SocketAddr {
+    udp_server(|data, _| data.to_vec())
+}
+
+/// Starts a UDP server that answers every datagram with `port=N`, the sender's port: a new
+/// flow through the tunnel shows up as a new port.
+pub fn udp_source_port() -> SocketAddr {
+    udp_server(|_, from| format!("port={}", from.port()).into_bytes())
+}
+
+fn udp_server(answer: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static) -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = socket.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65535];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&answer(&buf[..n], from), from);
+        }
+    });
     addr
 }

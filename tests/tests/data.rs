@@ -1,0 +1,261 @@
+//! Bytes through the tunnel: large transfers byte-exact both ways, half-close, and a real
+//! non-HTTP protocol (redis) published on a raw entrypoint and through tunnel-access.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tunnel_tests::{
+    access, agent, agent_config, origin, poll_until, read_until_close, send_and_shutdown, tunnel_id, External, Proc,
+    Server, WAIT,
+};
+
+const BIG: usize = 64 << 20;
+const CHUNK: usize = 64 << 10;
+/// A generous bound on one read, so a stuck transfer fails instead of hanging.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Deterministic pseudo-random bytes (xorshift64*), cheap enough for 64 MiB in a debug build.
+struct Prng(u64);
+
+impl Prng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `len` pseudo-random bytes from `seed` to `w`; returns their sha256.
+fn write_random(w: &mut impl Write, seed: u64, len: usize) -> std::io::Result<String> {
+    let mut rng = Prng(seed);
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        rng.fill(&mut buf[..n]);
+        hash.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        left -= n;
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// Reads to EOF; returns the byte count and sha256. Panics on a read error or a stall.
+fn read_hash(r: &mut TcpStream) -> (usize, String) {
+    r.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return (total, hex::encode(hash.finalize())),
+            Ok(n) => {
+                hash.update(&buf[..n]);
+                total += n;
+            }
+            Err(e) => panic!("read failed after {total} bytes: {e}"),
+        }
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// An origin that reads until the client's FIN, then answers `LEN SHA256\n` and closes: its
+/// reply only exists after the half-close reached it.
+fn sink() -> SocketAddr {
+    let (l, addr) = tunnel_tests::listener();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let (n, hash) = read_hash(&mut conn);
+                let _ = conn.write_all(format!("{n} {hash}\n").as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// An origin that sends `len` pseudo-random bytes from `seed` to every client, then closes.
+fn source(seed: u64, len: usize) -> SocketAddr {
+    let (l, addr) = tunnel_tests::listener();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let _ = write_random(&mut conn, seed, len);
+            });
+        }
+    });
+    addr
+}
+
+/// A server with raw entrypoints `blob.local` (echo), `sink.local` and `source.local`, all
+/// served by one agent that picks the origin by host.
+struct Fixture {
+    server: Server,
+    tunnel: String,
+    _agent: (Proc, tempfile::TempDir),
+}
+
+const SOURCE_SEED: u64 = 0x5eed_da7a;
+
+impl Fixture {
+    fn start() -> Fixture {
+        let tunnel = tunnel_id();
+        let eps = "127.0.0.1:0/blob.local,127.0.0.1:0/sink.local,127.0.0.1:0/source.local";
+        let rules = format!("blob.local:{tunnel},sink.local:{tunnel},source.local:{tunnel}");
+        let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint={eps}&tunnel={rules}")], 3);
+        let mut toml =
+            format!("[relay]\naddr = \"{}\"\ntunnel.id = \"{tunnel}\"\n[[services]]\ntype = \"rtcp\"\n", server.relay);
+        for (host, addr) in
+            [("blob.local", origin::echo()), ("sink.local", sink()), ("source.local", source(SOURCE_SEED, BIG))]
+        {
+            toml += &format!("[[services.forwarder.nodes]]\naddr = \"{addr}\"\nhost = \"{host}\"\n");
+        }
+        let agent = agent_config(&server, &toml, 1);
+        Fixture { server, tunnel, _agent: agent }
+    }
+}
+
+/// Sends `len` bytes to an echo through `addr` from a writer thread while reading them back.
+fn echo_roundtrip(addr: SocketAddr, len: usize) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sent = thread::spawn(move || {
+        let hash = write_random(&mut writer, 42, len).expect("write through the tunnel");
+        writer.shutdown(Shutdown::Write).unwrap();
+        hash
+    });
+    let (got, got_hash) = read_hash(&mut conn);
+    let sent_hash = sent.join().expect("writer thread");
+    assert_eq!(got, len, "bytes echoed back");
+    assert_eq!(got_hash, sent_hash, "echoed bytes differ from the bytes sent");
+}
+
+#[test]
+fn sixty_four_mib_echo_is_byte_exact_both_ways() {
+    let f = Fixture::start();
+    echo_roundtrip(f.server.entrypoints[0], BIG);
+}
+
+#[test]
+fn sixty_four_mib_upload_and_download_are_byte_exact() {
+    let f = Fixture::start();
+    // Upload: the sink hashes what arrived and answers after our FIN.
+    let mut up = TcpStream::connect(f.server.entrypoints[1]).unwrap();
+    let sent = write_random(&mut up, 7, BIG).unwrap();
+    up.shutdown(Shutdown::Write).unwrap();
+    let (reply, closed) = read_until_close(&mut up, READ_TIMEOUT);
+    assert!(closed, "the sink's reply ends with a close");
+    assert_eq!(String::from_utf8_lossy(&reply), format!("{BIG} {sent}\n"), "what the origin received");
+
+    // Download: the source sends a known stream and closes.
+    let want = write_random(&mut std::io::sink(), SOURCE_SEED, BIG).unwrap();
+    let mut down = TcpStream::connect(f.server.entrypoints[2]).unwrap();
+    let (got, hash) = read_hash(&mut down);
+    assert_eq!(got, BIG, "bytes received from the source");
+    assert_eq!(hash, want, "downloaded bytes differ from the origin's");
+}
+
+#[test]
+fn echo_through_access_is_byte_exact() {
+    let f = Fixture::start();
+    let (_access, addrs) = access(&f.server, &["tcp://127.0.0.1:0/blob.local"], &f.tunnel, "");
+    echo_roundtrip(addrs[0], 16 << 20);
+}
+
+/// Writes a request, shuts down the write half, and expects `reply` then EOF.
+fn half_close(addr: SocketAddr, request: &[u8], reply: &[u8]) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    send_and_shutdown(&mut conn, request);
+    let (got, closed) = read_until_close(&mut conn, READ_TIMEOUT);
+    assert_eq!(got.len(), reply.len(), "reply length after our FIN");
+    assert!(got == reply, "reply after our FIN differs");
+    assert!(closed, "EOF after the reply");
+}
+
+#[test]
+fn half_close_still_delivers_the_reply_then_eof() {
+    let f = Fixture::start();
+    let request: Vec<u8> = (0..48 * 1024).map(|i| (i % 251) as u8).collect();
+    let digest = format!("{} {}\n", request.len(), sha256_hex(&request));
+    let (_access, addrs) =
+        access(&f.server, &["tcp://127.0.0.1:0/blob.local", "tcp://127.0.0.1:0/sink.local"], &f.tunnel, "");
+    for (how, echo, sink) in
+        [("raw entrypoint", f.server.entrypoints[0], f.server.entrypoints[1]), ("tunnel-access", addrs[0], addrs[1])]
+    {
+        eprintln!("half-close through {how}");
+        half_close(echo, &request, &request);
+        // The sink answers only once our FIN has reached it.
+        half_close(sink, &request, digest.as_bytes());
+        half_close(sink, b"", format!("0 {}\n", sha256_hex(b"")).as_bytes());
+    }
+}
+
+/// `redis-server` on a free loopback port, killed when dropped.
+fn start_redis() -> (External, SocketAddr) {
+    let addr = origin::closed_port();
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    cmd.args(["--daemonize", "no"]);
+    let mut redis = External::start(cmd);
+    poll_until("redis-server", || {
+        redis.assert_running();
+        redis_cli(addr, &["PING"]).0 == "PONG"
+    });
+    (redis, addr)
+}
+
+/// Runs `redis-cli` against `addr` (bounded by coreutils `timeout`); returns trimmed stdout
+/// and stderr.
+fn redis_cli(addr: SocketAddr, args: &[&str]) -> (String, String) {
+    let port = addr.port().to_string();
+    let out = Command::new("timeout")
+        .args(["20", "redis-cli", "-h", "127.0.0.1", "-p", &port])
+        .args(args)
+        .output()
+        .expect("run timeout redis-cli");
+    if out.status.code() == Some(127) {
+        panic!("redis-cli not found: this test needs redis-tools installed (CI installs it)");
+    }
+    (String::from_utf8_lossy(&out.stdout).trim().to_owned(), String::from_utf8_lossy(&out.stderr).trim().to_owned())
+}
+
+#[test]
+fn redis_works_through_a_raw_entrypoint_and_through_access() {
+    let (_redis, redis) = start_redis();
+    let tunnel = tunnel_id();
+    let server = Server::start(
+        &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0/redis.local&tunnel=redis.local:{tunnel}")],
+        1,
+    );
+    let _agent = agent(&server, &[&format!("rtcp://:0/{redis}")], &tunnel, "", 1);
+    let (_access, addrs) = access(&server, &["tcp://127.0.0.1:0/redis.local"], &tunnel, "");
+    let (public, private) = (server.entrypoints[0], addrs[0]);
+    let value = tunnel_id();
+
+    assert_eq!(redis_cli(public, &["SET", "k", &value]), ("OK".to_owned(), String::new()), "SET via the entrypoint");
+    assert_eq!(redis_cli(public, &["GET", "k"]).0, value, "GET via the entrypoint");
+    assert_eq!(redis_cli(private, &["GET", "k"]).0, value, "GET via tunnel-access");
+    assert_eq!(redis_cli(private, &["SET", "k2", "from-access"]).0, "OK", "SET via tunnel-access");
+    assert_eq!(redis_cli(redis, &["GET", "k2"]).0, "from-access", "the write reached the real redis");
+    assert_eq!(redis_cli(public, &["DBSIZE"]).0, "2");
+    // A pipelined session: several commands on one connection, in order.
+    let mut conn = TcpStream::connect(public).unwrap();
+    send_and_shutdown(&mut conn, b"PING\r\nINCR n\r\nINCR n\r\nQUIT\r\n");
+    let (got, closed) = read_until_close(&mut conn, WAIT);
+    assert_eq!(String::from_utf8_lossy(&got), "+PONG\r\n:1\r\n:2\r\n+OK\r\n");
+    assert!(closed);
+}
