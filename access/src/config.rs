@@ -66,6 +66,15 @@ pub struct ServiceFile {
     /// Take the hostname from each connection (HTTP Host / TLS SNI).
     #[serde(default)]
     pub sniffing: bool,
+    /// `udp`: keep a flow after its first response, until idle for `ttl`.
+    #[serde(default)]
+    pub keepalive: bool,
+    /// `udp`: idle time after which a kept-alive flow ends (default 5s).
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// `udp`: bytes read per datagram; longer datagrams are truncated (default 4096, at most 65535).
+    #[serde(default, rename = "readBufferSize")]
+    pub read_buffer_size: Option<usize>,
     /// The fixed hostname, as the seed writes it: `forwarder.nodes[0].addr`.
     #[serde(default)]
     pub forwarder: Option<ForwarderFile>,
@@ -104,6 +113,8 @@ pub struct LimitsFile {
     reply_timeout: Option<Duration>,
     #[serde(default)]
     max_visitors: Option<usize>,
+    #[serde(default)]
+    max_udp_flows: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     backoff_base: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -127,6 +138,12 @@ pub struct ListenerConfig {
     pub hostname: Option<String>,
     /// Sniff the hostname from each connection.
     pub sniffing: bool,
+    /// UDP: keep a flow after its first response.
+    pub keepalive: bool,
+    /// UDP: idle time after which a flow ends.
+    pub ttl: Duration,
+    /// UDP: bytes read per datagram.
+    pub read_buffer_size: usize,
 }
 
 /// Timeouts, limits and backoff.
@@ -142,6 +159,8 @@ pub struct Limits {
     pub reply_timeout: Duration,
     /// Local visitors at once.
     pub max_visitors: usize,
+    /// UDP flows at once per listener.
+    pub max_udp_flows: usize,
     /// First reconnect delay.
     pub backoff_base: Duration,
     /// Largest reconnect delay.
@@ -180,6 +199,12 @@ impl FileConfig {
             let mut u = NodeUrl::parse(raw)?;
             u.expect_scheme(&["tcp", "udp"], "tcp, udp")?;
             let sniffing = u.take_bool(&["sniffing"])?.unwrap_or(false);
+            let (mut keepalive, mut ttl, mut read_buffer_size) = (false, None, None);
+            if u.scheme == "udp" {
+                keepalive = u.take_bool(&["keepalive", "keepAlive"])?.unwrap_or(false);
+                ttl = u.take_duration(&["ttl"])?;
+                read_buffer_size = u.take_with(&["readBufferSize"], str::parse::<usize>)?;
+            }
             let addrs = url::expand_ports(&u.addr).map_err(|e| UrlError::BadAddr(raw.clone(), e))?;
             for addr in addrs {
                 let forwarder =
@@ -189,6 +214,9 @@ impl FileConfig {
                     kind: u.scheme.clone(),
                     addr,
                     sniffing,
+                    keepalive,
+                    ttl,
+                    read_buffer_size,
                     forwarder,
                 });
             }
@@ -209,12 +237,7 @@ impl FileConfig {
         for (i, svc) in self.services.iter().enumerate() {
             let network = match svc.kind.as_str() {
                 "tcp" => Network::Tcp,
-                "udp" => {
-                    return Err(invalid(
-                        &format!("services[{i}].type"),
-                        "udp listeners are not supported by this build yet".into(),
-                    ))
-                }
+                "udp" => Network::Udp,
                 other => {
                     return Err(invalid(
                         &format!("services[{i}].type"),
@@ -229,6 +252,17 @@ impl FileConfig {
                 })?),
                 None => None,
             };
+            if network == Network::Udp && svc.sniffing {
+                return Err(invalid(&format!("services[{i}].sniffing"), "UDP carries no hostname to sniff; give a fixed hostname".into()));
+            }
+            let read_buffer_size = svc.read_buffer_size.unwrap_or(defaults::UDP_READ_BUFFER);
+            if read_buffer_size == 0 || read_buffer_size > tunnel_proto::datagram::MAX_DATAGRAM {
+                return Err(invalid(&format!("services[{i}].readBufferSize"), "must be between 1 and 65535".into()));
+            }
+            let ttl = svc.ttl.unwrap_or(defaults::UDP_TTL);
+            if ttl.is_zero() {
+                return Err(invalid(&format!("services[{i}].ttl"), "must be more than 0".into()));
+            }
             if svc.sniffing && hostname.is_some() {
                 return Err(invalid(
                     &format!("services[{i}]"),
@@ -241,6 +275,9 @@ impl FileConfig {
                 addr,
                 hostname,
                 sniffing: svc.sniffing,
+                keepalive: svc.keepalive,
+                ttl,
+                read_buffer_size,
             });
         }
         if listeners.is_empty() {
@@ -256,6 +293,7 @@ impl FileConfig {
             sniff_max_bytes: l.sniff_max_bytes.unwrap_or(defaults::SNIFF_MAX_BYTES),
             reply_timeout: l.reply_timeout.unwrap_or(defaults::REPLY_TIMEOUT),
             max_visitors: l.max_visitors.unwrap_or(defaults::MAX_VISITORS),
+            max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
             backoff_base: l.backoff_base.unwrap_or(defaults::BACKOFF_BASE),
             backoff_max: l.backoff_max.unwrap_or(defaults::BACKOFF_MAX),
             keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),
@@ -280,5 +318,12 @@ mod tests {
         let cfg = FileConfig::from_urls(&["tcp://:8000-8003/a.local".into()], relay).unwrap().validate("-L").unwrap();
         assert_eq!(cfg.listeners.len(), 4);
         assert!(FileConfig::from_urls(&["tcp://:8000?sniff=true".into()], relay).is_err());
+        let udp = "udp://:1053/dns.srv-2.local?keepalive=true&ttl=7s&readBufferSize=8192";
+        let cfg = FileConfig::from_urls(&[udp.into()], relay).unwrap().validate("-L").unwrap();
+        let l = &cfg.listeners[0];
+        assert!(l.keepalive && l.ttl == Duration::from_secs(7) && l.read_buffer_size == 8192);
+        assert!(FileConfig::from_urls(&["tcp://:1/a?keepalive=true".into()], relay).is_err(), "keepalive is a udp option");
+        let big = FileConfig::from_urls(&["udp://:1/a?readBufferSize=70000".into()], relay).unwrap().validate("-L");
+        assert!(big.unwrap_err().to_string().contains("readBufferSize"));
     }
 }

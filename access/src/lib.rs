@@ -16,17 +16,18 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::channel::{ChannelConfig, Session};
 use tunnel_proto::client::{self, Backoff, Dialer};
 use tunnel_proto::sniff::{self, Guess};
-use tunnel_proto::wire::{self, read_frame, Frame, Hello, Networks, Reply, Role, Status, StreamHeader, Token};
+use tunnel_proto::wire::{self, read_frame, Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token};
 use tunnel_proto::{defaults, http};
 
 pub mod config;
+mod udp;
 
 pub use config::{Config, FileConfig, ListenerConfig};
 
@@ -35,6 +36,11 @@ pub struct Access {
     addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+}
+
+enum Bound {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
 }
 
 struct Shared {
@@ -48,8 +54,11 @@ impl Access {
     pub async fn spawn(config: Config) -> anyhow::Result<Access> {
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let tcp = TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on {}", l.addr))?;
-            bound.push((tcp, l.clone()));
+            let socket = match l.network {
+                Network::Tcp => Bound::Tcp(TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on tcp {}", l.addr))?),
+                Network::Udp => Bound::Udp(UdpSocket::bind(l.addr).await.with_context(|| format!("cannot listen on udp {}", l.addr))?),
+            };
+            bound.push((socket, l.clone()));
         }
         let shutdown = CancellationToken::new();
         let (tx, rx) = watch::channel(None);
@@ -58,11 +67,22 @@ impl Access {
         let mut tasks = JoinSet::new();
         tasks.spawn(keep_session(shared.clone(), tx, shutdown.clone()));
         let mut addrs = Vec::new();
-        for (tcp, l) in bound {
-            let addr = tcp.local_addr()?;
-            tracing::info!(addr = %addr, hostname = l.hostname.as_deref().unwrap_or("(sniffed)"), "listening");
-            addrs.push(addr);
-            tasks.spawn(accept_visitors(shared.clone(), tcp, l, shutdown.clone()));
+        for (socket, l) in bound {
+            let hostname = l.hostname.clone().unwrap_or_else(|| if l.sniffing { "(sniffed)".into() } else { "(none)".into() });
+            match socket {
+                Bound::Tcp(tcp) => {
+                    let addr = tcp.local_addr()?;
+                    tracing::info!(addr = %addr, network = "tcp", hostname, "listening");
+                    addrs.push(addr);
+                    tasks.spawn(accept_visitors(shared.clone(), tcp, l, shutdown.clone()));
+                }
+                Bound::Udp(udp) => {
+                    let addr = udp.local_addr()?;
+                    tracing::info!(addr = %addr, network = "udp", hostname, "listening");
+                    addrs.push(addr);
+                    tasks.spawn(udp::run(shared.clone(), udp, Arc::new(l), shutdown.clone()));
+                }
+            }
         }
         Ok(Access { addrs, shutdown, tasks })
     }
@@ -235,7 +255,7 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
 }
 
 /// The current session, waiting a little for one while (re)connecting.
-async fn current_session(shared: &Shared) -> Option<Arc<dyn Session>> {
+pub(crate) async fn current_session(shared: &Shared) -> Option<Arc<dyn Session>> {
     let mut rx = shared.session.clone();
     let wait = rx.wait_for(|s| s.as_ref().is_some_and(|s| !s.is_closed()));
     let found = match tokio::time::timeout(defaults::SESSION_WAIT, wait).await {

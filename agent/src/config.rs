@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tunnel_proto::client::{RelayFile, RelayOptions};
-use tunnel_proto::defaults;
+use tunnel_proto::{datagram, defaults};
 use tunnel_proto::host::HostPattern;
 use tunnel_proto::url::{self, NodeUrl, UrlError};
 use tunnel_proto::wire::Network;
@@ -64,6 +64,12 @@ pub struct ServiceFile {
     /// compatibility with the seed's files).
     #[serde(default)]
     pub sniffing: bool,
+    /// `rudp`: a flow with no traffic for this long ends (default 60s).
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// `rudp`: bytes read per datagram from the target (default and maximum 65535).
+    #[serde(default, rename = "readBufferSize")]
+    pub read_buffer_size: Option<usize>,
     /// The targets.
     pub forwarder: ForwarderFile,
 }
@@ -106,6 +112,8 @@ pub struct LimitsFile {
     keepalive_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     keepalive_timeout: Option<Duration>,
+    #[serde(default)]
+    max_udp_flows: Option<usize>,
 }
 
 /// A validated target.
@@ -119,6 +127,10 @@ pub struct Target {
     pub addr: String,
     /// Hostnames served; `None` for a fallback.
     pub host: Option<HostPattern>,
+    /// UDP: idle time after which a flow ends.
+    pub udp_ttl: Duration,
+    /// UDP: bytes read per datagram from the target.
+    pub read_buffer_size: usize,
 }
 
 /// Timeouts and backoff.
@@ -136,6 +148,8 @@ pub struct Limits {
     pub keepalive_interval: Duration,
     /// Pong deadline.
     pub keepalive_timeout: Duration,
+    /// UDP flows at once.
+    pub max_udp_flows: usize,
 }
 
 /// The validated configuration.
@@ -165,6 +179,11 @@ impl FileConfig {
             let mut u = NodeUrl::parse(raw)?;
             u.expect_scheme(&["rtcp", "rudp"], "rtcp, rudp")?;
             let sniffing = u.take_bool(&["sniffing"])?.unwrap_or(false);
+            let (mut ttl, mut read_buffer_size) = (None, None);
+            if u.scheme == "rudp" {
+                ttl = u.take_duration(&["ttl"])?;
+                read_buffer_size = u.take_with(&["readBufferSize"], str::parse::<usize>)?;
+            }
             let target = u.target.clone().ok_or_else(|| u.bad("target", "", "missing: write rtcp://:0/host:port"))?;
             let nodes = target
                 .split(',')
@@ -177,6 +196,8 @@ impl FileConfig {
                 name: Some(raw.clone()),
                 kind: u.scheme.clone(),
                 sniffing,
+                ttl,
+                read_buffer_size,
                 forwarder: ForwarderFile { nodes },
             });
             u.finish()?;
@@ -196,12 +217,7 @@ impl FileConfig {
         for (i, svc) in self.services.iter().enumerate() {
             let network = match svc.kind.as_str() {
                 "rtcp" => Network::Tcp,
-                "rudp" => {
-                    return Err(invalid(
-                        &format!("services[{i}].type"),
-                        "rudp services are not supported by this build yet".into(),
-                    ))
-                }
+                "rudp" => Network::Udp,
                 other => {
                     return Err(invalid(
                         &format!("services[{i}].type"),
@@ -209,6 +225,14 @@ impl FileConfig {
                     ))
                 }
             };
+            let read_buffer_size = svc.read_buffer_size.unwrap_or(datagram::MAX_DATAGRAM);
+            if read_buffer_size == 0 || read_buffer_size > datagram::MAX_DATAGRAM {
+                return Err(invalid(&format!("services[{i}].readBufferSize"), "must be between 1 and 65535".into()));
+            }
+            let udp_ttl = svc.ttl.unwrap_or(defaults::AGENT_UDP_TTL);
+            if udp_ttl.is_zero() {
+                return Err(invalid(&format!("services[{i}].ttl"), "must be more than 0".into()));
+            }
             if svc.forwarder.nodes.is_empty() {
                 return Err(invalid(&format!("services[{i}].forwarder.nodes"), "no targets".into()));
             }
@@ -226,6 +250,8 @@ impl FileConfig {
                     network,
                     addr: url::dial_addr(&node.addr),
                     host,
+                    udp_ttl,
+                    read_buffer_size,
                 });
             }
         }
@@ -240,6 +266,7 @@ impl FileConfig {
             backoff_max: l.backoff_max.unwrap_or(defaults::BACKOFF_MAX),
             keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),
             keepalive_timeout: l.keepalive_timeout.unwrap_or(defaults::KEEPALIVE_TIMEOUT),
+            max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
         };
         Ok(Config { relay, targets, limits })
     }

@@ -26,6 +26,7 @@ use tunnel_proto::wire::{
 };
 
 pub mod config;
+mod udp;
 
 pub use config::{Config, FileConfig, Target};
 
@@ -38,13 +39,15 @@ pub struct Agent {
 struct Shared {
     config: Config,
     fallback_next: AtomicUsize,
+    udp_flows: tokio::sync::Semaphore,
 }
 
 impl Agent {
     /// Starts the agent's connect loop.
     pub fn spawn(config: Config) -> Agent {
         let shutdown = CancellationToken::new();
-        let shared = Arc::new(Shared { config, fallback_next: AtomicUsize::new(0) });
+        let udp_flows = tokio::sync::Semaphore::new(config.limits.max_udp_flows);
+        let shared = Arc::new(Shared { config, fallback_next: AtomicUsize::new(0), udp_flows });
         let task = tokio::spawn(run(shared, shutdown.clone()));
         Agent { shutdown, task }
     }
@@ -164,7 +167,7 @@ async fn serve_stream(shared: Arc<Shared>, mut stream: Stream) {
     };
     match header.network {
         Network::Tcp => serve_tcp(&shared, stream, &header, target).await,
-        Network::Udp => answer(&mut stream, Reply::new(Status::BAD_REQUEST, "udp is not served by this agent")).await,
+        Network::Udp => udp::serve(&shared, stream, &header, target).await,
     }
 }
 
@@ -209,7 +212,7 @@ async fn serve_tcp(shared: &Shared, mut stream: Stream, header: &StreamHeader, t
     }
 }
 
-async fn answer(stream: &mut Stream, reply: Reply) {
+pub(crate) async fn answer(stream: &mut Stream, reply: Reply) {
     let _ = write_frame(stream, &Frame::StreamReply(reply)).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
 }

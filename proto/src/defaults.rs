@@ -44,3 +44,15 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An access client waits this long for a session before failing a visitor.
 pub const SESSION_WAIT: Duration = Duration::from_secs(10);
+/// UDP flows one agent or one access listener carries at once; each costs a socket and a task.
+pub const MAX_UDP_FLOWS: usize = 1024;
+/// Datagrams queued per UDP flow before new ones are dropped (counted): a slow flow must not
+/// hold up the listener's other flows.
+pub const UDP_FLOW_QUEUE: usize = 256;
+/// An access UDP flow with keepalive ends after this long without traffic (the seed's default).
+pub const UDP_TTL: Duration = Duration::from_secs(5);
+/// An agent UDP flow ends after this long without traffic, if the access side has not ended it.
+pub const AGENT_UDP_TTL: Duration = Duration::from_secs(60);
+/// Bytes read per datagram by an access UDP listener (the seed's default); larger datagrams are
+/// truncated, as a UDP socket read with a smaller buffer does.
+pub const UDP_READ_BUFFER: usize = 4096;
