@@ -20,7 +20,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tunnel_proto::channel::{ChannelConfig, Session};
+use tunnel_proto::channel::Session;
+use tunnel_proto::tls::TlsError;
 use tunnel_proto::client::{self, Backoff, Dialer};
 use tunnel_proto::sniff::{self, Guess};
 use tunnel_proto::wire::{self, read_frame, Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token};
@@ -52,6 +53,7 @@ struct Shared {
 impl Access {
     /// Binds every listener and starts the session loop.
     pub async fn spawn(config: Config) -> anyhow::Result<Access> {
+        let dialer = dialer(&config)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
             let socket = match l.network {
@@ -65,7 +67,7 @@ impl Access {
         let shared =
             Arc::new(Shared { visitors: Arc::new(Semaphore::new(config.limits.max_visitors)), config, session: rx });
         let mut tasks = JoinSet::new();
-        tasks.spawn(keep_session(shared.clone(), tx, shutdown.clone()));
+        tasks.spawn(keep_session(shared.clone(), dialer, tx, shutdown.clone()));
         let mut addrs = Vec::new();
         for (socket, l) in bound {
             let hostname = l.hostname.clone().unwrap_or_else(|| if l.sniffing { "(sniffed)".into() } else { "(none)".into() });
@@ -99,31 +101,26 @@ impl Access {
     }
 }
 
-fn dialer(config: &Config) -> Dialer {
-    Dialer {
-        transport: config.relay.transport,
-        addr: config.relay.addr.clone(),
-        hello: Hello {
-            version: wire::VERSION,
-            role: Role::Access,
-            tunnel: config.relay.tunnel,
-            networks: Networks::NONE,
-            weight: 0,
-            token: Token(config.relay.token.clone().unwrap_or_default().into_bytes().into()),
-        },
-        channel: ChannelConfig { connect_timeout: config.limits.handshake_timeout, ..ChannelConfig::default() },
-        handshake_timeout: config.limits.handshake_timeout,
-    }
+fn dialer(config: &Config) -> Result<Dialer, TlsError> {
+    let hello = Hello {
+        version: wire::VERSION,
+        role: Role::Access,
+        tunnel: config.relay.tunnel,
+        networks: Networks::NONE,
+        weight: 0,
+        token: Token(config.relay.token.clone().unwrap_or_default().into_bytes().into()),
+    };
+    config.relay.dialer(hello, config.limits.handshake_timeout)
 }
 
 /// Keeps one session to the server, publishing it for visitors; reconnects forever.
 async fn keep_session(
     shared: Arc<Shared>,
+    dialer: Dialer,
     publish: watch::Sender<Option<Arc<dyn Session>>>,
     shutdown: CancellationToken,
 ) {
     let limits = &shared.config.limits;
-    let dialer = dialer(&shared.config);
     let tunnel = shared.config.relay.tunnel;
     let mut backoff = Backoff::new(limits.backoff_base, limits.backoff_max, defaults::BACKOFF_RESET_AFTER);
     loop {

@@ -41,6 +41,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tunnel_proto::tls::install_provider();
     telemetry::init_logging(cli.log_format, &cli.log_level);
     let (mut file, source) = match (&cli.relay, &cli.config) {
         (Some(relay), None) => (FileConfig::from_urls(&cli.services, relay)?, "command line".to_owned()),

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tunnel_proto::channel::{ChannelConfig, Session, Stream};
+use tunnel_proto::channel::{Session, Stream};
+use tunnel_proto::tls::TlsError;
 use tunnel_proto::client::{self, Backoff, Dialer};
 use tunnel_proto::host::{self, best_match};
 use tunnel_proto::wire::{
@@ -43,13 +44,15 @@ struct Shared {
 }
 
 impl Agent {
-    /// Starts the agent's connect loop.
-    pub fn spawn(config: Config) -> Agent {
+    /// Starts the agent's connect loop. Fails only on unusable TLS settings (e.g. an
+    /// unreadable `caFile`); an unreachable server is retried forever.
+    pub fn spawn(config: Config) -> Result<Agent, TlsError> {
+        let dialer = dialer(&config)?;
         let shutdown = CancellationToken::new();
         let udp_flows = tokio::sync::Semaphore::new(config.limits.max_udp_flows);
         let shared = Arc::new(Shared { config, fallback_next: AtomicUsize::new(0), udp_flows });
-        let task = tokio::spawn(run(shared, shutdown.clone()));
-        Agent { shutdown, task }
+        let task = tokio::spawn(run(shared, dialer, shutdown.clone()));
+        Ok(Agent { shutdown, task })
     }
 
     /// Stops the agent and closes its session.
@@ -59,30 +62,24 @@ impl Agent {
     }
 }
 
-fn dialer(config: &Config) -> Dialer {
+fn dialer(config: &Config) -> Result<Dialer, TlsError> {
     let mut networks = Networks::NONE;
     for t in &config.targets {
         networks = networks.with(t.network);
     }
-    Dialer {
-        transport: config.relay.transport,
-        addr: config.relay.addr.clone(),
-        hello: Hello {
-            version: wire::VERSION,
-            role: Role::Agent,
-            tunnel: config.relay.tunnel,
-            networks,
-            weight: config.relay.weight,
-            token: Token(config.relay.token.clone().unwrap_or_default().into_bytes().into()),
-        },
-        channel: ChannelConfig { connect_timeout: config.limits.handshake_timeout, ..ChannelConfig::default() },
-        handshake_timeout: config.limits.handshake_timeout,
-    }
+    let hello = Hello {
+        version: wire::VERSION,
+        role: Role::Agent,
+        tunnel: config.relay.tunnel,
+        networks,
+        weight: config.relay.weight,
+        token: Token(config.relay.token.clone().unwrap_or_default().into_bytes().into()),
+    };
+    config.relay.dialer(hello, config.limits.handshake_timeout)
 }
 
-async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn run(shared: Arc<Shared>, dialer: Dialer, shutdown: CancellationToken) {
     let limits = &shared.config.limits;
-    let dialer = dialer(&shared.config);
     let tunnel = shared.config.relay.tunnel;
     let mut backoff =
         Backoff::new(limits.backoff_base, limits.backoff_max, tunnel_proto::defaults::BACKOFF_RESET_AFTER);

@@ -41,6 +41,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tunnel_proto::tls::install_provider();
     telemetry::init_logging(cli.log_format, &cli.log_level);
     let (mut file, source) = match (&cli.relay, &cli.config) {
         (Some(relay), None) => (FileConfig::from_urls(&cli.services, relay)?, "command line".to_owned()),
@@ -57,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let agent = Agent::spawn(config);
+        let agent = Agent::spawn(config)?;
         telemetry::shutdown_signal().await;
         tracing::info!("shutting down");
         agent.shutdown().await;

@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::channel::{self, ChannelConfig, Session, Stream, Transport};
+use crate::channel::{ChannelConfig, Connector, Session, Stream, Transport};
+use crate::tls::{ClientTls, Verify};
 use crate::wire::{read_frame, write_frame, Frame, FrameError, Hello, Reply, Status};
 
 /// Why a session could not be established.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The server could not be reached.
-    #[error("cannot reach server {addr}: {source}")]
+    #[error("cannot connect to server {addr}: {source}")]
     Dial {
         /// The server address.
         addr: String,
@@ -53,16 +54,13 @@ impl ConnectError {
 }
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
 pub struct Dialer {
-    /// The data-channel transport.
-    pub transport: Transport,
+    /// Dials the transport.
+    pub connector: Connector,
     /// The server's `host:port`.
     pub addr: String,
     /// What to say in the hello.
     pub hello: Hello,
-    /// Mux settings.
-    pub channel: ChannelConfig,
     /// Limit for connect plus hello reply.
     pub handshake_timeout: Duration,
 }
@@ -79,7 +77,9 @@ impl Dialer {
     /// Dials the server and performs the hello exchange.
     pub async fn connect(&self) -> Result<Connected, ConnectError> {
         let attempt = async {
-            let session = channel::connect(self.transport, &self.addr, &self.channel)
+            let session = self
+                .connector
+                .connect(&self.addr)
                 .await
                 .map_err(|source| ConnectError::Dial { addr: self.addr.clone(), source })?;
             let protocol = |source| ConnectError::Protocol { addr: self.addr.clone(), source };
@@ -216,6 +216,20 @@ pub struct RelayOptions {
     pub token: Option<String>,
     /// Agent weight in the pool.
     pub weight: u8,
+    /// Certificate verification for `relay+tls` / `relay+quic`.
+    pub tls: ClientTls,
+}
+
+impl RelayOptions {
+    /// A dialer for this server saying `hello`.
+    pub fn dialer(&self, hello: Hello, handshake_timeout: Duration) -> Result<Dialer, crate::tls::TlsError> {
+        let channel = ChannelConfig { connect_timeout: handshake_timeout, ..ChannelConfig::default() };
+        let connector = Connector::new(self.transport, &self.addr, &self.tls, channel)?;
+        if self.transport.is_encrypted() && self.tls.verify == Verify::Insecure {
+            tracing::warn!(server = %self.addr, "insecure=true: the server's certificate is not verified");
+        }
+        Ok(Dialer { connector, addr: self.addr.clone(), hello, handshake_timeout })
+    }
 }
 
 /// The `[relay]` table of an agent or access client config file.
@@ -239,6 +253,18 @@ pub struct RelayFile {
     /// Weight of this agent in its tunnel's pool (1-255).
     #[serde(default)]
     pub weight: Option<u8>,
+    /// PEM file of CAs to trust for the server's certificate (TLS and QUIC).
+    #[serde(default, rename = "caFile")]
+    pub ca_file: Option<String>,
+    /// `sha256:<hex>` of the server's certificate, instead of CA verification.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// Name to send as SNI and to verify (default: the host of `addr`).
+    #[serde(default, rename = "serverName")]
+    pub server_name: Option<String>,
+    /// Skip certificate verification (a warning is logged).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// `tunnel.id`.
@@ -260,22 +286,42 @@ impl RelayFile {
     /// Reads a `-F` URL into the same shape as the file's table.
     pub fn from_url(raw: &str) -> Result<RelayFile, crate::url::UrlError> {
         let mut u = crate::url::NodeUrl::parse(raw)?;
-        u.expect_scheme(&["relay", "relay+tcp"], Transport::SCHEMES)?;
+        u.expect_scheme(&["relay", "relay+tcp", "relay+tls", "relay+quic"], Transport::SCHEMES)?;
         let tunnel_id = u.take(&["tunnel.id", "tunnelID"]);
         let token = u.take(&["token"]);
         let weight = u.take_with(&["weight"], str::parse::<u8>)?;
-        let file =
-            RelayFile { addr: u.addr.clone(), dialer: Some(u.scheme.clone()), tunnel: None, tunnel_id, token, weight };
+        let (ca_file, pin, server_name) = (u.take(&["caFile"]), u.take(&["pin"]), u.take(&["serverName"]));
+        let insecure = u.take_bool(&["insecure"])?.unwrap_or(false);
+        let file = RelayFile {
+            addr: u.addr.clone(),
+            dialer: Some(u.scheme.clone()),
+            tunnel: None,
+            tunnel_id,
+            token,
+            weight,
+            ca_file,
+            pin,
+            server_name,
+            insecure,
+        };
         u.finish()?;
         Ok(file)
     }
 
     /// Validates into [`RelayOptions`]; errors name the key.
     pub fn validate(self) -> Result<RelayOptions, (String, String)> {
-        let transport = match self.dialer.as_deref().unwrap_or("tcp") {
-            "tcp" | "relay" | "relay+tcp" => Transport::Tcp,
-            other => return Err(("dialer".into(), format!("unknown transport {other:?}, expected tcp"))),
+        let dialer = self.dialer.as_deref().unwrap_or("tcp");
+        let transport = Transport::from_scheme(dialer)
+            .ok_or_else(|| ("dialer".to_owned(), format!("unknown transport {dialer:?}, expected tcp, tls or quic")))?;
+        let verify = match (&self.ca_file, &self.pin, self.insecure) {
+            (None, None, false) => Verify::SystemRoots,
+            (Some(ca), None, false) => Verify::CaFile(ca.into()),
+            (None, Some(pin), false) => Verify::parse_pin(pin).map_err(|e| ("pin".to_owned(), e.to_string()))?,
+            (None, None, true) => Verify::Insecure,
+            _ => return Err(("caFile".into(), "give at most one of caFile, pin and insecure".into())),
         };
+        let tls = ClientTls { verify, server_name: self.server_name.clone() };
+        tls.server_name(&crate::url::dial_addr(&self.addr)).map_err(|e| ("serverName".to_owned(), e.to_string()))?;
         let raw_id = match (self.tunnel.map(|t| t.id), self.tunnel_id) {
             (Some(id), _) | (None, Some(id)) => id,
             (None, None) => {
@@ -299,6 +345,6 @@ impl RelayFile {
         if weight == 0 {
             return Err(("weight".into(), "must be between 1 and 255".into()));
         }
-        Ok(RelayOptions { transport, addr: crate::url::dial_addr(&self.addr), tunnel, token: self.token, weight })
+        Ok(RelayOptions { transport, addr: crate::url::dial_addr(&self.addr), tunnel, token: self.token, weight, tls })
     }
 }

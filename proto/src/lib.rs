@@ -29,6 +29,7 @@ pub mod http;
 pub mod pump;
 pub mod sniff;
 pub mod telemetry;
+pub mod tls;
 pub mod url;
 pub mod wire;
 

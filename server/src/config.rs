@@ -76,6 +76,19 @@ pub struct FileConfig {
     /// One token accepted for every tunnel.
     #[serde(default)]
     pub token: Option<String>,
+    /// PEM certificate chain for `tls` / `quic` (with `keyFile`).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM private key for `certFile`.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Where a generated self-signed certificate is kept (default: `$TUNNEL_STATE_DIR`, else
+    /// `$XDG_STATE_HOME/tunnel-server`, else `~/.local/state/tunnel-server`).
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    /// Extra names for a generated certificate (besides localhost and the loopback addresses).
+    #[serde(default)]
+    pub cert_names: Vec<String>,
     /// `[tunnel] direct = true`.
     #[serde(default)]
     pub tunnel: TunnelTable,
@@ -187,6 +200,8 @@ pub struct Config {
     pub relay_addr: SocketAddr,
     /// Data-channel transport.
     pub transport: Transport,
+    /// Where the server's certificate comes from (encrypted transports).
+    pub identity: IdentitySource,
     /// Public entrypoints.
     pub entrypoints: Vec<Entrypoint>,
     /// The routing table.
@@ -213,10 +228,13 @@ impl FileConfig {
     /// Builds a config from a `relay://addr?key=value` URL.
     pub fn from_url(raw: &str) -> Result<FileConfig, ConfigError> {
         let mut u = NodeUrl::parse(raw)?;
-        u.expect_scheme(&["relay", "relay+tcp"], Transport::SCHEMES)?;
+        u.expect_scheme(&["relay", "relay+tcp", "relay+tls", "relay+quic"], Transport::SCHEMES)?;
         let mut fc = FileConfig {
             addr: u.addr.clone(),
-            listener: Some("tcp".into()),
+            listener: Some(u.scheme.clone()),
+            cert_file: u.take(&["certFile"]),
+            key_file: u.take(&["keyFile"]),
+            state_dir: u.take(&["stateDir"]),
             entry_point: u.take(&["entryPoint"]).map(OneOrMany::One),
             token: u.take(&["token"]),
             ..FileConfig::default()
@@ -251,9 +269,14 @@ impl FileConfig {
             why,
         };
         let relay_addr = url::bind_addr(&self.addr).map_err(|e| invalid("addr", e))?;
-        let transport = match self.listener.as_deref().unwrap_or("tcp") {
-            "tcp" => Transport::Tcp,
-            other => return Err(invalid("listener", format!("unknown listener {other:?}, expected tcp"))),
+        let listener = self.listener.as_deref().unwrap_or("tcp");
+        let transport = Transport::from_scheme(listener)
+            .ok_or_else(|| invalid("listener", format!("unknown listener {listener:?}, expected tcp, tls or quic")))?;
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => IdentitySource::Files { cert: cert.into(), key: key.into() },
+            (None, None) => IdentitySource::SelfSigned { dir: state_dir(self.state_dir.as_deref()), names: self.cert_names.clone() },
+            (Some(_), None) => return Err(invalid("keyFile", "certFile needs keyFile".into())),
+            (None, Some(_)) => return Err(invalid("certFile", "keyFile needs certFile".into())),
         };
         let mut entrypoints = Vec::new();
         for item in self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default() {
@@ -320,6 +343,7 @@ impl FileConfig {
         Ok(Config {
             relay_addr,
             transport,
+            identity,
             entrypoints,
             ingress: Ingress::new(rules),
             direct: self.tunnel.direct,
@@ -328,6 +352,39 @@ impl FileConfig {
             limits,
         })
     }
+}
+
+/// Where the server certificate of the encrypted transports comes from.
+#[derive(Debug, Clone)]
+pub enum IdentitySource {
+    /// Configured PEM files.
+    Files {
+        /// Certificate chain.
+        cert: std::path::PathBuf,
+        /// Private key.
+        key: std::path::PathBuf,
+    },
+    /// A self-signed certificate generated once and kept in `dir`.
+    SelfSigned {
+        /// Where it is kept.
+        dir: std::path::PathBuf,
+        /// Extra names.
+        names: Vec<String>,
+    },
+}
+
+fn state_dir(configured: Option<&str>) -> std::path::PathBuf {
+    if let Some(dir) = configured {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("TUNNEL_STATE_DIR") {
+        return dir.into();
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
+        .unwrap_or_else(|| "/var/lib".into());
+    base.join("tunnel-server")
 }
 
 /// Parses a tunnel ID, with a message that shows the expected form.

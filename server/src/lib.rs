@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::channel::{ChannelConfig, Listener};
+use tunnel_proto::tls::ServerIdentity;
 
 pub mod auth;
 pub mod config;
@@ -55,7 +56,8 @@ impl Server {
     /// Binds every listener and starts serving.
     pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         let channel = ChannelConfig::default();
-        let listener = Listener::bind(config.relay_addr, config.transport, channel)
+        let identity = if config.transport.is_encrypted() { Some(load_identity(&config.identity)?) } else { None };
+        let listener = Listener::bind(config.relay_addr, config.transport, identity.as_ref(), channel)
             .await
             .with_context(|| format!("cannot listen on relay address {}", config.relay_addr))?;
         let relay_addr = listener.local_addr()?;
@@ -80,7 +82,10 @@ impl Server {
             shutdown: CancellationToken::new(),
         });
         let mut tasks = JoinSet::new();
-        tracing::info!(addr = %relay_addr, transport = ?shared.config.transport, "relay listening");
+        match &identity {
+            Some(id) => tracing::info!(addr = %relay_addr, transport = %shared.config.transport, fingerprint = %id.fingerprint(), "relay listening"),
+            None => tracing::info!(addr = %relay_addr, transport = %shared.config.transport, "relay listening"),
+        }
         tasks.spawn(accept_sessions(shared.clone(), listener));
         let mut entrypoint_addrs = Vec::new();
         for (l, hostname) in entrypoints {
@@ -107,6 +112,18 @@ impl Server {
     pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn load_identity(source: &config::IdentitySource) -> anyhow::Result<ServerIdentity> {
+    match source {
+        config::IdentitySource::Files { cert, key } => Ok(ServerIdentity::load(cert, key)?),
+        config::IdentitySource::SelfSigned { dir, names } => {
+            let id = ServerIdentity::load_or_generate(dir, names)
+                .with_context(|| format!("cannot keep a self-signed certificate in {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), "using a self-signed certificate; clients pin it with pin={}", id.fingerprint());
+            Ok(id)
+        }
     }
 }
 

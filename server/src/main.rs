@@ -40,6 +40,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tunnel_proto::tls::install_provider();
     telemetry::init_logging(cli.log_format, &cli.log_level);
     let (mut file, source) = match (&cli.listen, &cli.config) {
         (Some(url), None) => (FileConfig::from_url(url)?, "-L".to_owned()),

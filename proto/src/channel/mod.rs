@@ -3,7 +3,9 @@
 //! A [`Session`] is one connection carrying many [`Stream`]s. Everything above this module
 //! uses only the trait; the transports live in their own files and are the only code that
 //! names the mux or the transport library:
-//! - `relay://`: TCP + yamux ([`mux`]).
+//! - `relay://`: TCP + yamux ([`mux`]);
+//! - `relay+tls://`: TLS 1.3 (rustls) over TCP + yamux ([`mux`] over tokio-rustls);
+//! - `relay+quic://`: QUIC (quinn), one QUIC stream per relay stream ([`quic`]).
 //!
 //! The server gets sessions from a [`Listener`]: `accept` returns as soon as a connection
 //! arrives, and the (possibly slow) transport handshake happens in
@@ -20,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::defaults;
+use crate::tls::{ClientTls, ServerIdentity, TlsError};
 
 pub mod mux;
+pub mod quic;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,18 +58,39 @@ pub trait Session: Send + Sync + 'static {
 pub enum Transport {
     /// `relay://`: TCP + yamux.
     Tcp,
+    /// `relay+tls://`: TLS 1.3 over TCP + yamux.
+    Tls,
+    /// `relay+quic://`: QUIC, one QUIC stream per relay stream.
+    Quic,
 }
 
 impl Transport {
     /// The schemes accepted on command lines, for error messages.
-    pub const SCHEMES: &'static str = "relay";
+    pub const SCHEMES: &'static str = "relay, relay+tls, relay+quic";
 
-    /// The transport for a URL scheme.
+    /// The transport for a URL scheme (or a TOML `dialer` / `listener` value).
     pub fn from_scheme(scheme: &str) -> Option<Transport> {
         match scheme {
-            "relay" | "relay+tcp" => Some(Transport::Tcp),
+            "relay" | "relay+tcp" | "tcp" => Some(Transport::Tcp),
+            "relay+tls" | "tls" => Some(Transport::Tls),
+            "relay+quic" | "quic" => Some(Transport::Quic),
             _ => None,
         }
+    }
+
+    /// Whether the transport needs certificates.
+    pub fn is_encrypted(self) -> bool {
+        self != Transport::Tcp
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Quic => "quic",
+        })
     }
 }
 
@@ -74,7 +99,7 @@ impl Transport {
 pub struct ChannelConfig {
     /// The mux's stream limit; both ends must agree.
     pub max_streams: usize,
-    /// TCP connect (and transport handshake) timeout for dialers.
+    /// Connect (and transport handshake) timeout for dialers.
     pub connect_timeout: Duration,
 }
 
@@ -84,52 +109,148 @@ impl Default for ChannelConfig {
     }
 }
 
-/// Dials the server at `addr` (`host:port`) and starts a session as the client.
-pub async fn connect(transport: Transport, addr: &str, config: &ChannelConfig) -> io::Result<Arc<dyn Session>> {
-    match transport {
-        Transport::Tcp => {
-            let tcp = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+/// Dials the server: holds what every attempt reuses (TLS configuration, QUIC endpoint).
+pub struct Connector {
+    transport: Transport,
+    config: ChannelConfig,
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    quic: Option<quic::Dialer>,
+}
+
+impl Connector {
+    /// A connector for the server at `addr` (`host:port`); `tls` is used by the encrypted
+    /// transports.
+    pub fn new(transport: Transport, addr: &str, tls: &ClientTls, config: ChannelConfig) -> Result<Connector, TlsError> {
+        let (tls, quic) = match transport {
+            Transport::Tcp => (None, None),
+            Transport::Tls => (Some((tls.client_config()?, tls.server_name(addr)?)), None),
+            Transport::Quic => (None, Some(quic::Dialer::new(tls.client_config()?, tls.server_name(addr)?, &config)?)),
+        };
+        Ok(Connector { transport, config, tls, quic })
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Dials `addr` and starts a session as the client. TLS verification failures come back
+    /// as errors whose message names the reason.
+    pub async fn connect(&self, addr: &str) -> io::Result<Arc<dyn Session>> {
+        let timeout = self.config.connect_timeout;
+        let attempt = async {
+            if let Some(quic) = &self.quic {
+                return quic.connect(addr).await;
+            }
+            let tcp = TcpStream::connect(addr).await?;
             crate::pump::tune_tcp(&tcp);
             let peer = tcp.peer_addr()?;
-            Ok(mux::MuxSession::spawn(tcp, peer, mux::Side::Client, config))
-        }
+            match &self.tls {
+                None => Ok(mux::MuxSession::spawn(tcp, peer, mux::Side::Client, &self.config)),
+                Some((cfg, name)) => {
+                    let tls = tokio_rustls::TlsConnector::from(cfg.clone()).connect(name.clone(), tcp).await.map_err(explain)?;
+                    let buffered = tokio::io::BufWriter::with_capacity(TLS_WRITE_BUFFER, tls);
+                    Ok(mux::MuxSession::spawn(buffered, peer, mux::Side::Client, &self.config))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}")))?
     }
 }
 
+/// Turns a TLS handshake failure into an error that says what did not verify.
+fn explain(err: io::Error) -> io::Error {
+    match crate::tls::describe_error(&err) {
+        Some(why) => io::Error::new(err.kind(), why),
+        None => err,
+    }
+}
+
+/// Bytes gathered before a TLS record is written: yamux writes each frame header separately,
+/// and a record per header would waste CPU and bandwidth.
+const TLS_WRITE_BUFFER: usize = 64 * 1024;
+
 /// The server's relay listener.
 pub struct Listener {
-    tcp: TcpListener,
-    transport: Transport,
+    inner: ListenerInner,
     config: ChannelConfig,
+}
+
+enum ListenerInner {
+    Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
+    Quic(quinn::Endpoint),
 }
 
 /// A connection accepted by a [`Listener`] whose transport handshake has not run yet.
 pub struct Incoming {
-    tcp: TcpStream,
+    inner: IncomingInner,
     peer: SocketAddr,
-    transport: Transport,
     config: ChannelConfig,
 }
 
+enum IncomingInner {
+    Tcp(TcpStream, Option<tokio_rustls::TlsAcceptor>),
+    Quic(quinn::Incoming),
+}
+
 impl Listener {
-    /// Binds the relay listener.
-    pub async fn bind(addr: SocketAddr, transport: Transport, config: ChannelConfig) -> io::Result<Listener> {
-        let tcp = TcpListener::bind(addr).await?;
-        Ok(Listener { tcp, transport, config })
+    /// Binds the relay listener. The encrypted transports need the server's identity.
+    pub async fn bind(
+        addr: SocketAddr,
+        transport: Transport,
+        identity: Option<&ServerIdentity>,
+        config: ChannelConfig,
+    ) -> io::Result<Listener> {
+        let server_config = match (transport, identity) {
+            (Transport::Tcp, _) => None,
+            (_, Some(id)) => Some(id.server_config().map_err(io::Error::other)?),
+            (_, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{transport} needs a certificate"))),
+        };
+        let inner = match transport {
+            Transport::Tcp => ListenerInner::Tcp(TcpListener::bind(addr).await?, None),
+            Transport::Tls => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(server_config.expect("checked above"));
+                ListenerInner::Tcp(TcpListener::bind(addr).await?, Some(acceptor))
+            }
+            Transport::Quic => ListenerInner::Quic(quic::server(addr, server_config.expect("checked above"), &config)?),
+        };
+        Ok(Listener { inner, config })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        match &self.inner {
+            ListenerInner::Tcp(l, _) => l.local_addr(),
+            ListenerInner::Quic(e) => e.local_addr(),
+        }
     }
 
     /// Accepts the next connection.
     pub async fn accept(&self) -> io::Result<Incoming> {
-        let (tcp, peer) = self.tcp.accept().await?;
-        crate::pump::tune_tcp(&tcp);
-        Ok(Incoming { tcp, peer, transport: self.transport, config: self.config.clone() })
+        match &self.inner {
+            ListenerInner::Tcp(l, tls) => {
+                let (tcp, peer) = l.accept().await?;
+                crate::pump::tune_tcp(&tcp);
+                Ok(Incoming { inner: IncomingInner::Tcp(tcp, tls.clone()), peer, config: self.config.clone() })
+            }
+            ListenerInner::Quic(endpoint) => {
+                let incoming = endpoint
+                    .accept()
+                    .await
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "QUIC endpoint closed"))?;
+                let peer = incoming.remote_address();
+                Ok(Incoming { inner: IncomingInner::Quic(incoming), peer, config: self.config.clone() })
+            }
+        }
+    }
+
+    /// Stops accepting (QUIC: refuses new connections, existing ones go on).
+    pub fn close(&self) {
+        if let ListenerInner::Quic(e) = &self.inner {
+            e.set_server_config(None);
+        }
     }
 }
 
@@ -141,8 +262,14 @@ impl Incoming {
 
     /// Runs the transport handshake and starts the session as the server.
     pub async fn establish(self) -> io::Result<Arc<dyn Session>> {
-        match self.transport {
-            Transport::Tcp => Ok(mux::MuxSession::spawn(self.tcp, self.peer, mux::Side::Server, &self.config)),
+        match self.inner {
+            IncomingInner::Tcp(tcp, None) => Ok(mux::MuxSession::spawn(tcp, self.peer, mux::Side::Server, &self.config)),
+            IncomingInner::Tcp(tcp, Some(acceptor)) => {
+                let tls = acceptor.accept(tcp).await.map_err(explain)?;
+                let buffered = tokio::io::BufWriter::with_capacity(TLS_WRITE_BUFFER, tls);
+                Ok(mux::MuxSession::spawn(buffered, self.peer, mux::Side::Server, &self.config))
+            }
+            IncomingInner::Quic(incoming) => quic::establish(incoming).await,
         }
     }
 }
