@@ -156,6 +156,39 @@ pub fn addr_in(line: &str) -> SocketAddr {
     rest[..end].trim_matches('"').parse().unwrap_or_else(|e| panic!("bad addr in {line:?}: {e}"))
 }
 
+/// A data-channel transport, to run the same scenario over each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `relay://`
+    Tcp,
+    /// `relay+tls://`
+    Tls,
+    /// `relay+quic://`
+    Quic,
+}
+
+impl Transport {
+    /// The URL scheme.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Tcp => "relay",
+            Transport::Tls => "relay+tls",
+            Transport::Quic => "relay+quic",
+        }
+    }
+}
+
+/// Generates one `#[test]` per transport (modules `tcp`, `tls`, `quic`) for each named
+/// scenario function taking a [`Transport`].
+#[macro_export]
+macro_rules! over_transports {
+    ($($name:ident),* $(,)?) => {
+        mod tcp { $( #[test] fn $name() { super::$name($crate::Transport::Tcp) } )* }
+        mod tls { $( #[test] fn $name() { super::$name($crate::Transport::Tls) } )* }
+        mod quic { $( #[test] fn $name() { super::$name($crate::Transport::Quic) } )* }
+    };
+}
+
 /// A server started with `-L url` (which should listen on 127.0.0.1:0), with its addresses.
 pub struct Server {
     /// The process.
@@ -164,6 +197,11 @@ pub struct Server {
     pub relay: SocketAddr,
     /// Entrypoints in configuration order.
     pub entrypoints: Vec<SocketAddr>,
+    /// The data-channel transport.
+    pub transport: Transport,
+    /// `sha256:...` of the server certificate, for the encrypted transports.
+    pub fingerprint: Option<String>,
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -174,16 +212,49 @@ impl Server {
 
     /// As [`Server::start`], with environment variables.
     pub fn start_with_env(args: &[&str], entrypoints: usize, env: &[(&str, &str)]) -> Server {
-        let proc = Proc::start_with_env("tunnel-server", args, env);
-        let relay = addr_in(&proc.wait_for("relay listening"));
-        let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
-        Server { proc, relay, entrypoints }
+        Server::launch(Transport::Tcp, args, entrypoints, env)
     }
 
-    /// `relay://127.0.0.1:PORT?tunnel.id=ID` plus extra query.
+    /// As [`Server::start`], over `transport`: a `relay://` URL in `args` gets that
+    /// transport's scheme and a fresh state directory for its self-signed certificate.
+    pub fn start_on(transport: Transport, args: &[&str], entrypoints: usize) -> Server {
+        Server::launch(transport, args, entrypoints, &[])
+    }
+
+    fn launch(transport: Transport, args: &[&str], entrypoints: usize, env: &[(&str, &str)]) -> Server {
+        let state = (transport != Transport::Tcp).then(|| tempfile::tempdir().expect("state dir"));
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match (a.strip_prefix("relay://"), &state) {
+                (Some(rest), Some(dir)) => {
+                    let sep = if rest.contains('?') { '&' } else { '?' };
+                    format!("{}://{rest}{sep}stateDir={}", transport.scheme(), dir.path().display())
+                }
+                _ => (*a).to_owned(),
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::start_with_env("tunnel-server", &args, env);
+        let line = proc.wait_for("relay listening");
+        let relay = addr_in(&line);
+        let fingerprint = line.split_whitespace().find_map(|w| w.strip_prefix("fingerprint=")).map(str::to_owned);
+        let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
+        Server { proc, relay, entrypoints, transport, fingerprint, _state: state }
+    }
+
+    /// The `-F` URL for `tunnel` plus extra query; encrypted transports pin the server's
+    /// certificate unless `extra` sets its own verification.
     pub fn relay_url(&self, tunnel: &str, extra: &str) -> String {
-        let extra = if extra.is_empty() { String::new() } else { format!("&{extra}") };
-        format!("relay://{}?tunnel.id={tunnel}{extra}", self.relay)
+        let mut query = format!("tunnel.id={tunnel}");
+        let own_verify = ["pin=", "caFile=", "insecure="].iter().any(|k| extra.contains(k));
+        if let (Some(fp), false) = (&self.fingerprint, own_verify) {
+            query.push_str(&format!("&pin={fp}"));
+        }
+        if !extra.is_empty() {
+            query.push('&');
+            query.push_str(extra);
+        }
+        format!("{}://{}?{query}", self.transport.scheme(), self.relay)
     }
 }
 
@@ -278,6 +349,11 @@ pub fn send_and_shutdown(stream: &mut TcpStream, data: &[u8]) {
 pub fn agent_config(server: &Server, toml: &str, joined_n: usize) -> (Proc, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("agent.toml");
+    // The server's transport and certificate pin go into the `[relay]` table.
+    let toml = match (&server.fingerprint, server.transport) {
+        (Some(fp), t) => toml.replacen("[relay]\n", &format!("[relay]\ndialer = \"{}\"\npin = \"{fp}\"\n", t.scheme()), 1),
+        (None, _) => toml.to_owned(),
+    };
     std::fs::write(&path, toml).expect("write agent.toml");
     let p = Proc::start("tunnel-agent", &["-C", path.to_str().expect("utf-8 path")]);
     p.wait_for("session established");

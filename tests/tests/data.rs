@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tunnel_tests::{
     access, agent, agent_config, origin, poll_until, read_until_close, send_and_shutdown, tunnel_id, External, Proc,
-    Server, WAIT,
+    Server, Transport, WAIT,
 };
 
 const BIG: usize = 64 << 20;
@@ -112,11 +112,11 @@ struct Fixture {
 const SOURCE_SEED: u64 = 0x5eed_da7a;
 
 impl Fixture {
-    fn start() -> Fixture {
+    fn start(t: Transport) -> Fixture {
         let tunnel = tunnel_id();
         let eps = "127.0.0.1:0/blob.local,127.0.0.1:0/sink.local,127.0.0.1:0/source.local";
         let rules = format!("blob.local:{tunnel},sink.local:{tunnel},source.local:{tunnel}");
-        let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint={eps}&tunnel={rules}")], 3);
+        let server = Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?entryPoint={eps}&tunnel={rules}")], 3);
         let mut toml =
             format!("[relay]\naddr = \"{}\"\ntunnel.id = \"{tunnel}\"\n[[services]]\ntype = \"rtcp\"\n", server.relay);
         for (host, addr) in
@@ -144,15 +144,13 @@ fn echo_roundtrip(addr: SocketAddr, len: usize) {
     assert_eq!(got_hash, sent_hash, "echoed bytes differ from the bytes sent");
 }
 
-#[test]
-fn sixty_four_mib_echo_is_byte_exact_both_ways() {
-    let f = Fixture::start();
+fn sixty_four_mib_echo_is_byte_exact_both_ways(t: Transport) {
+    let f = Fixture::start(t);
     echo_roundtrip(f.server.entrypoints[0], BIG);
 }
 
-#[test]
-fn sixty_four_mib_upload_and_download_are_byte_exact() {
-    let f = Fixture::start();
+fn sixty_four_mib_upload_and_download_are_byte_exact(t: Transport) {
+    let f = Fixture::start(t);
     // Upload: the sink hashes what arrived and answers after our FIN.
     let mut up = TcpStream::connect(f.server.entrypoints[1]).unwrap();
     let sent = write_random(&mut up, 7, BIG).unwrap();
@@ -169,9 +167,8 @@ fn sixty_four_mib_upload_and_download_are_byte_exact() {
     assert_eq!(hash, want, "downloaded bytes differ from the origin's");
 }
 
-#[test]
-fn echo_through_access_is_byte_exact() {
-    let f = Fixture::start();
+fn echo_through_access_is_byte_exact(t: Transport) {
+    let f = Fixture::start(t);
     let (_access, addrs) = access(&f.server, &["tcp://127.0.0.1:0/blob.local"], &f.tunnel, "");
     echo_roundtrip(addrs[0], 16 << 20);
 }
@@ -186,9 +183,8 @@ fn half_close(addr: SocketAddr, request: &[u8], reply: &[u8]) {
     assert!(closed, "EOF after the reply");
 }
 
-#[test]
-fn half_close_still_delivers_the_reply_then_eof() {
-    let f = Fixture::start();
+fn half_close_still_delivers_the_reply_then_eof(t: Transport) {
+    let f = Fixture::start(t);
     let request: Vec<u8> = (0..48 * 1024).map(|i| (i % 251) as u8).collect();
     let digest = format!("{} {}\n", request.len(), sha256_hex(&request));
     let (_access, addrs) =
@@ -259,3 +255,10 @@ fn redis_works_through_a_raw_entrypoint_and_through_access() {
     assert_eq!(String::from_utf8_lossy(&got), "+PONG\r\n:1\r\n:2\r\n+OK\r\n");
     assert!(closed);
 }
+
+tunnel_tests::over_transports!(
+    sixty_four_mib_echo_is_byte_exact_both_ways,
+    sixty_four_mib_upload_and_download_are_byte_exact,
+    echo_through_access_is_byte_exact,
+    half_close_still_delivers_the_reply_then_eof,
+);

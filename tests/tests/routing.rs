@@ -3,14 +3,13 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use tunnel_tests::{access, agent, agent_config, http_get, origin, read_until_close, tunnel_id, Server, WAIT};
+use tunnel_tests::{access, agent, agent_config, http_get, origin, read_until_close, tunnel_id, Server, Transport, WAIT};
 
-#[test]
-fn suffix_rule_matches_domain_and_subdomains_case_insensitively() {
+fn suffix_rule_matches_domain_and_subdomains_case_insensitively(t: Transport) {
     let id = tunnel_id();
     let origin = origin::http("a");
     let server =
-        Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=.example.com:{id}")], 1);
+        Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=.example.com:{id}")], 1);
     let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
     let ep = server.entrypoints[0];
     for host in ["example.com", "abc.example.com", "ABC.Example.COM", "abc.example.com:8080"] {
@@ -98,12 +97,11 @@ fn unroutable_visitors_get_404_or_502_naming_the_host() {
     assert_eq!(status, 200);
 }
 
-#[test]
-fn private_rule_is_refused_publicly_but_reachable_through_access() {
+fn private_rule_is_refused_publicly_but_reachable_through_access(t: Transport) {
     let private = tunnel_id();
     let origin = origin::http("p");
     let server =
-        Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=priv.local:${private}")], 1);
+        Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=priv.local:${private}")], 1);
     let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &private, "", 1);
     let ep = server.entrypoints[0];
 
@@ -128,11 +126,10 @@ fn private_rule_is_refused_publicly_but_reachable_through_access() {
     assert!(body.contains("other.local"), "{body}");
 }
 
-#[test]
-fn direct_mode_reaches_a_tunnel_by_id_without_rules() {
+fn direct_mode_reaches_a_tunnel_by_id_without_rules(t: Transport) {
     let id = tunnel_id();
     let origin = origin::http("d");
-    let server = Server::start(&["-L", "relay://127.0.0.1:0?tunnel.direct=true"], 0);
+    let server = Server::start_on(t, &["-L", "relay://127.0.0.1:0?tunnel.direct=true"], 0);
     let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
     let (_access, addrs) =
         access(&server, &["tcp://127.0.0.1:0/no-rule.local", "tcp://127.0.0.1:0?sniffing=true"], &id, "");
@@ -231,3 +228,9 @@ host = "a.example.org"
     assert_eq!(status, 404, "no target for the host and no fallback: {body}");
     assert!(body.contains("b.example.org"), "the 404 names the host: {body}");
 }
+
+tunnel_tests::over_transports!(
+    suffix_rule_matches_domain_and_subdomains_case_insensitively,
+    private_rule_is_refused_publicly_but_reachable_through_access,
+    direct_mode_reaches_a_tunnel_by_id_without_rules,
+);

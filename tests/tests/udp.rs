@@ -5,10 +5,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use tunnel_tests::{access, agent, origin, poll_until, tunnel_id, External, Proc, Server};
+use tunnel_tests::{access, agent, origin, poll_until, tunnel_id, External, Proc, Server, Transport};
 
-fn server_for(rules: &str) -> Server {
-    Server::start(&["-L", &format!("relay://127.0.0.1:0?tunnel={rules}")], 0)
+fn server_for(t: Transport, rules: &str) -> Server {
+    Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?tunnel={rules}")], 0)
 }
 
 /// A UDP socket talking to `to`, with a generous read timeout.
@@ -38,8 +38,7 @@ fn free_tcp_udp_port() -> u16 {
     }
 }
 
-#[test]
-fn dig_through_the_tunnel_answers_every_query() {
+fn dig_through_the_tunnel_answers_every_query(t: Transport) {
     let dns_port = free_tcp_udp_port();
     let _dnsmasq = External::start({
         let mut c = Command::new("dnsmasq");
@@ -57,18 +56,17 @@ fn dig_through_the_tunnel_answers_every_query() {
     };
     poll_until("dnsmasq", || dig(dns_port) == "192.0.2.7");
     let id = tunnel_id();
-    let server = server_for(&format!("dns.srv-2.local:${id}"));
+    let server = server_for(t, &format!("dns.srv-2.local:${id}"));
     let _agent = agent(&server, &[&format!("rudp://:0/127.0.0.1:{dns_port}")], &id, "", 1);
     let (_access, addrs) = access(&server, &["udp://127.0.0.1:0/dns.srv-2.local"], &id, "");
     let answered = (0..100).filter(|_| dig(addrs[0].port()) == "192.0.2.7").count();
     assert_eq!(answered, 100, "every query through the tunnel is answered");
 }
 
-#[test]
-fn datagrams_keep_their_size_up_to_read_buffer_size() {
+fn datagrams_keep_their_size_up_to_read_buffer_size(t: Transport) {
     let echo = origin::udp_echo();
     let id = tunnel_id();
-    let server = server_for(&format!("echo.local:{id}"));
+    let server = server_for(t, &format!("echo.local:{id}"));
     let _agent = agent(&server, &[&format!("rudp://:0/{echo}")], &id, "", 1);
     let listeners = ["udp://127.0.0.1:0/echo.local?readBufferSize=10000", "udp://127.0.0.1:0/echo.local"];
     let (_access, addrs) = access(&server, &listeners, &id, "");
@@ -82,11 +80,10 @@ fn datagrams_keep_their_size_up_to_read_buffer_size() {
     assert_eq!(ask(&client(wide[0]), &max).len(), 65000, "no 1500-byte clipping");
 }
 
-#[test]
-fn without_keepalive_a_flow_ends_after_its_first_answer() {
+fn without_keepalive_a_flow_ends_after_its_first_answer(t: Transport) {
     let ports = origin::udp_source_port();
     let id = tunnel_id();
-    let server = server_for(&format!("p.local:{id}"));
+    let server = server_for(t, &format!("p.local:{id}"));
     let _agent = agent(&server, &[&format!("rudp://:0/{ports}")], &id, "", 1);
     let listeners = ["udp://127.0.0.1:0/p.local", "udp://127.0.0.1:0/p.local?keepalive=true&ttl=30s"];
     let (_access, addrs) = access(&server, &listeners, &id, "");
@@ -100,9 +97,10 @@ fn without_keepalive_a_flow_ends_after_its_first_answer() {
 
 #[test]
 fn keepalive_flow_ends_after_ttl_idle() {
+    let t = Transport::Tcp;
     let ports = origin::udp_source_port();
     let id = tunnel_id();
-    let server = server_for(&format!("p.local:{id}"));
+    let server = server_for(t, &format!("p.local:{id}"));
     let _agent = agent(&server, &[&format!("rudp://:0/{ports}")], &id, "", 1);
     let relay = server.relay_url(&id, "");
     let access = Proc::start(
@@ -117,11 +115,10 @@ fn keepalive_flow_ends_after_ttl_idle() {
     assert_ne!(ask(&c, b"2"), first, "after ttl of silence a new flow starts");
 }
 
-#[test]
-fn tcp_and_udp_share_a_tunnel_but_reach_only_agents_serving_them() {
+fn tcp_and_udp_share_a_tunnel_but_reach_only_agents_serving_them(t: Transport) {
     let (echo_tcp, echo_udp) = (origin::echo(), origin::udp_echo());
     let id = tunnel_id();
-    let server = server_for(&format!("both.local:{id}"));
+    let server = server_for(t, &format!("both.local:{id}"));
     // One agent serves only TCP, the other only UDP: every flow must pick the right one.
     let _tcp_agent = agent(&server, &[&format!("rtcp://:0/{echo_tcp}")], &id, "", 1);
     let _udp_agent = agent(&server, &[&format!("rudp://:0/{echo_udp}")], &id, "", 2);
@@ -138,6 +135,7 @@ fn tcp_and_udp_share_a_tunnel_but_reach_only_agents_serving_them() {
 
 #[test]
 fn iperf3_tcp_and_udp_through_one_tunnel() {
+    let t = Transport::Tcp;
     let iperf_port = free_tcp_udp_port();
     let _iperf = External::start({
         let mut c = Command::new("iperf3");
@@ -146,7 +144,7 @@ fn iperf3_tcp_and_udp_through_one_tunnel() {
     });
     poll_until("iperf3 server", || std::net::TcpStream::connect(("127.0.0.1", iperf_port)).is_ok());
     let id = tunnel_id();
-    let server = server_for(&format!("iperf.local:{id}"));
+    let server = server_for(t, &format!("iperf.local:{id}"));
     let target = format!("127.0.0.1:{iperf_port}");
     let _agent = agent(&server, &[&format!("rtcp://:0/{target}"), &format!("rudp://:0/{target}")], &id, "", 1);
     let port = free_tcp_udp_port();
@@ -164,3 +162,10 @@ fn iperf3_tcp_and_udp_through_one_tunnel() {
         assert!(json.contains("\"sum_received\"") || json.contains("\"sum\""), "iperf3 (udp={udp}) reported no result: {json}");
     }
 }
+
+tunnel_tests::over_transports!(
+    dig_through_the_tunnel_answers_every_query,
+    datagrams_keep_their_size_up_to_read_buffer_size,
+    without_keepalive_a_flow_ends_after_its_first_answer,
+    tcp_and_udp_share_a_tunnel_but_reach_only_agents_serving_them,
+);

@@ -160,6 +160,12 @@ impl Connector {
     }
 }
 
+/// Dials `addr` once with default TLS settings (system roots); for tools and tests.
+pub async fn connect(transport: Transport, addr: &str, config: &ChannelConfig) -> io::Result<Arc<dyn Session>> {
+    let connector = Connector::new(transport, addr, &ClientTls::default(), config.clone()).map_err(io::Error::other)?;
+    connector.connect(addr).await
+}
+
 /// Turns a TLS handshake failure into an error that says what did not verify.
 fn explain(err: io::Error) -> io::Error {
     match crate::tls::describe_error(&err) {
