@@ -253,7 +253,10 @@ impl FileConfig {
                 None => None,
             };
             if network == Network::Udp && svc.sniffing {
-                return Err(invalid(&format!("services[{i}].sniffing"), "UDP carries no hostname to sniff; give a fixed hostname".into()));
+                return Err(invalid(
+                    &format!("services[{i}].sniffing"),
+                    "UDP carries no hostname to sniff; give a fixed hostname".into(),
+                ));
             }
             let read_buffer_size = svc.read_buffer_size.unwrap_or(defaults::UDP_READ_BUFFER);
             if read_buffer_size == 0 || read_buffer_size > tunnel_proto::datagram::MAX_DATAGRAM {
@@ -322,7 +325,10 @@ mod tests {
         let cfg = FileConfig::from_urls(&[udp.into()], relay).unwrap().validate("-L").unwrap();
         let l = &cfg.listeners[0];
         assert!(l.keepalive && l.ttl == Duration::from_secs(7) && l.read_buffer_size == 8192);
-        assert!(FileConfig::from_urls(&["tcp://:1/a?keepalive=true".into()], relay).is_err(), "keepalive is a udp option");
+        assert!(
+            FileConfig::from_urls(&["tcp://:1/a?keepalive=true".into()], relay).is_err(),
+            "keepalive is a udp option"
+        );
         let big = FileConfig::from_urls(&["udp://:1/a?readBufferSize=70000".into()], relay).unwrap().validate("-L");
         assert!(big.unwrap_err().to_string().contains("readBufferSize"));
     }

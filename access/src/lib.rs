@@ -21,9 +21,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::channel::Session;
-use tunnel_proto::tls::TlsError;
 use tunnel_proto::client::{self, Backoff, Dialer};
 use tunnel_proto::sniff::{self, Guess};
+use tunnel_proto::tls::TlsError;
 use tunnel_proto::wire::{self, read_frame, Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token};
 use tunnel_proto::{defaults, http};
 
@@ -57,8 +57,12 @@ impl Access {
         let mut bound = Vec::new();
         for l in &config.listeners {
             let socket = match l.network {
-                Network::Tcp => Bound::Tcp(TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on tcp {}", l.addr))?),
-                Network::Udp => Bound::Udp(UdpSocket::bind(l.addr).await.with_context(|| format!("cannot listen on udp {}", l.addr))?),
+                Network::Tcp => Bound::Tcp(
+                    TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on tcp {}", l.addr))?,
+                ),
+                Network::Udp => Bound::Udp(
+                    UdpSocket::bind(l.addr).await.with_context(|| format!("cannot listen on udp {}", l.addr))?,
+                ),
             };
             bound.push((socket, l.clone()));
         }
@@ -70,7 +74,8 @@ impl Access {
         tasks.spawn(keep_session(shared.clone(), dialer, tx, shutdown.clone()));
         let mut addrs = Vec::new();
         for (socket, l) in bound {
-            let hostname = l.hostname.clone().unwrap_or_else(|| if l.sniffing { "(sniffed)".into() } else { "(none)".into() });
+            let hostname =
+                l.hostname.clone().unwrap_or_else(|| if l.sniffing { "(sniffed)".into() } else { "(none)".into() });
             match socket {
                 Bound::Tcp(tcp) => {
                     let addr = tcp.local_addr()?;

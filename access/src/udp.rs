@@ -27,7 +27,12 @@ use crate::{current_session, ListenerConfig, Shared};
 type Flows = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
 /// Receives datagrams on `socket` until shutdown and hands them to their flows.
-pub(crate) async fn run(shared: Arc<Shared>, socket: UdpSocket, listener: Arc<ListenerConfig>, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+    listener: Arc<ListenerConfig>,
+    shutdown: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let flows: Flows = Arc::default();
     let dropped = AtomicU64::new(0);
@@ -67,7 +72,14 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: UdpSocket, listener: Arc<Li
         let _ = tx.try_send(data);
         map.insert(peer, tx.clone());
         drop(map);
-        let flow = Flow { shared: shared.clone(), socket: socket.clone(), peer, listener: listener.clone(), flows: flows.clone(), tx };
+        let flow = Flow {
+            shared: shared.clone(),
+            socket: socket.clone(),
+            peer,
+            listener: listener.clone(),
+            flows: flows.clone(),
+            tx,
+        };
         tokio::spawn(flow.run(rx));
     }
 }

@@ -9,8 +9,14 @@ fn run(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn seed_command_lines_are_valid() {
-    for listener in ["tcp://:8000?sniffing=true", "tcp://:2222/ssh.srv-2.local", "tcp://:6379/redis.srv-3.local", "tcp://:8000-8003/srv-2.local"] {
-        let (ok, out) = run(&["-L", listener, "-F", "relay://:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a", "--check"]);
+    for listener in [
+        "tcp://:8000?sniffing=true",
+        "tcp://:2222/ssh.srv-2.local",
+        "tcp://:6379/redis.srv-3.local",
+        "tcp://:8000-8003/srv-2.local",
+    ] {
+        let (ok, out) =
+            run(&["-L", listener, "-F", "relay://:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a", "--check"]);
         assert!(ok, "{listener}: {out}");
     }
 }
@@ -19,6 +25,12 @@ fn seed_command_lines_are_valid() {
 fn bad_input_is_named() {
     let (ok, out) = run(&["-L", "tcp://:2222/a.local", "-F", "relay://:8443?tunnel.id=1234", "--check"]);
     assert!(!ok && out.contains("1234"), "{out}");
-    let (ok, out) = run(&["-L", "tcp://:9-1/a.local", "-F", "relay://:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a", "--check"]);
+    let (ok, out) = run(&[
+        "-L",
+        "tcp://:9-1/a.local",
+        "-F",
+        "relay://:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a",
+        "--check",
+    ]);
     assert!(!ok && out.contains("reversed"), "{out}");
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tunnel_proto::client::{RelayFile, RelayOptions};
-use tunnel_proto::{datagram, defaults};
 use tunnel_proto::host::HostPattern;
 use tunnel_proto::url::{self, NodeUrl, UrlError};
 use tunnel_proto::wire::Network;
+use tunnel_proto::{datagram, defaults};
 
 /// Why a configuration was rejected; the message names the source and the key.
 #[derive(Debug, thiserror::Error)]

@@ -19,9 +19,9 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::channel::{Session, Stream};
-use tunnel_proto::tls::TlsError;
 use tunnel_proto::client::{self, Backoff, Dialer};
 use tunnel_proto::host::{self, best_match};
+use tunnel_proto::tls::TlsError;
 use tunnel_proto::wire::{
     self, read_frame, write_frame, Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token,
 };

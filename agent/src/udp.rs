@@ -25,11 +25,13 @@ pub(crate) async fn serve(shared: &Shared, mut stream: Stream, header: &StreamHe
         Ok(s) => s,
         Err(err) => {
             tracing::info!(target = %target.name, addr = %target.addr, %err, "UDP target unusable");
-            let reply = Reply::new(Status::BAD_GATEWAY, format!("target {} is unreachable: {}", target.name, err.kind()));
+            let reply =
+                Reply::new(Status::BAD_GATEWAY, format!("target {} is unreachable: {}", target.name, err.kind()));
             return answer(&mut stream, reply).await;
         }
     };
-    if tunnel_proto::wire::write_frame(&mut stream, &tunnel_proto::wire::Frame::StreamReply(Reply::ok())).await.is_err() {
+    if tunnel_proto::wire::write_frame(&mut stream, &tunnel_proto::wire::Frame::StreamReply(Reply::ok())).await.is_err()
+    {
         return;
     }
     tracing::debug!(host = %header.hostname, visitor = ?header.visitor, target = %target.name, "UDP flow started");

@@ -66,7 +66,7 @@ pub struct NodeUrl {
 impl NodeUrl {
     /// Parses a URL without interpreting its parameters.
     pub fn parse(raw: &str) -> Result<NodeUrl, UrlError> {
-        let (scheme, rest) = raw.split_once("://").ok_or_else(|| UrlError::NoScheme(raw.to_owned()))?;
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| UrlError::NoScheme(redact(raw)))?;
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
@@ -85,7 +85,7 @@ impl NodeUrl {
             params.push((percent_decode(k), percent_decode(v)));
         }
         Ok(NodeUrl {
-            raw: raw.to_owned(),
+            raw: redact(raw),
             scheme: scheme.to_ascii_lowercase(),
             userinfo,
             addr: addr.to_owned(),
@@ -151,6 +151,37 @@ impl NodeUrl {
             Some((key, _)) => Err(UrlError::UnknownKey { url: self.raw, key }),
         }
     }
+}
+
+/// The URL as shown in messages: the value of `token` and a `user:password@` password are
+/// replaced by `***`, since secrets are never printed.
+fn redact(raw: &str) -> String {
+    let (head, query) = match raw.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (raw, None),
+    };
+    let (scheme, rest) = head.split_once("://").unwrap_or(("", head));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rsplit_once('@') {
+        Some((user, addr)) if user.contains(':') => {
+            let name = user.split_once(':').map_or(user, |(n, _)| n);
+            format!("{name}:***@{addr}{}", &rest[authority_end..])
+        }
+        _ => rest.to_owned(),
+    };
+    let mut out = if head.contains("://") { format!("{scheme}://{rest}") } else { rest };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if percent_decode(k).eq_ignore_ascii_case("token") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 /// Parses `true`/`false` and their usual spellings.
@@ -273,6 +304,9 @@ mod tests {
         let mut u = NodeUrl::parse("relay://:8443?tunnelID=x&bogus=1").unwrap();
         assert_eq!(u.take(&["tunnel.id", "tunnelID"]).as_deref(), Some("x"));
         assert!(matches!(u.finish(), Err(UrlError::UnknownKey { key, .. }) if key == "bogus"));
+
+        let u = NodeUrl::parse("relay://u:pw@:8443/t?token=s3cret&tunnel.id=x").unwrap();
+        assert_eq!(u.raw, "relay://u:***@:8443/t?token=***&tunnel.id=x");
 
         let mut u = NodeUrl::parse("relay://:8443?tunnel=a:%24ID").unwrap();
         assert_eq!(u.take(&["tunnel"]).as_deref(), Some("a:$ID"));

@@ -274,7 +274,9 @@ impl FileConfig {
             .ok_or_else(|| invalid("listener", format!("unknown listener {listener:?}, expected tcp, tls or quic")))?;
         let identity = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => IdentitySource::Files { cert: cert.into(), key: key.into() },
-            (None, None) => IdentitySource::SelfSigned { dir: state_dir(self.state_dir.as_deref()), names: self.cert_names.clone() },
+            (None, None) => {
+                IdentitySource::SelfSigned { dir: state_dir(self.state_dir.as_deref()), names: self.cert_names.clone() }
+            }
             (Some(_), None) => return Err(invalid("keyFile", "certFile needs keyFile".into())),
             (None, Some(_)) => return Err(invalid("certFile", "keyFile needs certFile".into())),
         };

@@ -83,7 +83,9 @@ impl Server {
         });
         let mut tasks = JoinSet::new();
         match &identity {
-            Some(id) => tracing::info!(addr = %relay_addr, transport = %shared.config.transport, fingerprint = %id.fingerprint(), "relay listening"),
+            Some(id) => {
+                tracing::info!(addr = %relay_addr, transport = %shared.config.transport, fingerprint = %id.fingerprint(), "relay listening")
+            }
             None => tracing::info!(addr = %relay_addr, transport = %shared.config.transport, "relay listening"),
         }
         tasks.spawn(accept_sessions(shared.clone(), listener));

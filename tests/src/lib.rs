@@ -351,7 +351,9 @@ pub fn agent_config(server: &Server, toml: &str, joined_n: usize) -> (Proc, temp
     let path = dir.path().join("agent.toml");
     // The server's transport and certificate pin go into the `[relay]` table.
     let toml = match (&server.fingerprint, server.transport) {
-        (Some(fp), t) => toml.replacen("[relay]\n", &format!("[relay]\ndialer = \"{}\"\npin = \"{fp}\"\n", t.scheme()), 1),
+        (Some(fp), t) => {
+            toml.replacen("[relay]\n", &format!("[relay]\ndialer = \"{}\"\npin = \"{fp}\"\n", t.scheme()), 1)
+        }
         (None, _) => toml.to_owned(),
     };
     std::fs::write(&path, toml).expect("write agent.toml");

@@ -104,7 +104,8 @@ fn private_web_tunnel() {
     let s = run_server(&dir, "server-private.toml");
     let _agent = run_client(&dir, "agent-private-web.toml", s.relay, &[("192.168.2.1:80", web.to_string())]);
     s.server.wait_for("agent joined");
-    let access = run_client(&dir, "access-sniffing.toml", s.relay, &[("addr = \":8000\"", "addr = \"127.0.0.1:0\"".to_owned())]);
+    let access =
+        run_client(&dir, "access-sniffing.toml", s.relay, &[("addr = \":8000\"", "addr = \"127.0.0.1:0\"".to_owned())]);
     let local = addr_in(&access.wait_for("listening"));
     let (status, body) = http_get(local, "srv-2.local", "/");
     assert_eq!(status, 200, "{body}");
@@ -131,7 +132,8 @@ fn tcp_services_by_hostname() {
     let edits = [("192.168.2.1:22", ssh.to_string()), ("192.168.2.2:6379", redis.to_string())];
     let _agent = run_client(&dir, "agent-tcp-services.toml", s.relay, &edits);
     s.server.wait_for("agent joined");
-    let access = run_client(&dir, "access-ssh.toml", s.relay, &[("addr = \":2222\"", "addr = \"127.0.0.1:0\"".to_owned())]);
+    let access =
+        run_client(&dir, "access-ssh.toml", s.relay, &[("addr = \":2222\"", "addr = \"127.0.0.1:0\"".to_owned())]);
     echo_roundtrip(addr_in(&access.wait_for("listening")));
     assert!(s.server.logged("access client connected"));
 }
@@ -143,6 +145,7 @@ fn direct_routing() {
     let s = run_server(&dir, "server-direct.toml");
     let _agent = run_client(&dir, "agent-iperf.toml", s.relay, &[("addr = \":5201\"", format!("addr = \"{iperf}\""))]);
     s.server.wait_for("agent joined");
-    let access = run_client(&dir, "access-iperf.toml", s.relay, &[("addr = \":15201\"", "addr = \"127.0.0.1:0\"".to_owned())]);
+    let access =
+        run_client(&dir, "access-iperf.toml", s.relay, &[("addr = \":15201\"", "addr = \"127.0.0.1:0\"".to_owned())]);
     echo_roundtrip(addr_in(&access.wait_for("listening")));
 }

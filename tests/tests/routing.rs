@@ -3,13 +3,18 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use tunnel_tests::{access, agent, agent_config, http_get, origin, read_until_close, tunnel_id, Server, Transport, WAIT};
+use tunnel_tests::{
+    access, agent, agent_config, http_get, origin, read_until_close, tunnel_id, Server, Transport, WAIT,
+};
 
 fn suffix_rule_matches_domain_and_subdomains_case_insensitively(t: Transport) {
     let id = tunnel_id();
     let origin = origin::http("a");
-    let server =
-        Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=.example.com:{id}")], 1);
+    let server = Server::start_on(
+        t,
+        &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=.example.com:{id}")],
+        1,
+    );
     let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
     let ep = server.entrypoints[0];
     for host in ["example.com", "abc.example.com", "ABC.Example.COM", "abc.example.com:8080"] {
@@ -100,8 +105,11 @@ fn unroutable_visitors_get_404_or_502_naming_the_host() {
 fn private_rule_is_refused_publicly_but_reachable_through_access(t: Transport) {
     let private = tunnel_id();
     let origin = origin::http("p");
-    let server =
-        Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=priv.local:${private}")], 1);
+    let server = Server::start_on(
+        t,
+        &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=priv.local:${private}")],
+        1,
+    );
     let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &private, "", 1);
     let ep = server.entrypoints[0];
 

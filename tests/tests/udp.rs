@@ -105,7 +105,14 @@ fn keepalive_flow_ends_after_ttl_idle() {
     let relay = server.relay_url(&id, "");
     let access = Proc::start(
         "tunnel-access",
-        &["-L", "udp://127.0.0.1:0/p.local?keepalive=true&ttl=1s", "-F", &relay, "--log-level", "info,tunnel_access=debug"],
+        &[
+            "-L",
+            "udp://127.0.0.1:0/p.local?keepalive=true&ttl=1s",
+            "-F",
+            &relay,
+            "--log-level",
+            "info,tunnel_access=debug",
+        ],
     );
     let addr = tunnel_tests::addr_in(&access.wait_for("listening"));
     access.wait_for("session established");
@@ -148,7 +155,8 @@ fn iperf3_tcp_and_udp_through_one_tunnel() {
     let target = format!("127.0.0.1:{iperf_port}");
     let _agent = agent(&server, &[&format!("rtcp://:0/{target}"), &format!("rudp://:0/{target}")], &id, "", 1);
     let port = free_tcp_udp_port();
-    let listeners = [format!("tcp://127.0.0.1:{port}/iperf.local"), format!("udp://127.0.0.1:{port}/iperf.local?keepalive=true")];
+    let listeners =
+        [format!("tcp://127.0.0.1:{port}/iperf.local"), format!("udp://127.0.0.1:{port}/iperf.local?keepalive=true")];
     let (_access, _) = access(&server, &[&listeners[0], &listeners[1]], &id, "");
     for udp in [false, true] {
         let mut cmd = Command::new("timeout");
@@ -159,7 +167,10 @@ fn iperf3_tcp_and_udp_through_one_tunnel() {
         let out = cmd.output().expect("iperf3 must be installed");
         let json = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "iperf3 (udp={udp}) failed: {json}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(json.contains("\"sum_received\"") || json.contains("\"sum\""), "iperf3 (udp={udp}) reported no result: {json}");
+        assert!(
+            json.contains("\"sum_received\"") || json.contains("\"sum\""),
+            "iperf3 (udp={udp}) reported no result: {json}"
+        );
     }
 }
 

@@ -120,7 +120,12 @@ pub struct Connector {
 impl Connector {
     /// A connector for the server at `addr` (`host:port`); `tls` is used by the encrypted
     /// transports.
-    pub fn new(transport: Transport, addr: &str, tls: &ClientTls, config: ChannelConfig) -> Result<Connector, TlsError> {
+    pub fn new(
+        transport: Transport,
+        addr: &str,
+        tls: &ClientTls,
+        config: ChannelConfig,
+    ) -> Result<Connector, TlsError> {
         let (tls, quic) = match transport {
             Transport::Tcp => (None, None),
             Transport::Tls => (Some((tls.client_config()?, tls.server_name(addr)?)), None),
@@ -148,15 +153,18 @@ impl Connector {
             match &self.tls {
                 None => Ok(mux::MuxSession::spawn(tcp, peer, mux::Side::Client, &self.config)),
                 Some((cfg, name)) => {
-                    let tls = tokio_rustls::TlsConnector::from(cfg.clone()).connect(name.clone(), tcp).await.map_err(explain)?;
+                    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(explain)?;
                     let buffered = tokio::io::BufWriter::with_capacity(TLS_WRITE_BUFFER, tls);
                     Ok(mux::MuxSession::spawn(buffered, peer, mux::Side::Client, &self.config))
                 }
             }
         };
-        tokio::time::timeout(timeout, attempt)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}")))?
+        tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}"))
+        })?
     }
 }
 
@@ -198,7 +206,7 @@ pub struct Incoming {
 
 enum IncomingInner {
     Tcp(TcpStream, Option<tokio_rustls::TlsAcceptor>),
-    Quic(quinn::Incoming),
+    Quic(Box<quinn::Incoming>),
 }
 
 impl Listener {
@@ -212,7 +220,9 @@ impl Listener {
         let server_config = match (transport, identity) {
             (Transport::Tcp, _) => None,
             (_, Some(id)) => Some(id.server_config().map_err(io::Error::other)?),
-            (_, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{transport} needs a certificate"))),
+            (_, None) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{transport} needs a certificate")))
+            }
         };
         let inner = match transport {
             Transport::Tcp => ListenerInner::Tcp(TcpListener::bind(addr).await?, None),
@@ -247,7 +257,7 @@ impl Listener {
                     .await
                     .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "QUIC endpoint closed"))?;
                 let peer = incoming.remote_address();
-                Ok(Incoming { inner: IncomingInner::Quic(incoming), peer, config: self.config.clone() })
+                Ok(Incoming { inner: IncomingInner::Quic(Box::new(incoming)), peer, config: self.config.clone() })
             }
         }
     }
@@ -269,13 +279,15 @@ impl Incoming {
     /// Runs the transport handshake and starts the session as the server.
     pub async fn establish(self) -> io::Result<Arc<dyn Session>> {
         match self.inner {
-            IncomingInner::Tcp(tcp, None) => Ok(mux::MuxSession::spawn(tcp, self.peer, mux::Side::Server, &self.config)),
+            IncomingInner::Tcp(tcp, None) => {
+                Ok(mux::MuxSession::spawn(tcp, self.peer, mux::Side::Server, &self.config))
+            }
             IncomingInner::Tcp(tcp, Some(acceptor)) => {
                 let tls = acceptor.accept(tcp).await.map_err(explain)?;
                 let buffered = tokio::io::BufWriter::with_capacity(TLS_WRITE_BUFFER, tls);
                 Ok(mux::MuxSession::spawn(buffered, self.peer, mux::Side::Server, &self.config))
             }
-            IncomingInner::Quic(incoming) => quic::establish(incoming).await,
+            IncomingInner::Quic(incoming) => quic::establish(*incoming).await,
         }
     }
 }

@@ -111,11 +111,18 @@ fn explain(err: &quinn::ConnectionError) -> String {
     let text = err.to_string();
     if text.contains("UnknownIssuer") {
         "certificate verification failed: unknown issuer (trust its CA with caFile= or pin its fingerprint with pin=sha256:...)".into()
-    } else if text.contains("NotValidForName") {
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         "certificate verification failed: name mismatch (the certificate is not valid for the server name; set serverName=)".into()
-    } else if let Some(at) = text.find("pin mismatch") {
-        let rest = &text[at..];
-        format!("certificate verification failed: {}", rest.split(['"', ')']).next().unwrap_or(rest))
+    } else if text.contains("pin mismatch") || text.contains("PinMismatch") {
+        // rustls shows the verifier's error with Debug: `PinMismatch { presented: "sha256:..." }`.
+        let presented = text.find("sha256:").map(|at| {
+            let rest = &text[at..];
+            &rest[..rest.find(|c: char| c != ':' && !c.is_ascii_alphanumeric()).unwrap_or(rest.len())]
+        });
+        format!(
+            "certificate verification failed: pin mismatch: the server presented {}",
+            presented.unwrap_or("another certificate")
+        )
     } else {
         format!("QUIC connection failed: {text}")
     }
@@ -132,7 +139,8 @@ fn join(send: quinn::SendStream, recv: quinn::RecvStream) -> Stream {
 impl Session for QuicSession {
     fn open_stream(&self) -> BoxFuture<'_, io::Result<Stream>> {
         Box::pin(async move {
-            let (send, recv) = self.conn.open_bi().await.map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
+            let (send, recv) =
+                self.conn.open_bi().await.map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
             Ok(join(send, recv))
         })
     }
