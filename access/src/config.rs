@@ -116,6 +116,8 @@ pub struct LimitsFile {
     #[serde(default)]
     max_udp_flows: Option<usize>,
     #[serde(default, with = "humantime_serde")]
+    grace_period: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     backoff_base: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     backoff_max: Option<Duration>,
@@ -161,6 +163,8 @@ pub struct Limits {
     pub max_visitors: usize,
     /// UDP flows at once per listener.
     pub max_udp_flows: usize,
+    /// On shutdown, time given to connections in flight.
+    pub grace_period: Duration,
     /// First reconnect delay.
     pub backoff_base: Duration,
     /// Largest reconnect delay.
@@ -232,6 +236,9 @@ impl FileConfig {
             key: key.to_owned(),
             why,
         };
+        if self.relay.sessions.is_some() {
+            return Err(invalid("relay.sessions", "an agent option: an access client keeps one session".into()));
+        }
         let relay = self.relay.validate().map_err(|(k, why)| invalid(&format!("relay.{k}"), why))?;
         let mut listeners = Vec::new();
         for (i, svc) in self.services.iter().enumerate() {
@@ -297,6 +304,7 @@ impl FileConfig {
             reply_timeout: l.reply_timeout.unwrap_or(defaults::REPLY_TIMEOUT),
             max_visitors: l.max_visitors.unwrap_or(defaults::MAX_VISITORS),
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
+            grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
             backoff_base: l.backoff_base.unwrap_or(defaults::BACKOFF_BASE),
             backoff_max: l.backoff_max.unwrap_or(defaults::BACKOFF_MAX),
             keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),

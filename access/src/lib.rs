@@ -20,11 +20,14 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tunnel_proto::channel::Session;
-use tunnel_proto::client::{self, Backoff, Dialer};
+use tokio_util::task::TaskTracker;
+use tunnel_proto::channel::{Session, Stream};
+use tunnel_proto::client::{self, Backoff, ControlEnd, Dialer};
 use tunnel_proto::sniff::{self, Guess};
 use tunnel_proto::tls::TlsError;
-use tunnel_proto::wire::{self, read_frame, Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token};
+use tunnel_proto::wire::{
+    self, read_reply, Frame, Hello, Network, Networks, Reply, ReplyError, Role, Status, StreamHeader, Token,
+};
 use tunnel_proto::{defaults, http};
 
 pub mod config;
@@ -35,8 +38,13 @@ pub use config::{Config, FileConfig, ListenerConfig};
 /// A running access client.
 pub struct Access {
     addrs: Vec<SocketAddr>,
+    /// Stops the listeners.
+    stop: CancellationToken,
+    /// Ends the session (after the visitors drained).
     shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    listeners: JoinSet<()>,
+    session_task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 enum Bound {
@@ -48,6 +56,8 @@ struct Shared {
     config: Config,
     session: watch::Receiver<Option<Arc<dyn Session>>>,
     visitors: Arc<Semaphore>,
+    /// Every visitor connection and UDP flow in flight, for the drain.
+    in_flight: TaskTracker,
 }
 
 impl Access {
@@ -66,12 +76,16 @@ impl Access {
             };
             bound.push((socket, l.clone()));
         }
-        let shutdown = CancellationToken::new();
+        let (stop, shutdown) = (CancellationToken::new(), CancellationToken::new());
         let (tx, rx) = watch::channel(None);
-        let shared =
-            Arc::new(Shared { visitors: Arc::new(Semaphore::new(config.limits.max_visitors)), config, session: rx });
+        let shared = Arc::new(Shared {
+            visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
+            config,
+            session: rx,
+            in_flight: TaskTracker::new(),
+        });
+        let session_task = tokio::spawn(keep_session(shared.clone(), dialer, tx, shutdown.clone()));
         let mut tasks = JoinSet::new();
-        tasks.spawn(keep_session(shared.clone(), dialer, tx, shutdown.clone()));
         let mut addrs = Vec::new();
         for (socket, l) in bound {
             let hostname =
@@ -81,17 +95,17 @@ impl Access {
                     let addr = tcp.local_addr()?;
                     tracing::info!(addr = %addr, network = "tcp", hostname, "listening");
                     addrs.push(addr);
-                    tasks.spawn(accept_visitors(shared.clone(), tcp, l, shutdown.clone()));
+                    tasks.spawn(accept_visitors(shared.clone(), tcp, l, stop.clone()));
                 }
                 Bound::Udp(udp) => {
                     let addr = udp.local_addr()?;
                     tracing::info!(addr = %addr, network = "udp", hostname, "listening");
                     addrs.push(addr);
-                    tasks.spawn(udp::run(shared.clone(), udp, Arc::new(l), shutdown.clone()));
+                    tasks.spawn(udp::run(shared.clone(), udp, Arc::new(l), stop.clone()));
                 }
             }
         }
-        Ok(Access { addrs, shutdown, tasks })
+        Ok(Access { addrs, stop, shutdown, listeners: tasks, session_task, shared })
     }
 
     /// The listeners' bound addresses, in configuration order.
@@ -99,10 +113,18 @@ impl Access {
         &self.addrs
     }
 
-    /// Stops listening and closes the session.
+    /// Stops listening, lets the connections in flight finish (at most the grace period),
+    /// then says going-away and closes the session.
     pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.listeners.join_next().await.is_some() {}
+        self.shared.in_flight.close();
+        let grace = self.shared.config.limits.grace_period;
+        if tokio::time::timeout(grace, self.shared.in_flight.wait()).await.is_err() {
+            tracing::warn!(?grace, "connections still open after the grace period are cut");
+        }
         self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.session_task.await;
     }
 }
 
@@ -138,17 +160,41 @@ async fn keep_session(
                 let started = Instant::now();
                 tracing::info!(%tunnel, server = %dialer.addr, "session established");
                 publish.send_replace(Some(c.session.clone()));
-                let session = c.session.clone();
-                let why = tokio::select! {
-                    why = client::keepalive(c.session, c.control, limits.keepalive_interval, limits.keepalive_timeout) => why,
-                    _ = shutdown.cancelled() => {
-                        session.close();
-                        return;
-                    }
-                };
+                let end = client::run_control(
+                    &c.session,
+                    c.control,
+                    limits.keepalive_interval,
+                    limits.keepalive_timeout,
+                    &shutdown,
+                )
+                .await;
                 publish.send_replace(None);
                 backoff.session_ended(started.elapsed());
-                tracing::warn!(%tunnel, server = %dialer.addr, "session lost: {why}; reconnecting");
+                match end {
+                    ControlEnd::ServerGoingAway => {
+                        // New visitors wait for the replacement; streams in flight keep the old
+                        // session until the server closes it.
+                        tracing::info!(%tunnel, server = %dialer.addr, "server is going away: reconnecting");
+                        let old = c.session.clone();
+                        let grace = limits.grace_period;
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(grace, old.closed()).await;
+                            old.close();
+                        });
+                        continue;
+                    }
+                    ControlEnd::ShutdownAcknowledged => {
+                        c.session.close();
+                        return;
+                    }
+                    ControlEnd::Lost(why) => {
+                        c.session.close();
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        tracing::warn!(%tunnel, server = %dialer.addr, "session lost: {why}; reconnecting");
+                    }
+                }
             }
             Err(err) => tracing::warn!(%tunnel, server = %dialer.addr, "cannot reach tunnel: {err}"),
         }
@@ -184,10 +230,10 @@ async fn accept_visitors(
             continue;
         };
         tunnel_proto::pump::tune_tcp(&tcp);
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let config = config.clone();
-        tokio::spawn(async move {
-            serve_visitor(&shared, tcp, peer, &config).await;
+        shared.in_flight.spawn(async move {
+            serve_visitor(&task_shared, tcp, peer, &config).await;
             drop(permit);
         });
     }
@@ -217,42 +263,31 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
     let header = StreamHeader { network: listener.network, hostname: hostname.clone(), visitor: Some(peer) };
     let mut message = Frame::StreamHeader(header).to_vec();
     message.extend_from_slice(&prefix);
-    let opened = async {
-        let mut stream = session.open_stream().await?;
-        stream.write_all(&message).await?;
-        let reply = read_frame(&mut stream).await.map_err(std::io::Error::other)?;
-        Ok::<_, std::io::Error>((stream, reply))
+    let mut stream = match open_stream(shared, &session, &message).await {
+        Ok(stream) => stream,
+        Err(reply) => return refuse(tcp, peer, http_visitor, reply).await,
     };
-    let (mut stream, reply) = match tokio::time::timeout(limits.reply_timeout, opened).await {
-        Ok(Ok((stream, Frame::StreamReply(reply)))) => (stream, reply),
-        Ok(Ok((_, other))) => {
-            return refuse(
-                tcp,
-                peer,
-                http_visitor,
-                Reply::new(Status::BAD_GATEWAY, format!("server sent {:?}", other.kind())),
-            )
-            .await
-        }
-        Ok(Err(err)) => {
-            return refuse(tcp, peer, http_visitor, Reply::new(Status::BAD_GATEWAY, format!("stream failed: {err}")))
-                .await
-        }
-        Err(_) => {
-            let reply = Reply::new(
-                Status::GATEWAY_TIMEOUT,
-                format!("no answer from the tunnel within {:?}", limits.reply_timeout),
-            );
-            return refuse(tcp, peer, http_visitor, reply).await;
-        }
-    };
-    if !reply.status.is_ok() {
-        return refuse(tcp, peer, http_visitor, reply).await;
-    }
     tracing::debug!(%peer, host = %hostname, "visitor connected");
     if let Err(err) = tunnel_proto::pump::pump(&mut tcp, &mut stream).await {
         tracing::debug!(%peer, %err, "visitor stream failed");
         tunnel_proto::pump::reset(tcp);
+    }
+}
+
+/// Opens a stream on `session`, sends `message` (header and pipelined bytes) and waits for the
+/// tunnel's final reply; any failure comes back as the reply to give the visitor.
+pub(crate) async fn open_stream(shared: &Shared, session: &Arc<dyn Session>, message: &[u8]) -> Result<Stream, Reply> {
+    let t = shared.config.limits.reply_timeout;
+    let failed = |why: String| Reply::new(Status::BAD_GATEWAY, why);
+    let mut stream = session.open_stream().await.map_err(|e| failed(format!("stream failed: {e}")))?;
+    stream.write_all(message).await.map_err(|e| failed(format!("stream failed: {e}")))?;
+    match read_reply(&mut stream, t, t).await {
+        Ok(reply) if reply.status.is_ok() => Ok(stream),
+        Ok(reply) => Err(reply),
+        Err(ReplyError::Silent(_) | ReplyError::Timeout(_)) => {
+            Err(Reply::new(Status::GATEWAY_TIMEOUT, format!("no answer from the tunnel within {t:?}")))
+        }
+        Err(err) => Err(failed(format!("stream failed: {err}"))),
     }
 }
 

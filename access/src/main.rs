@@ -60,8 +60,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let access = Access::spawn(config).await?;
         telemetry::shutdown_signal().await;
-        tracing::info!("shutting down");
-        access.shutdown().await;
+        tracing::info!("shutting down: finishing connections in flight (a second signal stops at once)");
+        tokio::select! {
+            _ = access.shutdown() => {}
+            _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),
+        }
         Ok(())
     })
 }

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::datagram::{self, MAX_DATAGRAM};
 use tunnel_proto::defaults;
-use tunnel_proto::wire::{read_frame, Frame, StreamHeader};
+use tunnel_proto::wire::{Frame, StreamHeader};
 
-use crate::{current_session, ListenerConfig, Shared};
+use crate::{current_session, open_stream, ListenerConfig, Shared};
 
 type Flows = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
@@ -80,7 +80,7 @@ pub(crate) async fn run(
             flows: flows.clone(),
             tx,
         };
-        tokio::spawn(flow.run(rx));
+        shared.in_flight.spawn(flow.run(rx));
     }
 }
 
@@ -116,7 +116,6 @@ impl Flow {
     }
 
     async fn relay(&self, rx: &mut mpsc::Receiver<Vec<u8>>) -> Result<String, String> {
-        let limits = &self.shared.config.limits;
         let first = rx.recv().await.ok_or("no datagram")?;
         let session = current_session(&self.shared).await.ok_or("not connected to the server")?;
         let header = StreamHeader {
@@ -126,19 +125,8 @@ impl Flow {
         };
         let mut message = Frame::StreamHeader(header).to_vec();
         datagram::encode(&first, &mut message).map_err(|e| e.to_string())?;
-        let opened = async {
-            let mut stream = session.open_stream().await?;
-            stream.write_all(&message).await?;
-            let reply = read_frame(&mut stream).await.map_err(std::io::Error::other)?;
-            Ok::<_, std::io::Error>((stream, reply))
-        };
-        let stream = match tokio::time::timeout(limits.reply_timeout, opened).await {
-            Ok(Ok((stream, Frame::StreamReply(r)))) if r.status.is_ok() => stream,
-            Ok(Ok((_, Frame::StreamReply(r)))) => return Err(format!("{} {}", r.status, r.message)),
-            Ok(Ok((_, other))) => return Err(format!("server sent {:?}", other.kind())),
-            Ok(Err(err)) => return Err(format!("stream failed: {err}")),
-            Err(_) => return Err(format!("no answer from the tunnel within {:?}", limits.reply_timeout)),
-        };
+        let stream =
+            open_stream(&self.shared, &session, &message).await.map_err(|r| format!("{} {}", r.status, r.message))?;
         Ok(self.pump(stream, rx).await)
     }
 

@@ -114,6 +114,8 @@ pub struct LimitsFile {
     keepalive_timeout: Option<Duration>,
     #[serde(default)]
     max_udp_flows: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    grace_period: Option<Duration>,
 }
 
 /// A validated target.
@@ -150,6 +152,8 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// UDP flows at once.
     pub max_udp_flows: usize,
+    /// On shutdown (or when the server goes away), time given to streams in flight.
+    pub grace_period: Duration,
 }
 
 /// The validated configuration.
@@ -267,6 +271,7 @@ impl FileConfig {
             keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),
             keepalive_timeout: l.keepalive_timeout.unwrap_or(defaults::KEEPALIVE_TIMEOUT),
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
+            grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
         };
         Ok(Config { relay, targets, limits })
     }

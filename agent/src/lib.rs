@@ -18,8 +18,9 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::{Session, Stream};
-use tunnel_proto::client::{self, Backoff, Dialer};
+use tunnel_proto::client::{self, Backoff, ControlEnd, Dialer};
 use tunnel_proto::host::{self, best_match};
 use tunnel_proto::tls::TlsError;
 use tunnel_proto::wire::{
@@ -79,60 +80,110 @@ fn dialer(config: &Config) -> Result<Dialer, TlsError> {
 }
 
 async fn run(shared: Arc<Shared>, dialer: Dialer, shutdown: CancellationToken) {
+    let dialer = Arc::new(dialer);
+    let mut slots = tokio::task::JoinSet::new();
+    for index in 0..shared.config.relay.sessions.max(1) {
+        slots.spawn(slot(shared.clone(), dialer.clone(), index, shutdown.clone()));
+    }
+    while slots.join_next().await.is_some() {}
+}
+
+/// Keeps session number `index` of the pool alive: connects (to the `index`-th address the
+/// server name resolves to, so sessions spread over replicas), serves, and reconnects with
+/// backoff. When the server says it is going away, a replacement is opened at once while the
+/// old session drains; on shutdown, the agent says going-away and finishes its streams.
+async fn slot(shared: Arc<Shared>, dialer: Arc<Dialer>, index: usize, shutdown: CancellationToken) {
     let limits = &shared.config.limits;
     let tunnel = shared.config.relay.tunnel;
     let mut backoff =
         Backoff::new(limits.backoff_base, limits.backoff_max, tunnel_proto::defaults::BACKOFF_RESET_AFTER);
+    let drains = TaskTracker::new();
     loop {
+        let target = dialer.address(index).await;
         let connected = tokio::select! {
-            r = dialer.connect() => r,
-            _ = shutdown.cancelled() => return,
+            r = dialer.connect_to(&target) => r,
+            _ = shutdown.cancelled() => break,
         };
-        match connected {
-            Ok(c) => {
-                let started = Instant::now();
-                tracing::info!(%tunnel, server = %dialer.addr, "session established");
-                let session = c.session.clone();
-                let keepalive = client::keepalive(
-                    c.session.clone(),
-                    c.control,
-                    limits.keepalive_interval,
-                    limits.keepalive_timeout,
-                );
-                let why = tokio::select! {
-                    why = keepalive => why,
-                    _ = serve_streams(shared.clone(), session.clone()) => "session ended".to_owned(),
-                    _ = shutdown.cancelled() => {
-                        session.close();
-                        return;
-                    }
-                };
-                session.close();
-                backoff.session_ended(started.elapsed());
-                tracing::warn!(%tunnel, server = %dialer.addr, "session lost: {why}; reconnecting");
-            }
+        let c = match connected {
+            Ok(c) => c,
             Err(err) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%tunnel, server = %dialer.addr, retry_in = ?delay, "cannot join tunnel: {err}");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
+                tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, "cannot join tunnel: {err}");
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    break;
                 }
                 continue;
             }
+        };
+        let started = Instant::now();
+        tracing::info!(%tunnel, server = %target, session = index, "session established");
+        let streams = TaskTracker::new();
+        let acceptor = tokio::spawn(serve_streams(shared.clone(), c.session.clone(), streams.clone()));
+        let end =
+            client::run_control(&c.session, c.control, limits.keepalive_interval, limits.keepalive_timeout, &shutdown)
+                .await;
+        backoff.session_ended(started.elapsed());
+        match end {
+            ControlEnd::ServerGoingAway => {
+                tracing::info!(%tunnel, server = %target, session = index, "server is going away: replacing the session while it drains");
+                drains.spawn(drain(c.session, acceptor, None, limits.grace_period));
+            }
+            ControlEnd::ShutdownAcknowledged => {
+                drain(c.session, acceptor, Some(streams), limits.grace_period).await;
+                break;
+            }
+            ControlEnd::Lost(why) => {
+                c.session.close();
+                acceptor.abort();
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, "session lost: {why}; reconnecting");
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    break;
+                }
+            }
         }
-        // Reconnect after a lost session with a short, jittered pause.
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
+    }
+    drains.close();
+    drains.wait().await;
+}
+
+/// Sleeps for `delay`; true if shutdown came first.
+async fn sleep_or_shutdown(delay: std::time::Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = shutdown.cancelled() => true,
     }
 }
 
-async fn serve_streams(shared: Arc<Shared>, session: Arc<dyn Session>) {
+/// Lets a session that gets no new streams finish its work, then closes it. With `streams`
+/// (our own shutdown) it waits for our streams; without (the server is going away) it waits
+/// for the server to close the session. Either way at most `grace`.
+async fn drain(
+    session: Arc<dyn Session>,
+    acceptor: tokio::task::JoinHandle<()>,
+    streams: Option<TaskTracker>,
+    grace: std::time::Duration,
+) {
+    let done = async {
+        match &streams {
+            Some(streams) => {
+                streams.close();
+                streams.wait().await;
+            }
+            None => session.closed().await,
+        }
+    };
+    let _ = tokio::time::timeout(grace, done).await;
+    session.close();
+    acceptor.abort();
+}
+
+async fn serve_streams(shared: Arc<Shared>, session: Arc<dyn Session>, streams: TaskTracker) {
     while let Ok(Some(stream)) = session.accept_stream().await {
-        tokio::spawn(serve_stream(shared.clone(), stream));
+        streams.spawn(serve_stream(shared.clone(), stream));
     }
 }
 
@@ -153,6 +204,11 @@ async fn serve_stream(shared: Arc<Shared>, mut stream: Stream) {
         }
         Err(_) => return,
     };
+    // Acknowledge at once, before the (possibly slow) dial: the server learns the session is
+    // alive, and the mux counts the stream as accepted.
+    if write_frame(&mut stream, &Frame::StreamReply(Reply::new(Status::CONTINUE, ""))).await.is_err() {
+        return;
+    }
     let Some(target) = select_target(&shared, &header) else {
         let host = if header.hostname.is_empty() { "(none)" } else { &header.hostname };
         tracing::info!(host, network = %header.network, "no target for stream");

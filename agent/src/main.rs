@@ -60,8 +60,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let agent = Agent::spawn(config)?;
         telemetry::shutdown_signal().await;
-        tracing::info!("shutting down");
-        agent.shutdown().await;
+        tracing::info!("shutting down: finishing connections in flight (a second signal stops at once)");
+        tokio::select! {
+            _ = agent.shutdown() => {}
+            _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),
+        }
         Ok(())
     })
 }

@@ -6,11 +6,12 @@
 //! keepalive pings and going-away notices; when it ends, the session ends.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::channel::{ChannelConfig, Connector, Session, Stream, Transport};
 use crate::tls::{ClientTls, Verify};
@@ -76,13 +77,37 @@ pub struct Connected {
 impl Dialer {
     /// Dials the server and performs the hello exchange.
     pub async fn connect(&self) -> Result<Connected, ConnectError> {
+        self.connect_to(&self.addr).await
+    }
+
+    /// The address session number `index` should use: the server name is resolved afresh
+    /// and sessions are spread over its addresses (several replicas behind one name). Falls
+    /// back to the configured address, whose dial then reports the resolution error.
+    pub async fn address(&self, index: usize) -> String {
+        match tokio::net::lookup_host(&self.addr).await {
+            Ok(found) => {
+                let mut addrs: Vec<std::net::SocketAddr> = found.collect();
+                addrs.sort();
+                addrs.dedup();
+                if addrs.is_empty() {
+                    self.addr.clone()
+                } else {
+                    addrs[index % addrs.len()].to_string()
+                }
+            }
+            Err(_) => self.addr.clone(),
+        }
+    }
+
+    /// Dials `target` (one address of the server) and performs the hello exchange.
+    pub async fn connect_to(&self, target: &str) -> Result<Connected, ConnectError> {
         let attempt = async {
             let session = self
                 .connector
-                .connect(&self.addr)
+                .connect(target)
                 .await
-                .map_err(|source| ConnectError::Dial { addr: self.addr.clone(), source })?;
-            let protocol = |source| ConnectError::Protocol { addr: self.addr.clone(), source };
+                .map_err(|source| ConnectError::Dial { addr: target.to_owned(), source })?;
+            let protocol = |source| ConnectError::Protocol { addr: target.to_owned(), source };
             let mut control = session.open_stream().await.map_err(|e| protocol(e.into()))?;
             write_frame(&mut control, &Frame::Hello(self.hello.clone())).await.map_err(|e| protocol(e.into()))?;
             match read_frame(&mut control).await.map_err(protocol)? {
@@ -96,34 +121,50 @@ impl Dialer {
         };
         match tokio::time::timeout(self.handshake_timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(ConnectError::Timeout(self.addr.clone(), self.handshake_timeout)),
+            Err(_) => Err(ConnectError::Timeout(target.to_owned(), self.handshake_timeout)),
         }
     }
 }
 
-/// Runs the client end of the control stream until the session ends: sends a ping every
-/// `interval` and closes the session when a pong is `timeout` late or the server says it is
-/// going away. Returns why the session ended.
-pub async fn keepalive(
-    session: Arc<dyn Session>,
+/// How the control stream of a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlEnd {
+    /// The server sent going-away: open a replacement session now and let this one drain
+    /// (the server closes it once its streams are done).
+    ServerGoingAway,
+    /// We said going-away (shutdown) and the server confirmed: it opens no new streams on
+    /// this session; finish the ones in flight, then close it.
+    ShutdownAcknowledged,
+    /// The session is dead or broken, for the reason given; close it.
+    Lost(String),
+}
+
+/// Runs the client end of the control stream: a ping every `interval`, the session declared
+/// lost when a pong is more than `timeout` late. When `shutdown` fires, says going-away and
+/// waits (at most `timeout`) for the server's confirmation. Never closes the session itself.
+pub async fn run_control(
+    session: &Arc<dyn Session>,
     mut control: Stream,
     interval: Duration,
     timeout: Duration,
-) -> String {
+    shutdown: &CancellationToken,
+) -> ControlEnd {
     let (mut rd, mut wr) = tokio::io::split(&mut control);
     let started = tokio::time::Instant::now();
     // Milliseconds since `started` at the last pong; read by the pinger, written by the reader.
     let last_pong = AtomicU64::new(0);
+    let said_goaway = AtomicBool::new(false);
     let reader = async {
         loop {
             match read_frame(&mut rd).await {
                 Ok(Frame::Pong(_)) => last_pong.store(started.elapsed().as_millis() as u64, Ordering::Relaxed),
-                Ok(Frame::GoAway) => return "server is going away".to_owned(),
-                Ok(other) => return format!("unexpected {:?} on control stream", other.kind()),
+                Ok(Frame::GoAway) if said_goaway.load(Ordering::Relaxed) => return ControlEnd::ShutdownAcknowledged,
+                Ok(Frame::GoAway) => return ControlEnd::ServerGoingAway,
+                Ok(other) => return ControlEnd::Lost(format!("unexpected {:?} on control stream", other.kind())),
                 Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return "server closed the session".to_owned()
+                    return ControlEnd::Lost("server closed the session".to_owned())
                 }
-                Err(err) => return format!("control stream failed: {err}"),
+                Err(err) => return ControlEnd::Lost(format!("control stream failed: {err}")),
             }
         }
     };
@@ -132,24 +173,31 @@ pub async fn keepalive(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq: u64 = 0;
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
             let since_pong = started.elapsed().saturating_sub(Duration::from_millis(last_pong.load(Ordering::Relaxed)));
             if since_pong > interval + timeout {
-                return format!("no keepalive answer within {timeout:?}");
+                return ControlEnd::Lost(format!("no keepalive answer within {timeout:?}"));
             }
             seq += 1;
             if let Err(err) = write_frame(&mut wr, &Frame::Ping(seq)).await {
-                return format!("control stream failed: {err}");
+                return ControlEnd::Lost(format!("control stream failed: {err}"));
             }
         }
+        said_goaway.store(true, Ordering::Relaxed);
+        if let Err(err) = write_frame(&mut wr, &Frame::GoAway).await {
+            return ControlEnd::Lost(format!("control stream failed: {err}"));
+        }
+        tokio::time::sleep(timeout).await;
+        ControlEnd::Lost(format!("no answer to going-away within {timeout:?}"))
     };
-    let reason = tokio::select! {
-        r = reader => r,
-        r = pinger => r,
-        _ = session.closed() => "session closed".to_owned(),
-    };
-    session.close();
-    reason
+    tokio::select! {
+        end = reader => end,
+        end = pinger => end,
+        _ = session.closed() => ControlEnd::Lost("session closed".to_owned()),
+    }
 }
 
 /// Exponential backoff with jitter between reconnect attempts.
@@ -218,6 +266,8 @@ pub struct RelayOptions {
     pub weight: u8,
     /// Certificate verification for `relay+tls` / `relay+quic`.
     pub tls: ClientTls,
+    /// Sessions an agent keeps to the server (its share of the tunnel's pool).
+    pub sessions: usize,
 }
 
 impl RelayOptions {
@@ -265,6 +315,10 @@ pub struct RelayFile {
     /// Skip certificate verification (a warning is logged).
     #[serde(default)]
     pub insecure: bool,
+    /// Sessions an agent keeps to the server (default 2): a spare for fail-over and
+    /// restarts, spread over the server name's addresses.
+    #[serde(default)]
+    pub sessions: Option<usize>,
 }
 
 /// `tunnel.id`.
@@ -292,6 +346,7 @@ impl RelayFile {
         let weight = u.take_with(&["weight"], str::parse::<u8>)?;
         let (ca_file, pin, server_name) = (u.take(&["caFile"]), u.take(&["pin"]), u.take(&["serverName"]));
         let insecure = u.take_bool(&["insecure"])?.unwrap_or(false);
+        let sessions = u.take_with(&["sessions", "connections"], str::parse::<usize>)?;
         let file = RelayFile {
             addr: u.addr.clone(),
             dialer: Some(u.scheme.clone()),
@@ -303,6 +358,7 @@ impl RelayFile {
             pin,
             server_name,
             insecure,
+            sessions,
         };
         u.finish()?;
         Ok(file)
@@ -345,6 +401,18 @@ impl RelayFile {
         if weight == 0 {
             return Err(("weight".into(), "must be between 1 and 255".into()));
         }
-        Ok(RelayOptions { transport, addr: crate::url::dial_addr(&self.addr), tunnel, token: self.token, weight, tls })
+        let sessions = self.sessions.unwrap_or(crate::defaults::AGENT_SESSIONS);
+        if !(1..=16).contains(&sessions) {
+            return Err(("sessions".into(), "must be between 1 and 16".into()));
+        }
+        Ok(RelayOptions {
+            transport,
+            addr: crate::url::dial_addr(&self.addr),
+            tunnel,
+            token: self.token,
+            weight,
+            tls,
+            sessions,
+        })
     }
 }

@@ -56,3 +56,10 @@ pub const AGENT_UDP_TTL: Duration = Duration::from_secs(60);
 /// Bytes read per datagram by an access UDP listener (the seed's default); larger datagrams are
 /// truncated, as a UDP socket read with a smaller buffer does.
 pub const UDP_READ_BUFFER: usize = 4096;
+/// Sessions each agent keeps to the server: one to carry traffic while another reconnects.
+pub const AGENT_SESSIONS: usize = 2;
+/// On SIGTERM, time given to in-flight streams before sessions are closed.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// A live agent acknowledges a new stream at once (before dialing its target); one that
+/// says nothing for this long is presumed gone and the stream is retried on another session.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);

@@ -157,6 +157,8 @@ impl Networks {
 pub struct Status(pub u16);
 
 impl Status {
+    /// Provisional: the header arrived and is being acted on; the final reply follows.
+    pub const CONTINUE: Status = Status(100);
     /// Accepted.
     pub const OK: Status = Status(200);
     /// The request was malformed.
@@ -183,6 +185,7 @@ impl Status {
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = match self.0 {
+            100 => "continue",
             200 => "ok",
             400 => "bad request",
             401 => "unauthorized",
@@ -518,4 +521,47 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
 /// Writes one frame (a single write call, so it leaves in one mux frame).
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
     w.write_all(&frame.to_vec()).await
+}
+
+/// Why no final stream reply was read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// Not even a provisional reply within the acknowledgement timeout: the peer is presumed
+    /// dead (a half-open session), so the stream may be retried elsewhere.
+    #[error("no acknowledgement within {0:?}")]
+    Silent(std::time::Duration),
+    /// Acknowledged, but no final reply in time.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The stream failed or carried something else.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Reads a stream's final reply, skipping provisional (100) ones: the first reply of any kind
+/// must come within `ack_timeout`, the final one within `reply_timeout` of the start.
+pub async fn read_reply<R: AsyncRead + Unpin>(
+    r: &mut R,
+    ack_timeout: std::time::Duration,
+    reply_timeout: std::time::Duration,
+) -> Result<Reply, ReplyError> {
+    let deadline = tokio::time::Instant::now() + reply_timeout;
+    let mut first = true;
+    loop {
+        let limit = if first {
+            ack_timeout.min(reply_timeout)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        let frame = match tokio::time::timeout(limit, read_frame(r)).await {
+            Ok(frame) => frame?,
+            Err(_) if first => return Err(ReplyError::Silent(limit)),
+            Err(_) => return Err(ReplyError::Timeout(reply_timeout)),
+        };
+        match frame {
+            Frame::StreamReply(reply) if reply.status == Status::CONTINUE => first = false,
+            Frame::StreamReply(reply) => return Ok(reply),
+            other => return Err(FrameError::Decode(DecodeError::Unexpected(other.kind())).into()),
+        }
+    }
 }

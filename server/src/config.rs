@@ -153,6 +153,8 @@ pub struct LimitsFile {
     sniff_max_bytes: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     reply_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    ack_timeout: Option<Duration>,
     #[serde(default)]
     max_streams_per_session: Option<usize>,
     #[serde(default)]
@@ -161,6 +163,8 @@ pub struct LimitsFile {
     max_sessions_per_tunnel: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     keepalive_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    grace_period: Option<Duration>,
 }
 
 /// Limits in force; see [`tunnel_proto::defaults`] for why each default is what it is.
@@ -174,6 +178,9 @@ pub struct Limits {
     pub sniff_max_bytes: usize,
     /// Time for an agent to answer a stream header.
     pub reply_timeout: Duration,
+    /// Time for an agent to acknowledge a new stream; a silent session is closed and the
+    /// stream retried on another.
+    pub ack_timeout: Duration,
     /// Streams at once on one session.
     pub max_streams_per_session: usize,
     /// Visitors at once across all entrypoints and access streams.
@@ -182,6 +189,8 @@ pub struct Limits {
     pub max_sessions_per_tunnel: usize,
     /// A session silent for this long (no ping) is closed.
     pub keepalive_timeout: Duration,
+    /// On SIGTERM/SIGINT, time given to streams in flight before sessions are closed.
+    pub grace_period: Duration,
 }
 
 /// A public entrypoint.
@@ -252,10 +261,12 @@ impl FileConfig {
         l.sniff_timeout = u.take_duration(&["sniffTimeout", "sniffing.timeout"])?;
         l.sniff_max_bytes = u.take_with(&["sniffMaxBytes"], str::parse::<usize>)?;
         l.reply_timeout = u.take_duration(&["replyTimeout"])?;
+        l.ack_timeout = u.take_duration(&["ackTimeout"])?;
         l.max_streams_per_session = u.take_with(&["maxStreams", "maxStreamsPerSession"], str::parse::<usize>)?;
         l.max_visitors = u.take_with(&["maxVisitors"], str::parse::<usize>)?;
         l.max_sessions_per_tunnel = u.take_with(&["maxSessionsPerTunnel"], str::parse::<usize>)?;
         l.keepalive_timeout = u.take_duration(&["keepaliveTimeout"])?;
+        l.grace_period = u.take_duration(&["gracePeriod"])?;
         u.finish()?;
         Ok(fc)
     }
@@ -320,12 +331,14 @@ impl FileConfig {
             sniff_timeout: l.sniff_timeout.unwrap_or(defaults::SNIFF_TIMEOUT),
             sniff_max_bytes: l.sniff_max_bytes.unwrap_or(defaults::SNIFF_MAX_BYTES),
             reply_timeout: l.reply_timeout.unwrap_or(defaults::REPLY_TIMEOUT),
+            ack_timeout: l.ack_timeout.unwrap_or(defaults::ACK_TIMEOUT),
             max_streams_per_session: l.max_streams_per_session.unwrap_or(defaults::MAX_STREAMS_PER_SESSION),
             max_visitors: l.max_visitors.unwrap_or(defaults::MAX_VISITORS),
             max_sessions_per_tunnel: l.max_sessions_per_tunnel.unwrap_or(defaults::MAX_SESSIONS_PER_TUNNEL),
             keepalive_timeout: l
                 .keepalive_timeout
                 .unwrap_or(defaults::KEEPALIVE_INTERVAL + defaults::KEEPALIVE_TIMEOUT),
+            grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
         };
         if limits.max_streams_per_session == 0 || limits.max_streams_per_session >= defaults::MUX_MAX_STREAMS {
             return Err(invalid(
@@ -353,6 +366,13 @@ impl FileConfig {
             tunnel_tokens,
             limits,
         })
+    }
+}
+
+impl Limits {
+    /// The timeouts for a new stream's replies.
+    pub fn reply_timeouts(&self) -> crate::registry::ReplyTimeouts {
+        crate::registry::ReplyTimeouts { ack: self.ack_timeout, reply: self.reply_timeout }
     }
 }
 

@@ -38,10 +38,10 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
             continue;
         };
         tunnel_proto::pump::tune_tcp(&tcp);
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let raw_host = raw_host.clone();
-        tokio::spawn(async move {
-            serve_visitor(&shared, tcp, peer, raw_host).await;
+        shared.tasks.spawn(async move {
+            serve_visitor(&task_shared, tcp, peer, raw_host).await;
             drop(permit);
         });
     }
@@ -87,7 +87,7 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, ra
         }
     };
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
-    let mut agent = match shared.registry.open(&rule.tunnel, &header, &prefix, limits.reply_timeout).await {
+    let mut agent = match shared.registry.open(&rule.tunnel, &header, &prefix, limits.reply_timeouts()).await {
         Ok(agent) => agent,
         Err(reply) => {
             // The answer names the host, whichever side (registry or agent) wrote it.

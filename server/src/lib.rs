@@ -12,12 +12,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::{ChannelConfig, Listener};
 use tunnel_proto::tls::ServerIdentity;
 
@@ -41,7 +43,12 @@ pub(crate) struct Shared {
     pub(crate) registry: registry::Registry,
     pub(crate) auth: auth::Auth,
     pub(crate) visitors: Arc<Semaphore>,
+    /// Stop accepting and tell every session the server is going away.
     pub(crate) shutdown: CancellationToken,
+    /// The grace period is over: close whatever is still open.
+    pub(crate) hard_stop: CancellationToken,
+    /// Every session and visitor task, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A running server.
@@ -80,6 +87,8 @@ impl Server {
             auth,
             config,
             shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         });
         let mut tasks = JoinSet::new();
         match &identity {
@@ -109,11 +118,22 @@ impl Server {
         &self.entrypoint_addrs
     }
 
-    /// Stops accepting, tells every session the server is going away, and waits for the
-    /// listeners to stop.
-    pub async fn shutdown(mut self) {
+    /// Graceful drain: stops accepting sessions and visitors, tells every session the server
+    /// is going away, lets streams in flight finish for at most `grace`, then closes the rest.
+    pub async fn shutdown(mut self, grace: Duration) {
         self.shared.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.shared.tasks.close();
+        if tokio::time::timeout(grace, self.shared.tasks.wait()).await.is_err() {
+            tracing::warn!(?grace, "streams still open after the grace period are cut");
+        }
+        self.shared.hard_stop.cancel();
+        self.shared.tasks.wait().await;
+    }
+
+    /// The configured grace period.
+    pub fn grace_period(&self) -> Duration {
+        self.shared.config.limits.grace_period
     }
 }
 
@@ -147,6 +167,6 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
             tracing::debug!(peer = %incoming.peer_addr(), "too many sessions in their handshake, connection dropped");
             continue;
         };
-        tokio::spawn(relay::serve_session(shared.clone(), incoming, permit));
+        shared.tasks.spawn(relay::serve_session(shared.clone(), incoming, permit));
     }
 }

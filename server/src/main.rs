@@ -59,8 +59,12 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::spawn(config).await?;
         telemetry::shutdown_signal().await;
-        tracing::info!("shutting down");
-        server.shutdown().await;
+        let grace = server.grace_period();
+        tracing::info!(?grace, "shutting down: draining sessions (a second signal stops at once)");
+        tokio::select! {
+            _ = server.shutdown(grace) => {}
+            _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),
+        }
         Ok(())
     })
 }

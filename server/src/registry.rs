@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tunnel_proto::channel::{Session, Stream};
 use tunnel_proto::defaults;
-use tunnel_proto::wire::{read_frame, Frame, Network, Networks, Reply, Status, StreamHeader};
+use tunnel_proto::wire::{read_reply, Frame, Network, Networks, Reply, ReplyError, Status, StreamHeader};
 use uuid::Uuid;
 
 /// One agent session in a pool.
@@ -29,6 +29,15 @@ pub struct AgentSession {
     /// Relative share of streams (at least 1).
     pub weight: u8,
     budget: Arc<Semaphore>,
+    max_streams: usize,
+}
+
+impl AgentSession {
+    /// Resolves once no stream is in flight on this session (for a drain: call it after the
+    /// session has left the pool, so no new stream starts).
+    pub async fn idle(&self) {
+        let _ = self.budget.acquire_many(self.max_streams as u32).await;
+    }
 }
 
 #[derive(Default)]
@@ -78,6 +87,7 @@ impl Registry {
             networks,
             weight: weight.max(1),
             budget: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
         });
         let pool = self.tunnels.entry(tunnel).or_default().clone();
         let mut sessions = pool.sessions.write().expect("pool lock");
@@ -131,7 +141,7 @@ impl Registry {
         tunnel: &Uuid,
         header: &StreamHeader,
         prefix: &[u8],
-        reply_timeout: Duration,
+        timeouts: ReplyTimeouts,
     ) -> Result<AgentStream, Reply> {
         let mut tried = Vec::new();
         let mut busy = false;
@@ -145,23 +155,27 @@ impl Registry {
                 busy = true;
                 continue;
             };
-            match tokio::time::timeout(reply_timeout, exchange(&agent.session, &message)).await {
-                Ok(Ok((stream, reply))) if reply.status.is_ok() => {
+            match exchange(&agent.session, &message, timeouts).await {
+                Ok((stream, reply)) if reply.status.is_ok() => {
                     return Ok(AgentStream { stream, permit, session_id: agent.id });
                 }
-                Ok(Ok((_, reply))) => return Err(reply),
-                Ok(Err(err)) => {
-                    tracing::debug!(%err, session = agent.id, "opening a stream failed, trying another session");
+                Ok((_, reply)) => return Err(reply),
+                Err(ReplyError::Timeout(t)) => {
+                    return Err(Reply::new(Status::GATEWAY_TIMEOUT, format!("agent did not answer within {t:?}")));
+                }
+                Err(err) => {
+                    if matches!(err, ReplyError::Silent(_)) {
+                        // Not even an acknowledgement: the peer is gone without a word
+                        // (killed, frozen, or its link blackholed). Stop using the session.
+                        tracing::info!(session = agent.id, %tunnel, "agent session unresponsive ({err}); closing it");
+                        agent.session.close();
+                    } else {
+                        tracing::debug!(%err, session = agent.id, "opening a stream failed, trying another session");
+                    }
                     if agent.session.is_closed() {
                         self.remove(tunnel, agent.id);
                     }
                     last_error = Some(err);
-                }
-                Err(_) => {
-                    return Err(Reply::new(
-                        Status::GATEWAY_TIMEOUT,
-                        format!("agent did not answer within {reply_timeout:?}"),
-                    ));
                 }
             }
         }
@@ -180,16 +194,24 @@ impl Registry {
     }
 }
 
-async fn exchange(session: &Arc<dyn Session>, message: &[u8]) -> std::io::Result<(Stream, Reply)> {
+async fn exchange(
+    session: &Arc<dyn Session>,
+    message: &[u8],
+    timeouts: ReplyTimeouts,
+) -> Result<(Stream, Reply), ReplyError> {
     use tokio::io::AsyncWriteExt;
-    let mut stream = session.open_stream().await?;
-    stream.write_all(message).await?;
-    match read_frame(&mut stream).await {
-        Ok(Frame::StreamReply(reply)) => Ok((stream, reply)),
-        Ok(other) => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("agent sent {:?} instead of a reply", other.kind()),
-        )),
-        Err(err) => Err(std::io::Error::other(err)),
-    }
+    let io = |e: std::io::Error| ReplyError::Frame(e.into());
+    let mut stream = session.open_stream().await.map_err(io)?;
+    stream.write_all(message).await.map_err(io)?;
+    let reply = read_reply(&mut stream, timeouts.ack, timeouts.reply).await?;
+    Ok((stream, reply))
+}
+
+/// How long an agent has to acknowledge a stream, and to answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTimeouts {
+    /// First (provisional or final) reply: a live agent sends it at once.
+    pub ack: Duration,
+    /// Final reply: the agent's dial to its target.
+    pub reply: Duration,
 }

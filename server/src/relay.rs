@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tunnel_proto::channel::{Incoming, Session, Stream};
 use tunnel_proto::host;
 use tunnel_proto::wire::{self, read_frame, write_frame, Frame, Hello, Network, Reply, Role, Status, StreamHeader};
@@ -123,11 +123,15 @@ async fn serve_agent(shared: Arc<Shared>, session: Arc<dyn Session>, mut control
     let _enter = span.enter();
     tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent joined");
     drop(_enter);
-    let why = control_loop(&shared, &session, control).await;
+    let outcome = control_loop(&shared, &session, control).await;
+    // No new streams from here on; the ones in flight may finish.
     shared.registry.remove(&hello.tunnel, agent.id);
+    if outcome.drains() {
+        drain(&shared, &session, agent.idle()).await;
+    }
     session.close();
     let _enter = span.enter();
-    tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent left: {why}");
+    tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent left: {outcome}");
 }
 
 async fn serve_access(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
@@ -135,46 +139,106 @@ async fn serve_access(shared: Arc<Shared>, session: Arc<dyn Session>, mut contro
         return;
     }
     tracing::info!(tunnel = %hello.tunnel, peer = %session.peer_addr(), "access client connected");
-    let streams = {
-        let shared = shared.clone();
-        let session = session.clone();
-        async move {
-            while let Ok(Some(stream)) = session.accept_stream().await {
-                tokio::spawn(serve_access_stream(shared.clone(), hello.tunnel, stream));
-            }
+    let max = shared.config.limits.max_streams_per_session;
+    let budget = Arc::new(Semaphore::new(max));
+    let accept = async {
+        while let Ok(Some(mut stream)) = session.accept_stream().await {
+            let Ok(permit) = budget.clone().try_acquire_owned() else {
+                tokio::spawn(async move {
+                    refuse(&mut stream, Status::UNAVAILABLE, "session is at its stream limit".into()).await;
+                });
+                continue;
+            };
+            let task_shared = shared.clone();
+            shared.tasks.spawn(async move {
+                serve_access_stream(task_shared, hello.tunnel, stream).await;
+                drop(permit);
+            });
         }
     };
-    let why = tokio::select! {
-        why = control_loop(&shared, &session, control) => why,
-        _ = streams => "session ended".to_owned(),
+    tokio::pin!(accept);
+    let outcome = tokio::select! {
+        outcome = control_loop(&shared, &session, control) => outcome,
+        _ = &mut accept => ControlOutcome::Lost("session ended".to_owned()),
     };
+    if outcome.drains() {
+        let idle = async {
+            let _ = budget.acquire_many(max as u32).await;
+        };
+        tokio::select! {
+            _ = drain(&shared, &session, idle) => {}
+            _ = &mut accept => {}
+        }
+    }
     session.close();
-    tracing::info!(tunnel = %hello.tunnel, peer = %session.peer_addr(), "access client left: {why}");
+    tracing::info!(tunnel = %hello.tunnel, peer = %session.peer_addr(), "access client left: {outcome}");
 }
 
-/// Answers pings until the session ends or stays silent past the keepalive timeout.
-async fn control_loop(shared: &Shared, session: &Arc<dyn Session>, mut control: Stream) -> String {
+/// Waits until `idle` (no stream in flight), the session ends, the grace period passes, or
+/// the server's hard stop.
+async fn drain(shared: &Shared, session: &Arc<dyn Session>, idle: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = idle => {}
+        _ = session.closed() => {}
+        _ = shared.hard_stop.cancelled() => {}
+        _ = tokio::time::sleep(shared.config.limits.grace_period) => {}
+    }
+}
+
+/// How a session's control stream ended.
+enum ControlOutcome {
+    /// The server is shutting down and said going-away.
+    ServerDraining,
+    /// The client said going-away; confirmed.
+    ClientLeaving,
+    /// Dead or broken.
+    Lost(String),
+}
+
+impl ControlOutcome {
+    /// Whether streams in flight get to finish before the session closes.
+    fn drains(&self) -> bool {
+        !matches!(self, ControlOutcome::Lost(_))
+    }
+}
+
+impl std::fmt::Display for ControlOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlOutcome::ServerDraining => f.write_str("server shutting down"),
+            ControlOutcome::ClientLeaving => f.write_str("client is going away"),
+            ControlOutcome::Lost(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Answers pings until the session ends, stays silent past the keepalive timeout, or either
+/// side says going-away (the client's is confirmed with a going-away of our own).
+async fn control_loop(shared: &Shared, session: &Arc<dyn Session>, mut control: Stream) -> ControlOutcome {
     let idle = shared.config.limits.keepalive_timeout;
     let shutdown = shared.shutdown.clone();
     loop {
         let frame = tokio::select! {
             f = tokio::time::timeout(idle, read_frame(&mut control)) => f,
-            _ = session.closed() => return "session closed".to_owned(),
+            _ = session.closed() => return ControlOutcome::Lost("session closed".to_owned()),
             _ = shutdown.cancelled() => {
                 let _ = write_frame(&mut control, &Frame::GoAway).await;
-                return "server shutting down".to_owned();
+                return ControlOutcome::ServerDraining;
             }
         };
         match frame {
             Ok(Ok(Frame::Ping(v))) => {
                 if let Err(err) = write_frame(&mut control, &Frame::Pong(v)).await {
-                    return format!("control stream failed: {err}");
+                    return ControlOutcome::Lost(format!("control stream failed: {err}"));
                 }
             }
-            Ok(Ok(Frame::GoAway)) => return "client is going away".to_owned(),
-            Ok(Ok(other)) => return format!("unexpected {:?} on control stream", other.kind()),
-            Ok(Err(err)) => return format!("control stream ended: {err}"),
-            Err(_) => return format!("no keepalive within {idle:?}"),
+            Ok(Ok(Frame::GoAway)) => {
+                let _ = write_frame(&mut control, &Frame::GoAway).await;
+                return ControlOutcome::ClientLeaving;
+            }
+            Ok(Ok(other)) => return ControlOutcome::Lost(format!("unexpected {:?} on control stream", other.kind())),
+            Ok(Err(err)) => return ControlOutcome::Lost(format!("control stream ended: {err}")),
+            Err(_) => return ControlOutcome::Lost(format!("no keepalive within {idle:?}")),
         }
     }
 }
@@ -210,7 +274,7 @@ async fn serve_access_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut strea
         }
     };
     let header = StreamHeader { hostname: canonical_or_empty(&header.hostname), ..header };
-    match shared.registry.open(&target, &header, &[], shared.config.limits.reply_timeout).await {
+    match shared.registry.open(&target, &header, &[], shared.config.limits.reply_timeouts()).await {
         Ok(mut agent) => {
             if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
                 return;

@@ -270,7 +270,13 @@ pub fn agent(server: &Server, services: &[&str], tunnel: &str, extra: &str, join
     args.push("-F");
     args.push(&relay);
     let p = Proc::start("tunnel-agent", &args);
-    p.wait_for("session established");
+    // Every session of the agent's pool (default 2) is registered before it logs this.
+    let sessions = extra
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sessions="))
+        .map(|n| n.parse().expect("sessions=N"))
+        .unwrap_or(2);
+    p.wait_for_nth("session established", sessions);
     server.proc.wait_for_nth("agent joined", joined_n);
     p
 }

@@ -18,10 +18,11 @@ use tokio::sync::OnceCell;
 use super::{BoxFuture, ChannelConfig, Session, Stream};
 use crate::tls::TlsError;
 
-/// QUIC keepalive: well below the idle timeout and below common NAT UDP timeouts (30 s).
-const KEEPALIVE: Duration = Duration::from_secs(10);
-/// A QUIC connection silent this long is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// QUIC keepalive: a few per idle timeout, and below common NAT UDP timeouts (30 s).
+const KEEPALIVE: Duration = Duration::from_secs(3);
+/// A QUIC connection silent this long is dead: a killed peer sends no close, so this bounds
+/// how long its session lingers.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// UDP socket buffers.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
