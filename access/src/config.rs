@@ -11,31 +11,7 @@ use tunnel_proto::host;
 use tunnel_proto::url::{self, NodeUrl, UrlError};
 use tunnel_proto::wire::Network;
 
-/// Why a configuration was rejected; the message names the source and the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A bad URL.
-    #[error(transparent)]
-    Url(#[from] UrlError),
-    /// A file that cannot be read or parsed.
-    #[error("{path}: {why}")]
-    File {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        why: String,
-    },
-    /// A value that is not acceptable.
-    #[error("{source_name}: {key}: {why}")]
-    Invalid {
-        /// File or URL.
-        source_name: String,
-        /// The key.
-        key: String,
-        /// Why.
-        why: String,
-    },
-}
+pub use tunnel_proto::config::ConfigError;
 
 /// The access client's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -189,10 +165,7 @@ pub struct Config {
 impl FileConfig {
     /// Reads a TOML file.
     pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string().trim_end().to_owned() })
+        tunnel_proto::config::load_toml(path)
     }
 
     /// Builds the config from `-L` listener URLs and the `-F` relay URL. A port range

@@ -11,12 +11,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::datagram::{self, MAX_DATAGRAM};
 use tunnel_proto::defaults;
@@ -132,13 +130,11 @@ impl Flow {
 
     async fn pump(&self, stream: tunnel_proto::channel::Stream, rx: &mut mpsc::Receiver<Vec<u8>>) -> String {
         let (mut rd, mut wr) = tokio::io::split(stream);
-        let start = Instant::now();
-        let last = AtomicU64::new(0);
-        let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let activity = datagram::Activity::default();
         let up = async {
             let mut scratch = Vec::new();
             while let Some(d) = rx.recv().await {
-                touch();
+                activity.touch();
                 if let Err(err) = datagram::write(&mut wr, &d, &mut scratch).await {
                     return format!("stream failed: {err}");
                 }
@@ -150,7 +146,7 @@ impl Flow {
             loop {
                 match datagram::read(&mut rd, &mut buf).await {
                     Ok(Some(n)) => {
-                        touch();
+                        activity.touch();
                         if !self.listener.keepalive {
                             // Forget first: the visitor's next datagram must start a new flow.
                             self.forget();
@@ -166,15 +162,7 @@ impl Flow {
             }
         };
         let ttl = self.listener.ttl;
-        let idle = async {
-            loop {
-                tokio::time::sleep(ttl / 2).await;
-                let since = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                if since >= ttl {
-                    return format!("idle for {ttl:?}");
-                }
-            }
-        };
+        let idle = activity.idle(ttl);
         let why = tokio::select! {
             why = up => why,
             why = down => why,

@@ -5,11 +5,9 @@
 //! nothing moved for the target's `ttl`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 use tunnel_proto::channel::Stream;
 use tunnel_proto::datagram::{self, MAX_DATAGRAM};
 use tunnel_proto::wire::{Reply, Status, StreamHeader};
@@ -52,15 +50,13 @@ async fn connect(addr: &str) -> std::io::Result<UdpSocket> {
 
 async fn relay(stream: Stream, socket: &UdpSocket, ttl: Duration, read_buffer: usize) -> String {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let start = Instant::now();
-    let last = AtomicU64::new(0);
-    let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let activity = datagram::Activity::default();
     let up = async {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             match datagram::read(&mut rd, &mut buf).await {
                 Ok(Some(n)) => {
-                    touch();
+                    activity.touch();
                     // A send error (e.g. an ICMP unreachable reported late) loses this
                     // datagram only, as UDP would.
                     let _ = socket.send(&buf[..n]).await;
@@ -76,7 +72,7 @@ async fn relay(stream: Stream, socket: &UdpSocket, ttl: Duration, read_buffer: u
         loop {
             match socket.recv(&mut buf).await {
                 Ok(n) => {
-                    touch();
+                    activity.touch();
                     if let Err(err) = datagram::write(&mut wr, &buf[..n], &mut scratch).await {
                         return format!("stream failed: {err}");
                     }
@@ -86,15 +82,7 @@ async fn relay(stream: Stream, socket: &UdpSocket, ttl: Duration, read_buffer: u
             }
         }
     };
-    let idle = async {
-        loop {
-            tokio::time::sleep(ttl / 2).await;
-            let since = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-            if since >= ttl {
-                return format!("idle for {ttl:?}");
-            }
-        }
-    };
+    let idle = activity.idle(ttl);
     tokio::select! {
         why = up => why,
         why = down => why,

@@ -8,6 +8,39 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// When a UDP flow last moved a datagram, in either direction, to end flows left idle.
+#[derive(Debug)]
+pub struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` of the last datagram.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity { start: tokio::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Activity {
+    /// Records a datagram now.
+    pub fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `ttl`, checking every `ttl / 2` (so an idle flow
+    /// ends between one and one and a half `ttl` after its last datagram).
+    pub async fn idle(&self, ttl: std::time::Duration) -> String {
+        loop {
+            tokio::time::sleep(ttl / 2).await;
+            let last = std::time::Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+            if self.start.elapsed().saturating_sub(last) >= ttl {
+                return format!("idle for {ttl:?}");
+            }
+        }
+    }
+}
+
 /// Largest datagram payload a stream carries.
 pub const MAX_DATAGRAM: usize = 65535;
 

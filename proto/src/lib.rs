@@ -22,6 +22,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod config;
 pub mod datagram;
 pub mod defaults;
 pub mod host;

@@ -9,36 +9,12 @@ use serde::Deserialize;
 use tunnel_proto::channel::Transport;
 use tunnel_proto::defaults;
 use tunnel_proto::host::{self, HostPattern};
-use tunnel_proto::url::{self, NodeUrl, UrlError};
+use tunnel_proto::url::{self, NodeUrl};
 use uuid::Uuid;
 
 use crate::ingress::{Ingress, Rule};
 
-/// Why a configuration was rejected. The message names the source and the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A bad `-L` URL.
-    #[error(transparent)]
-    Url(#[from] UrlError),
-    /// A file that cannot be read or parsed.
-    #[error("{path}: {why}")]
-    File {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        why: String,
-    },
-    /// A value that parsed but is not acceptable.
-    #[error("{source_name}: {key}: {why}")]
-    Invalid {
-        /// The file or URL.
-        source_name: String,
-        /// The offending key.
-        key: String,
-        /// Why.
-        why: String,
-    },
-}
+pub use tunnel_proto::config::ConfigError;
 
 /// One value or a list (`entryPoint = ":80"` or `entryPoint = [":80", ":443"]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -228,10 +204,7 @@ pub struct Config {
 impl FileConfig {
     /// Reads and parses a TOML file.
     pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string().trim_end().to_owned() })
+        tunnel_proto::config::load_toml(path)
     }
 
     /// Builds a config from a `relay://addr?key=value` URL.
