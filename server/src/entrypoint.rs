@@ -22,6 +22,9 @@ use tunnel_proto::http;
 pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Option<String>) {
     loop {
         let (tcp, peer) = tokio::select! {
+            // Once shutdown is signalled, a connection waiting in the backlog is not served.
+            biased;
+            _ = shared.shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(err) => {
@@ -31,7 +34,6 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
                     continue;
                 }
             },
-            _ = shared.shutdown.cancelled() => return,
         };
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "visitor refused: visitor limit reached");

@@ -122,7 +122,10 @@ impl Server {
     /// is going away, lets streams in flight finish for at most `grace`, then closes the rest.
     pub async fn shutdown(mut self, grace: Duration) {
         self.shared.shutdown.cancel();
+        // Each accept loop ends and drops its listener: only then is the drain announced, so
+        // a visitor or session that comes after the announcement is refused.
         while self.tasks.join_next().await.is_some() {}
+        tracing::info!(?grace, "shutting down: listeners closed, draining sessions");
         self.shared.tasks.close();
         if tokio::time::timeout(grace, self.shared.tasks.wait()).await.is_err() {
             tracing::warn!(?grace, "streams still open after the grace period are cut");
@@ -153,6 +156,8 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let incoming = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(i) => i,
                 Err(err) => {
@@ -161,7 +166,6 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
                     continue;
                 }
             },
-            _ = shared.shutdown.cancelled() => return,
         };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             tracing::debug!(peer = %incoming.peer_addr(), "too many sessions in their handshake, connection dropped");

@@ -60,7 +60,8 @@ fn main() -> anyhow::Result<()> {
         let server = Server::spawn(config).await?;
         telemetry::shutdown_signal().await;
         let grace = server.grace_period();
-        tracing::info!(?grace, "shutting down: draining sessions (a second signal stops at once)");
+        // `Server::shutdown` logs "shutting down" once its listeners are closed.
+        tracing::info!("signal received: closing listeners (a second signal stops at once)");
         tokio::select! {
             _ = server.shutdown(grace) => {}
             _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),

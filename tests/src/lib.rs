@@ -423,3 +423,49 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
+
+pub mod chaos;
+
+impl Proc {
+    /// Starts a prepared command (e.g. `ip netns exec NS tunnel-agent ...`; `bin` gives the
+    /// binary's path) with its output collected as [`Proc::start`] does; `name` is for
+    /// messages. The command must exec the process it names, so its PID is the one signalled.
+    pub fn start_command(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env_remove("RUST_LOG").env_remove("TUNNEL_TOKEN");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        collect(child.stdout.take().expect("stdout"), lines.clone());
+        collect(child.stderr.take().expect("stderr"), lines.clone());
+        Proc { name: name.to_owned(), child, lines }
+    }
+}
+
+impl Server {
+    /// As [`Server::start_on`], with the server run by the command `wrap` makes from the
+    /// binary's path (e.g. `ip netns exec NS PATH`, which execs it in place).
+    pub fn start_wrapped(
+        transport: Transport,
+        args: &[&str],
+        entrypoints: usize,
+        wrap: impl FnOnce(&std::path::Path) -> Command,
+    ) -> Server {
+        let state = (transport != Transport::Tcp).then(|| tempfile::tempdir().expect("state dir"));
+        let mut cmd = wrap(&bin("tunnel-server"));
+        for a in args {
+            match (a.strip_prefix("relay://"), &state) {
+                (Some(rest), Some(dir)) => {
+                    let sep = if rest.contains('?') { '&' } else { '?' };
+                    cmd.arg(format!("{}://{rest}{sep}stateDir={}", transport.scheme(), dir.path().display()))
+                }
+                _ => cmd.arg(a),
+            };
+        }
+        let proc = Proc::start_command("tunnel-server", cmd);
+        let line = proc.wait_for("relay listening");
+        let relay = addr_in(&line);
+        let fingerprint = line.split_whitespace().find_map(|w| w.strip_prefix("fingerprint=")).map(str::to_owned);
+        let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
+        Server { proc, relay, entrypoints, transport, fingerprint, _state: state }
+    }
+}
