@@ -89,7 +89,9 @@ impl Registry {
             budget: Arc::new(Semaphore::new(max_streams)),
             max_streams,
         });
-        let pool = self.tunnels.entry(tunnel).or_default().clone();
+        // The map entry stays locked while the session is pushed: `remove` drops a pool only
+        // when it is empty, and must not drop one that is about to receive a session.
+        let pool = self.tunnels.entry(tunnel).or_default();
         let mut sessions = pool.sessions.write().expect("pool lock");
         if sessions.len() >= max_sessions {
             return Err(PoolFull(max_sessions));
