@@ -263,12 +263,15 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
     let header = StreamHeader { network: listener.network, hostname: hostname.clone(), visitor: Some(peer) };
     let mut message = Frame::StreamHeader(header).to_vec();
     message.extend_from_slice(&prefix);
-    let mut stream = match open_stream(shared, &session, &message).await {
+    drop(prefix);
+    let opened = open_stream(shared, &session, &message).await;
+    drop(message); // not kept for the life of the visitor
+    let mut stream = match opened {
         Ok(stream) => stream,
         Err(reply) => return refuse(tcp, peer, http_visitor, reply).await,
     };
     tracing::debug!(%peer, host = %hostname, "visitor connected");
-    if let Err(err) = tunnel_proto::pump::pump(&mut tcp, &mut stream).await {
+    if let Err(err) = tunnel_proto::pump::pump_tcp(&mut tcp, &mut stream).await {
         tracing::debug!(%peer, %err, "visitor stream failed");
         tunnel_proto::pump::reset(tcp);
     }

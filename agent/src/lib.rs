@@ -254,8 +254,8 @@ async fn serve_tcp(shared: &Shared, mut stream: Stream, header: &StreamHeader, t
         return;
     }
     let mut tcp = tcp;
-    match tunnel_proto::pump::pump(&mut stream, &mut tcp).await {
-        Ok((down, up)) => {
+    match tunnel_proto::pump::pump_tcp(&mut tcp, &mut stream).await {
+        Ok((up, down)) => {
             tracing::debug!(host = %header.hostname, visitor = ?header.visitor, target = %target.name, down, up, "stream done")
         }
         Err(err) => {

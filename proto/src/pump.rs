@@ -1,9 +1,9 @@
 //! Moving bytes between two connections, and the socket options every hop gets.
 //!
-//! The pump copies both ways at once. Each direction starts with a small buffer inside its
-//! own future and moves to a large heap buffer only while data keeps filling the small one,
-//! going back once the flow slows: a busy stream gets multi-Gbit/s copies, and an idle
-//! visitor costs a few KiB instead of two large buffers per hop.
+//! The pump copies both ways at once. Each direction reads into a small buffer and moves to a
+//! large one only while data keeps filling the small one, going back once the flow slows: a
+//! busy stream gets multi-Gbit/s copies, and an idle visitor costs a few KiB instead of two
+//! large buffers per hop. Buffers are never zero-filled (reads go into spare capacity).
 
 use std::io;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::defaults::COPY_BUFFER;
 
-/// Buffer every direction starts with (kept inside the task, not on the heap).
-const SMALL_BUFFER: usize = 8 * 1024;
+/// Buffer a direction waits with for the next read, and uses while reads stay small.
+const SMALL_BUFFER: usize = 2 * 1024;
 /// Small reads in a row after which a direction gives its large buffer back.
 const QUIET_READS: u32 = 64;
 
@@ -32,42 +32,112 @@ where
     tokio::try_join!(copy_half(&mut ar, &mut bw), copy_half(&mut br, &mut aw))
 }
 
+/// As [`pump`], between a TCP connection and any stream. The TCP side waits for data without
+/// holding a buffer at all, so an idle visitor costs almost nothing on that side.
+pub async fn pump_tcp<B>(tcp: &mut TcpStream, b: &mut B) -> io::Result<(u64, u64)>
+where
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let (tr, mut tw) = tcp.split();
+    let (mut br, mut bw) = tokio::io::split(b);
+    tokio::try_join!(copy_from_tcp(tr.as_ref(), &mut bw), copy_half(&mut br, &mut tw))
+}
+
+/// The buffer policy of one direction: small while reads are small, large while they fill
+/// the buffer, back to small after a run of small reads.
+struct Buffer {
+    buf: Vec<u8>,
+    quiet: u32,
+}
+
+impl Buffer {
+    fn new() -> Buffer {
+        Buffer { buf: Vec::new(), quiet: 0 }
+    }
+
+    /// An empty buffer with room for the next read (allocated now if needed).
+    fn ready(&mut self) -> &mut Vec<u8> {
+        self.buf.clear();
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(SMALL_BUFFER);
+        }
+        &mut self.buf
+    }
+
+    /// Adapts the size after a read of `n` bytes.
+    fn adapt(&mut self, n: usize) {
+        let cap = self.buf.capacity();
+        if n == cap && cap < COPY_BUFFER {
+            self.buf = Vec::with_capacity(COPY_BUFFER);
+            self.quiet = 0;
+        } else if cap > SMALL_BUFFER && n < SMALL_BUFFER {
+            self.quiet += 1;
+            if self.quiet >= QUIET_READS {
+                self.buf = Vec::new();
+                self.quiet = 0;
+            }
+        } else {
+            self.quiet = 0;
+        }
+    }
+
+    /// Gives the memory back when it is the small buffer (the direction looks idle).
+    fn release_if_small(&mut self) {
+        if self.buf.capacity() <= SMALL_BUFFER {
+            self.buf = Vec::new();
+        }
+    }
+}
+
 /// Copies `r` to `w` until EOF, then shuts `w` down.
 async fn copy_half<R, W>(r: &mut R, w: &mut W) -> io::Result<u64>
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let mut small = [0u8; SMALL_BUFFER];
-    let mut big: Option<Box<[u8]>> = None;
+    let mut buffer = Buffer::new();
     let mut total = 0u64;
-    // Consecutive small reads while holding the big buffer.
-    let mut quiet = 0u32;
     loop {
-        let buf: &mut [u8] = match big.as_deref_mut() {
-            Some(b) => b,
-            None => &mut small,
-        };
-        let n = r.read(buf).await?;
+        let buf = buffer.ready();
+        let n = r.read_buf(buf).await?;
         if n == 0 {
             w.shutdown().await?;
             return Ok(total);
         }
-        w.write_all(&buf[..n]).await?;
+        w.write_all(&buffer.buf[..n]).await?;
         total += n as u64;
-        match &big {
-            // The small buffer filled up: the stream is busy.
-            None if n == SMALL_BUFFER => big = Some(vec![0u8; COPY_BUFFER].into_boxed_slice()),
-            // Reads have stayed small for a while: give the memory back.
-            Some(_) if n < SMALL_BUFFER / 2 => {
-                quiet += 1;
-                if quiet >= QUIET_READS {
-                    big = None;
-                    quiet = 0;
-                }
+        buffer.adapt(n);
+    }
+}
+
+/// Copies a TCP connection's bytes to `w` until EOF, then shuts `w` down. Between bursts it
+/// waits for readability with no buffer allocated.
+async fn copy_from_tcp<W>(tcp: &TcpStream, w: &mut W) -> io::Result<u64>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut buffer = Buffer::new();
+    let mut total = 0u64;
+    loop {
+        tcp.readable().await?;
+        let buf = buffer.ready();
+        let n = match tcp.try_read_buf(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buffer.release_if_small();
+                continue;
             }
-            Some(_) => quiet = 0,
-            None => {}
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(total);
+        }
+        w.write_all(&buffer.buf[..n]).await?;
+        total += n as u64;
+        buffer.adapt(n);
+        if n < SMALL_BUFFER {
+            buffer.release_if_small();
         }
     }
 }

@@ -163,7 +163,7 @@ impl Sniff {
 
 /// Reads from `io` until a sniffer decides, at most `max` bytes and for at most `timeout`.
 pub async fn read_hostname<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration, max: usize) -> Sniff {
-    let mut prefix = Vec::with_capacity(2048.min(max));
+    let mut prefix = Vec::with_capacity(1024.min(max));
     let result = match tokio::time::timeout(timeout, read_loop(io, &mut prefix, max)).await {
         Ok(r) => r,
         Err(_) => Err(SniffError::Timeout(timeout)),
@@ -172,17 +172,17 @@ pub async fn read_hostname<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration, 
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(io: &mut R, buf: &mut Vec<u8>, max: usize) -> Result<Sniffed, SniffError> {
-    let mut chunk = [0u8; 4096];
     loop {
         let room = max - buf.len();
         if room == 0 {
             return Err(SniffError::TooLarge(max));
         }
-        let n = io.read(&mut chunk[..room.min(4096)]).await?;
+        // Read straight into the prefix (no second buffer), at most up to the cap.
+        buf.reserve(room.min(4096));
+        let n = (&mut *io).take(room as u64).read_buf(buf).await?;
         if n == 0 {
             return Err(SniffError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        buf.extend_from_slice(&chunk[..n]);
         if let Some(found) = sniff(buf)? {
             return Ok(found);
         }

@@ -101,8 +101,9 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, ra
             return refuse(tcp, peer, speaks, &host, reply).await;
         }
     };
+    drop(prefix); // sent with the header; not kept for the life of the visitor
     tracing::debug!(%peer, %host, tunnel = %rule.tunnel, session = agent.session_id, "visitor connected");
-    match tunnel_proto::pump::pump(&mut tcp, &mut agent.stream).await {
+    match tunnel_proto::pump::pump_tcp(&mut tcp, &mut agent.stream).await {
         Ok((up, down)) => tracing::debug!(%peer, %host, up, down, "visitor done"),
         Err(err) => {
             tracing::debug!(%peer, %host, %err, "visitor stream failed");
