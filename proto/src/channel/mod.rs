@@ -151,14 +151,13 @@ impl Connector {
             crate::pump::tune_tcp(&tcp);
             let peer = tcp.peer_addr()?;
             match &self.tls {
-                None => Ok(mux::MuxSession::spawn(tcp, peer, mux::Side::Client, &self.config)),
+                None => Ok(mux::MuxSession::spawn(buffered(tcp), peer, mux::Side::Client, &self.config)),
                 Some((cfg, name)) => {
                     let tls = tokio_rustls::TlsConnector::from(cfg.clone())
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(explain)?;
-                    let buffered = tokio::io::BufWriter::with_capacity(TLS_WRITE_BUFFER, tls);
-                    Ok(mux::MuxSession::spawn(buffered, peer, mux::Side::Client, &self.config))
+                    Ok(mux::MuxSession::spawn(buffered(tls), peer, mux::Side::Client, &self.config))
                 }
             }
         };
@@ -182,9 +181,13 @@ fn explain(err: io::Error) -> io::Error {
     }
 }
 
-/// Bytes gathered before a TLS record is written: yamux writes each frame header separately,
-/// and a record per header would waste CPU and bandwidth.
-const TLS_WRITE_BUFFER: usize = 64 * 1024;
+/// Bytes gathered before a write: yamux writes each frame header separately, and a syscall
+/// (or a TLS record) per header would waste CPU; yamux flushes when it has nothing more to send.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+fn buffered<T: AsyncRead + AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
+    tokio::io::BufWriter::with_capacity(WRITE_BUFFER, io)
+}
 
 /// The server's relay listener.
 pub struct Listener {
@@ -280,12 +283,11 @@ impl Incoming {
     pub async fn establish(self) -> io::Result<Arc<dyn Session>> {
         match self.inner {
             IncomingInner::Tcp(tcp, None) => {
-                Ok(mux::MuxSession::spawn(tcp, self.peer, mux::Side::Server, &self.config))
+                Ok(mux::MuxSession::spawn(buffered(tcp), self.peer, mux::Side::Server, &self.config))
             }
             IncomingInner::Tcp(tcp, Some(acceptor)) => {
                 let tls = acceptor.accept(tcp).await.map_err(explain)?;
-                let buffered = tokio::io::BufWriter::with_capacity(TLS_WRITE_BUFFER, tls);
-                Ok(mux::MuxSession::spawn(buffered, self.peer, mux::Side::Server, &self.config))
+                Ok(mux::MuxSession::spawn(buffered(tls), self.peer, mux::Side::Server, &self.config))
             }
             IncomingInner::Quic(incoming) => quic::establish(*incoming).await,
         }
