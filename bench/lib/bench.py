@@ -1,0 +1,1036 @@
+#!/usr/bin/env python3
+"""Benchmark harness: this project's tunnel against direct loopback, rathole and bore.
+
+Run through `bench/run` (which installs the tools and builds the binaries); see
+docs/BENCHMARKS.md. Everything listens on and connects to 127.0.0.1 only. Every process is
+started here, recorded in a PID file (which `bench/run` sweeps on exit), and stopped here;
+children also get SIGKILL if this process dies (PR_SET_PDEATHSIG).
+"""
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+ROOT = os.path.dirname(BENCH)
+LOOP = "127.0.0.1"
+NCPU = os.cpu_count() or 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "rathole", "rathole-noise", "bore"]
+LABELS = {
+    "direct": "direct",
+    "tunnel-tcp": "relay://",
+    "tunnel-tls": "relay+tls://",
+    "tunnel-quic": "relay+quic://",
+    "rathole": "rathole (tcp)",
+    "rathole-noise": "rathole (noise)",
+    "bore": "bore",
+}
+ALL_CASES = ["mem", "iperf1", "iperf8", "wrk-ka", "wrk-close", "wrk-c1"]
+WEB_HOST = "web.local"
+# rathole and bore log every visitor connection at their default level (info); run them at warn
+# so that logging costs them nothing in the comparison. Our binaries log no line per visitor.
+PEER_ENV = {"RUST_LOG": "warn"}
+IPERF_HOST = "iperf.local"
+
+
+class BenchError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- processes
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup():
+    # PR_SET_PDEATHSIG = 1: the child is killed if the harness dies without cleaning up.
+    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def proc_starttime(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+class Procs:
+    """Every long-running process of the run, recorded in a PID file."""
+
+    def __init__(self, pidfile, logdir):
+        self.pidfile = pidfile
+        self.logdir = logdir
+        self.live = []
+        self.started = 0
+
+    def start(self, name, argv, env=None, stdin=None):
+        self.started += 1  # one log file per start: a system restarted next round logs anew
+        log = os.path.join(self.logdir, f"{self.started:03d}-{name}.log")
+        out = open(log, "ab")
+        full_env = dict(os.environ)
+        full_env.pop("RUST_LOG", None)
+        full_env.pop("TUNNEL_TOKEN", None)
+        full_env.update(env or {})
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=stdin or subprocess.DEVNULL,
+                             env=full_env, preexec_fn=_child_setup, cwd=self.logdir)
+        out.close()
+        p.name, p.log = name, log
+        try:
+            with open(self.pidfile, "a") as f:
+                f.write(f"{p.pid} {proc_starttime(p.pid)} {name}\n")
+        except OSError:
+            pass
+        self.live.append(p)
+        return p
+
+    def stop(self, p, grace=3.0):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in reversed(list(self.live)):
+            self.stop(p)
+
+
+def log_text(p):
+    try:
+        with open(p.log, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def wait_log(p, pattern, timeout=20.0, count=1):
+    """Waits until `pattern` (regex) matched `count` lines of p's log; returns the last match."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in (rx.search(line) for line in log_text(p).splitlines()) if m]
+        if len(found) >= count:
+            return found[count - 1]
+        if p.poll() is not None:
+            raise BenchError(f"{p.name} exited ({p.returncode}) before logging /{pattern}/:\n{tail(p)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{p.name} did not log /{pattern}/ within {timeout}s:\n{tail(p)}")
+        time.sleep(0.05)
+
+
+def tail(p, n=15):
+    return "\n".join(log_text(p).splitlines()[-n:])
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOOP, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def listening(port):
+    """Whether some socket listens on TCP `port` (from /proc/net/tcp)."""
+    want = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[1].endswith(want) and fields[3] == "0A":
+                        return True
+        except OSError:
+            pass
+    return False
+
+
+def wait_listen(procs, port, timeout=20.0):
+    """Waits until `port` is listening; fails early if one of `procs` exits."""
+    deadline = time.monotonic() + timeout
+    while not listening(port):
+        for p in procs:
+            if p.poll() is not None:
+                raise BenchError(f"{p.name} exited ({p.returncode}):\n{tail(p)}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout}s:\n" +
+                             "\n".join(tail(p) for p in procs))
+        time.sleep(0.05)
+
+
+def http_get(port, host=WEB_HOST, timeout=2.0):
+    """One GET / with Connection: close; returns the status code (or raises)."""
+    with socket.create_connection((LOOP, port), timeout=timeout) as s:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    parts = data.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2:
+        raise BenchError(f"no HTTP answer from 127.0.0.1:{port}: {data[:80]!r}")
+    return int(parts[1])
+
+
+def wait_http(port, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            status = http_get(port)
+            if status == 200:
+                return
+            last = f"status {status}"
+        except (OSError, BenchError) as e:
+            last = str(e)
+        time.sleep(0.1)
+    raise BenchError(f"127.0.0.1:{port} did not answer 200 within {timeout}s ({last})")
+
+
+# --------------------------------------------------------------------------- /proc
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+
+def cpu_seconds(pids):
+    return sum(cpu_ticks(p) for p in pids) / CLK_TCK
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise BenchError(f"no VmRSS for {pid}")
+
+
+def _stat_cpu():
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:9]]
+    return vals[3] + vals[4], sum(vals)  # idle + iowait, total
+
+
+def _all_proc_ticks():
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    raw = f.read()
+                comm = raw[raw.index("(") + 1:raw.rindex(")")]
+                fields = raw.rsplit(")", 1)[1].split()
+                out[int(d)] = (comm, int(fields[11]) + int(fields[12]))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def cpu_sample(interval, ours=()):
+    """Busy cores over `interval` seconds, the load average, and the busiest processes (those
+    of this benchmark marked "(bench)")."""
+    p0, (i0, t0) = _all_proc_ticks(), _stat_cpu()
+    time.sleep(interval)
+    p1, (i1, t1) = _all_proc_ticks(), _stat_cpu()
+    busy = (1.0 - (i1 - i0) / max(1, t1 - t0)) * NCPU
+    per = {}
+    for pid, (comm, ticks) in p1.items():
+        if pid in p0:
+            d = ticks - p0[pid][1]
+            if d > 0:
+                name = f"{comm} (bench)" if pid in ours or pid == os.getpid() else comm
+                per[name] = per.get(name, 0) + d
+    top = sorted(per.items(), key=lambda kv: -kv[1])[:3]
+    top = [f"{c} {100.0 * t / CLK_TCK / interval:.0f}%" for c, t in top]
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    return busy, load, top
+
+
+# --------------------------------------------------------------------------- the harness
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        os.makedirs(args.out, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix="tunnel-bench-")
+        self.procs = Procs(args.pidfile or os.path.join(args.out, ".pids"), self.tmp)
+        self.results = {s: {} for s in args.systems}
+        self.busy_log = []
+        self.case_count = 0
+        self.origin_port = None
+        self.iperf_port = None
+        self.iperf_proc = None
+        self.tools = args.tools_dir
+        self.uuid = str(uuid.uuid4())
+
+    # ----- helpers
+
+    def say(self, msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    def record(self, system, metric, value, busy, note=None, extra=None):
+        sample = {"value": value, "busy": busy}
+        if note:
+            sample["note"] = note
+        if extra:
+            sample.update(extra)
+        self.results[system].setdefault(metric, []).append(sample)
+
+    def idle_check(self, what):
+        """Waits (up to --idle-wait s) for the machine to be idle; returns busy info or None."""
+        self.case_count += 1
+        interval = 0.3 if self.a.idle_wait <= 0 else 1.0
+        deadline = time.monotonic() + max(0.0, self.a.idle_wait)
+        while True:
+            busy, load, top = cpu_sample(interval, {p.pid for p in self.procs.live})
+            if busy < self.a.idle_threshold:
+                return None
+            if time.monotonic() >= deadline:
+                info = {"case": what, "busy_cores": round(busy, 2), "load1": load, "top": top}
+                self.busy_log.append(info)
+                self.say(f"    machine busy before {what}: {busy:.2f} cores busy, load {load}, top: {', '.join(top)}")
+                return info
+
+    # ----- origins shared by all systems
+
+    def start_origins(self):
+        if self.a.origin == "nginx":
+            self.origin_port = free_port()
+            www = os.path.join(self.tmp, "www")
+            os.makedirs(www, exist_ok=True)
+            with open(os.path.join(www, "index.html"), "w") as f:
+                f.write("<!DOCTYPE html>\n<html><head><title>bench</title></head><body>" + "x" * 540 +
+                        "</body></html>\n")
+            conf = os.path.join(self.tmp, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(tmp=self.tmp, port=self.origin_port, www=www))
+            p = self.procs.start("nginx", [self.a.nginx, "-p", self.tmp, "-c", conf, "-e", os.path.join(self.tmp, "nginx-error.log")])
+        else:
+            p = self.procs.start("origin", [sys.executable, os.path.join(HERE, "origin.py"), "0"])
+            self.origin_port = int(wait_log(p, r"listening (\d+)").group(1))
+        wait_http(self.origin_port)
+        self.start_iperf_server()
+
+    def start_iperf_server(self):
+        # A restart keeps the port: the running system's agent points at it.
+        if self.iperf_proc is not None:
+            self.procs.stop(self.iperf_proc)
+        self.iperf_port = self.iperf_port or free_port()
+        self.iperf_proc = self.procs.start(
+            "iperf3-server", ["iperf3", "-s", "-B", LOOP, "-p", str(self.iperf_port), "--forceflush"])
+        wait_listen([self.iperf_proc], self.iperf_port)
+
+    # ----- systems
+
+    def start_system(self, system, env):
+        """Starts `system`, filling `env`: ports (web, iperf), procs, mem_pids, cpu_pids, roles."""
+        env.update(web=self.origin_port, iperf=self.iperf_port, procs=[], mem_pids=[], cpu_pids=[], roles={})
+        if system == "direct":
+            return env
+        if system.startswith("tunnel-"):
+            return self.start_tunnel(system, env)
+        if system.startswith("rathole"):
+            return self.start_rathole(system, env)
+        if system == "bore":
+            return self.start_bore(env)
+        raise BenchError(f"unknown system {system}")
+
+    def start_tunnel(self, system, env):
+        transport = system.split("-", 1)[1]
+        scheme = {"tcp": "relay", "tls": "relay+tls", "quic": "relay+quic"}[transport]
+        url = (f"{scheme}://{LOOP}:0?entryPoint={LOOP}:0,{LOOP}:0/{IPERF_HOST}"
+               f"&tunnel={WEB_HOST}:{self.uuid},{IPERF_HOST}:{self.uuid}")
+        if transport != "tcp":
+            state = os.path.join(self.tmp, f"state-{transport}")
+            os.makedirs(state, exist_ok=True)
+            url += f"&stateDir={state}"
+        bins = self.a.bin_dir
+        server = self.procs.start(f"{system}-server",
+                                  [os.path.join(bins, "tunnel-server"), "--log-format", "json", "-L", url])
+        env["procs"].append(server)
+        m = wait_log(server, r'"message":"relay listening".*?"addr":"([^"]+)"')
+        relay_addr = m.group(1)
+        pin = None
+        if transport != "tcp":
+            pin = wait_log(server, r'"message":"relay listening".*?"fingerprint":"(sha256:[0-9a-f]+)"').group(1)
+        env["web"] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"\(sniffed\)"').group(1))
+        env["iperf"] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"iperf.local"').group(1))
+        conf = os.path.join(self.tmp, f"{system}-agent.toml")
+        with open(conf, "w") as f:
+            f.write(f'[relay]\naddr = "{relay_addr}"\ndialer = "{transport}"\ntunnelID = "{self.uuid}"\n')
+            if pin:
+                f.write(f'pin = "{pin}"\n')
+            f.write(f'\n[[services]]\nname = "bench"\ntype = "rtcp"\n'
+                    f'\n[[services.forwarder.nodes]]\nname = "web"\naddr = "{LOOP}:{self.origin_port}"\nhost = "{WEB_HOST}"\n'
+                    f'\n[[services.forwarder.nodes]]\nname = "iperf"\naddr = "{LOOP}:{self.iperf_port}"\nhost = "{IPERF_HOST}"\n')
+        agent = self.procs.start(f"{system}-agent", [os.path.join(bins, "tunnel-agent"), "--log-format", "json", "-C", conf])
+        env["procs"].append(agent)
+        wait_log(agent, r"session established")
+        wait_http(env["web"])
+        env["mem_pids"] = env["cpu_pids"] = [server.pid, agent.pid]
+        env["roles"] = {"server": [server.pid], "agent": [agent.pid]}
+        return env
+
+    def start_rathole(self, system, env):
+        noise = system == "rathole-noise"
+        rathole = os.path.join(self.tools, "rathole")
+        ctrl, ep_web, ep_iperf = free_port(), free_port(), free_port()
+        token = uuid.uuid4().hex
+        transport_s = '[server.transport]\ntype = "tcp"\n'
+        transport_c = '[client.transport]\ntype = "tcp"\n'
+        if noise:
+            out = subprocess.run([rathole, "--genkey"], capture_output=True, text=True, check=True).stdout
+            keys = re.findall(r"Key:\s*\n\s*(\S+)", out)
+            if len(keys) != 2:
+                raise BenchError(f"cannot parse rathole --genkey output: {out!r}")
+            priv, pub = keys
+            transport_s = f'[server.transport]\ntype = "noise"\n[server.transport.noise]\nlocal_private_key = "{priv}"\n'
+            transport_c = f'[client.transport]\ntype = "noise"\n[client.transport.noise]\nremote_public_key = "{pub}"\n'
+        sconf = os.path.join(self.tmp, f"{system}-server.toml")
+        cconf = os.path.join(self.tmp, f"{system}-client.toml")
+        with open(sconf, "w") as f:
+            f.write(f'[server]\nbind_addr = "{LOOP}:{ctrl}"\ndefault_token = "{token}"\n\n{transport_s}\n'
+                    f'[server.services.web]\nbind_addr = "{LOOP}:{ep_web}"\n\n'
+                    f'[server.services.iperf]\nbind_addr = "{LOOP}:{ep_iperf}"\n')
+        with open(cconf, "w") as f:
+            f.write(f'[client]\nremote_addr = "{LOOP}:{ctrl}"\ndefault_token = "{token}"\n\n{transport_c}\n'
+                    f'[client.services.web]\nlocal_addr = "{LOOP}:{self.origin_port}"\n\n'
+                    f'[client.services.iperf]\nlocal_addr = "{LOOP}:{self.iperf_port}"\n')
+        server = self.procs.start(f"{system}-server", [rathole, "-s", sconf], env=PEER_ENV)
+        env["procs"].append(server)
+        wait_listen([server], ctrl)
+        client = self.procs.start(f"{system}-client", [rathole, "-c", cconf], env=PEER_ENV)
+        env["procs"].append(client)
+        # The server opens a service's port once that service's control channel is up.
+        wait_listen([server, client], ep_web)
+        wait_listen([server, client], ep_iperf)
+        wait_http(ep_web)
+        env.update(web=ep_web, iperf=ep_iperf)
+        env["mem_pids"] = env["cpu_pids"] = [server.pid, client.pid]
+        env["roles"] = {"server": [server.pid], "agent": [client.pid]}
+        return env
+
+    def start_bore(self, env):
+        bore = os.path.join(self.tools, "bore")
+        if not port_free(7835):
+            raise BenchError("bore's control port 7835 is in use")
+        ep_web, ep_iperf = free_port(), free_port()
+        lo, hi = min(ep_web, ep_iperf), max(ep_web, ep_iperf)
+        server = self.procs.start("bore-server", [bore, "server", "--bind-addr", LOOP, "--min-port", str(lo),
+                                                  "--max-port", str(hi)], env=PEER_ENV)
+        env["procs"].append(server)
+        wait_listen([server], 7835)
+        web = self.procs.start("bore-local-web", [bore, "local", str(self.origin_port), "--local-host", LOOP,
+                                                  "--to", LOOP, "--port", str(ep_web)], env=PEER_ENV)
+        env["procs"].append(web)
+        wait_listen([server, web], ep_web)
+        ip = self.procs.start("bore-local-iperf", [bore, "local", str(self.iperf_port), "--local-host", LOOP,
+                                                   "--to", LOOP, "--port", str(ep_iperf)], env=PEER_ENV)
+        env["procs"].append(ip)
+        wait_listen([server, ip], ep_iperf)
+        wait_http(ep_web)
+        env.update(web=ep_web, iperf=ep_iperf)
+        # bore runs one client per published port: memory counts the server and the web
+        # client, CPU the server and the iperf3 client (the processes on each path).
+        env["mem_pids"] = [server.pid, web.pid]
+        env["cpu_pids"] = [server.pid, ip.pid]
+        env["roles"] = {"server": [server.pid], "agent": [web.pid]}
+        return env
+
+    def stop_system(self, env):
+        for p in reversed(env["procs"]):
+            self.procs.stop(p)
+
+    # ----- cases
+
+    def case_mem(self, system, env):
+        if system == "direct":
+            return
+        busy = self.idle_check(f"{system} rss idle")
+        roles = env["roles"]
+        idle = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
+        self.record(system, "rss_idle", sum(rss_mib(p) for p in env["mem_pids"]), busy,
+                    extra={"by_role": idle})
+        n = self.a.hold
+        busy = self.idle_check(f"{system} rss {n} idle visitors")
+        holder = self.procs.start(f"{system}-hold", [sys.executable, os.path.join(HERE, "hold_conns.py"), LOOP,
+                                                     str(env["web"]), str(n), WEB_HOST, "100", "60"],
+                                  stdin=subprocess.PIPE)
+        try:
+            line = wait_log(holder, r"^(\{.*\"established\".*\})$", timeout=90).group(1)
+            report = json.loads(line)
+            time.sleep(2.0)  # let the tunnel settle with everything idle
+            for p in env["procs"]:
+                if p.poll() is not None:
+                    raise BenchError(f"{p.name} died holding {n} connections:\n{tail(p)}")
+            by_role = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
+            total = sum(rss_mib(p) for p in env["mem_pids"])
+            holder.stdin.write(b"check\n")
+            holder.stdin.flush()
+            alive = json.loads(wait_log(holder, r"^(\{\"alive\".*\})$", timeout=30).group(1))["alive"]
+        finally:
+            try:
+                holder.stdin.close()
+            except OSError:
+                pass
+            self.procs.stop(holder)
+        note = None
+        if report["established"] < n or alive < report["established"]:
+            note = f"{report['established']}/{n} established, {alive} alive ({report['statuses']})"
+            self.say(f"    {system}: {note}")
+        self.say(f"    {system} rss: idle {sum(idle.values()):.1f} MiB, with {report['established']} idle visitors "
+                 f"{total:.1f} MiB (opened in {report['seconds']:.2f} s)")
+        self.record(system, "rss_hold", total, busy, note=note,
+                    extra={"by_role": by_role, "established": report["established"], "alive": alive,
+                           "open_seconds": report["seconds"]})
+        time.sleep(1.0)  # connections close
+
+    def case_iperf(self, system, env, streams, reverse):
+        metric = f"iperf{streams}_{'down' if reverse else 'up'}"
+        busy = self.idle_check(f"{system} {metric}")
+        t = self.a.iperf_time
+        argv = ["iperf3", "-c", LOOP, "-p", str(env["iperf"]), "-t", str(t), "-J", "--connect-timeout", "5000"]
+        if streams > 1:
+            argv += ["-P", str(streams)]
+        if reverse:
+            argv.append("-R")
+        pids = env["cpu_pids"]
+        c0 = cpu_seconds(pids) if pids else 0.0
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=t + 30, preexec_fn=_child_setup)
+        except subprocess.TimeoutExpired:
+            self.record(system, metric, None, busy, note="iperf3 timed out")
+            self.start_iperf_server()
+            return
+        c1 = cpu_seconds(pids) if pids else 0.0
+        try:
+            j = json.loads(r.stdout)
+        except ValueError:
+            j = {"error": (r.stdout + r.stderr).strip()[-300:]}
+        if "error" in j or r.returncode != 0:
+            self.say(f"    {system} {metric}: iperf3 failed: {j.get('error')}")
+            self.record(system, metric, None, busy, note=f"iperf3: {j.get('error')}")
+            self.start_iperf_server()  # a failed test can leave the server stuck
+            return
+        recv = j["end"]["sum_received"]
+        gbps = recv["bits_per_second"] / 1e9
+        nbytes = recv["bytes"]
+        cpu = c1 - c0
+        extra = {"bytes": nbytes}
+        if pids:
+            extra.update(cpu_s=cpu, cpu_per_gb=cpu / (nbytes / 1e9) if nbytes else None)
+        self.record(system, metric, gbps, busy, extra=extra)
+        self.say(f"    {system} {metric}: {gbps:.2f} Gbit/s" +
+                 (f", {cpu:.2f} CPU-s, {extra['cpu_per_gb']:.2f} CPU-s/GB" if pids and nbytes else ""))
+
+    def case_wrk(self, system, env, kind):
+        busy = self.idle_check(f"{system} wrk-{kind}")
+        d = self.a.wrk_duration
+        if kind == "c1":
+            threads, conns = 1, 1
+        else:
+            threads, conns = self.a.wrk_threads, self.a.wrk_connections
+        argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{d}s", "--latency", "-H", f"Host: {WEB_HOST}"]
+        if kind in ("close", "c1"):
+            argv += ["-H", "Connection: close"]
+        argv.append(f"http://{LOOP}:{env['web']}/")
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=d + 30, preexec_fn=_child_setup)
+        except subprocess.TimeoutExpired:
+            for metric in ("rps", "p50", "p99"):
+                self.record(system, f"{kind}_{metric}", None, busy, note="wrk timed out")
+            return
+        out = r.stdout
+        m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+        if r.returncode != 0 or not m:
+            note = f"wrk failed: {(out + r.stderr).strip()[-200:]}"
+            self.say(f"    {system} wrk-{kind}: {note}")
+            for metric in ("rps", "p50", "p99"):
+                self.record(system, f"{kind}_{metric}", None, busy, note=note)
+            return
+        rps = float(m.group(1))
+        lat = {}
+        for pct, val, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+            lat[pct] = float(val) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+        errors = {}
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            errors = {k: int(v) for k, v in zip(["connect", "read", "write", "timeout"], m.groups()) if int(v)}
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if m:
+            errors["non2xx"] = int(m.group(1))
+        total = re.search(r"(\d+) requests in", out)
+        note = f"wrk errors {errors}" if errors else None
+        extra = {"requests": int(total.group(1)) if total else None, "errors": errors}
+        self.record(system, f"{kind}_rps", rps, busy, note=note, extra=extra)
+        for pct in ("50", "99"):
+            if pct in lat:
+                self.record(system, f"{kind}_p{pct}", lat[pct], busy, note=note)
+        self.say(f"    {system} wrk-{kind}: {rps:.0f} req/s, p50 {lat.get('50', 0):.3f} ms, p99 {lat.get('99', 0):.3f} ms"
+                 + (f", errors {errors}" if errors else ""))
+
+    # ----- the run
+
+    def run(self):
+        self.start_origins()
+        for rnd in range(self.a.rounds):
+            order = list(self.a.systems) if rnd % 2 == 0 else list(reversed(self.a.systems))
+            for system in order:
+                self.say(f"round {rnd + 1}/{self.a.rounds}: {LABELS[system]}")
+                env = {"procs": []}
+                try:
+                    self.start_system(system, env)
+                    time.sleep(0.5)
+                    self.run_cases(system, env)
+                except (BenchError, OSError, ValueError, KeyError) as e:
+                    self.say(f"    {system} FAILED: {e}")
+                    self.results[system].setdefault("_failures", []).append(f"round {rnd + 1}: {e}")
+                finally:
+                    self.stop_system(env)  # also what a failed start had started
+
+    def run_cases(self, system, env):
+        cases = self.a.cases
+        todo = []
+        if "mem" in cases:
+            todo.append(("mem", lambda: self.case_mem(system, env)))
+        for streams in (1, 8):
+            if f"iperf{streams}" in cases:
+                todo.append((f"iperf{streams}", lambda n=streams: self.case_iperf(system, env, n, False)))
+                if not self.a.smoke:
+                    todo.append((f"iperf{streams} -R", lambda n=streams: self.case_iperf(system, env, n, True)))
+        for kind in ("ka", "close", "c1"):
+            if f"wrk-{kind}" in cases:
+                todo.append((f"wrk-{kind}", lambda k=kind: self.case_wrk(system, env, k)))
+        for name, case in todo:
+            try:
+                case()
+            except (BenchError, OSError, ValueError, KeyError) as e:
+                self.say(f"    {system} {name} FAILED: {e}")
+                self.results[system].setdefault("_failures", []).append(f"{name}: {e}")
+            dead = [p for p in env["procs"] if p.poll() is not None]
+            if dead:
+                raise BenchError(f"{dead[0].name} exited ({dead[0].returncode}) during {name}:\n{tail(dead[0])}")
+
+    def cleanup(self):
+        self.procs.stop_all()
+
+
+NGINX_CONF = """\
+# Generated by bench/lib/bench.py: a small static origin on loopback, one process.
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    # Debian's defaults for a static site
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    default_type text/html;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    server {{
+        listen {port};
+        server_name _;
+        root {www};
+        index index.html;
+    }}
+}}
+"""
+
+
+# --------------------------------------------------------------------------- report
+
+def med_range(samples):
+    vals = [s["value"] for s in samples if s.get("value") is not None]
+    if not vals:
+        return None, None, None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def fmt(x):
+    a = abs(x)
+    if a >= 100:
+        return f"{x:.0f}"
+    if a >= 10:
+        return f"{x:.1f}"
+    if a >= 1:
+        return f"{x:.2f}"
+    if a >= 0.01:
+        return f"{x:.3f}"
+    return f"{x:.4f}"
+
+
+def combine_cpu(results, system, metrics):
+    """CPU-s per GB over the given iperf3 cases, per round (sum of CPU / sum of bytes)."""
+    rows = [results[system].get(m, []) for m in metrics]
+    out = []
+    for i in range(min((len(r) for r in rows), default=0)):
+        samples = [r[i] for r in rows]
+        if any(s.get("value") is None or s.get("cpu_s") is None for s in samples):
+            continue
+        nbytes = sum(s["bytes"] for s in samples)
+        out.append({"value": sum(s["cpu_s"] for s in samples) / (nbytes / 1e9),
+                    "busy": any(s["busy"] for s in samples)})
+    return out
+
+
+def derived(results):
+    """Adds computed metrics: CPU per GB and added one-at-a-time latency."""
+    direct = results.get("direct", {})
+    for system, res in results.items():
+        res["cpu1"] = combine_cpu(results, system, ["iperf1_up", "iperf1_down"])
+        res["cpu8"] = combine_cpu(results, system, ["iperf8_up", "iperf8_down"])
+        for pct in ("50", "99"):
+            base, _, _ = med_range(direct.get(f"c1_p{pct}", []))
+            if base is not None and system != "direct":
+                res[f"c1_add{pct}"] = [dict(s, value=(s["value"] - base if s.get("value") is not None else None))
+                                       for s in res.get(f"c1_p{pct}", [])]
+
+
+TABLES = [
+    ("Throughput: iperf3 through the public path (Gbit/s, higher is better)", "direct", [
+        ("iperf1_up", "1 stream"), ("iperf1_down", "1 stream -R"),
+        ("iperf8_up", "8 streams"), ("iperf8_down", "8 streams -R")]),
+    ("HTTP: wrk against the static origin through the entrypoint", "direct", [
+        ("ka_rps", "keep-alive req/s"), ("ka_p50", "keep-alive p50 ms"), ("ka_p99", "keep-alive p99 ms"),
+        ("close_rps", "close req/s"), ("close_p50", "close p50 ms"), ("close_p99", "close p99 ms")]),
+    ("One connection at a time: wrk -c1 -t1, Connection: close (ms, lower is better)", "direct", [
+        ("c1_p50", "p50"), ("c1_p99", "p99"), ("c1_add50", "added p50"), ("c1_add99", "added p99")]),
+    ("Resources: server + agent (ratios to relay://, since direct runs no tunnel)", "tunnel-tcp", [
+        ("rss_idle", "RSS idle MiB"), ("rss_hold", "RSS {hold} idle visitors MiB"),
+        ("cpu1", "CPU-s/GB 1 stream"), ("cpu8", "CPU-s/GB 8 streams")]),
+]
+
+NO_RATIO = {"c1_add50", "c1_add99"}
+
+
+def render(results, systems, meta, busy_log, hold):
+    derived(results)
+    lines = []
+    w = lines.append
+    took = f"{meta['minutes']:.0f} minutes" if meta["minutes"] >= 2 else f"{meta['minutes'] * 60:.0f} seconds"
+    w(f"### Run of {meta['date']} ({took})")
+    w("")
+    w(f"- machine: {meta['nproc']} cores ({meta['cpu']}), {meta['mem']}, kernel {meta['kernel']}")
+    w(f"- versions: {meta['versions']}")
+    w(f"- settings: {meta['settings']}")
+    if busy_log:
+        tops = {}
+        for b in busy_log:
+            for t in b["top"]:
+                name = t.rsplit(" ", 1)[0]
+                tops[name] = tops.get(name, 0) + 1
+        names = ", ".join(f"{k} ({v})" for k, v in sorted(tops.items(), key=lambda kv: -kv[1])[:5])
+        w(f"- machine busy: {len(busy_log)} of {meta['cases']} cases started while other work used "
+          f"more than {meta['threshold']} cores (busiest processes: {names}); their cells are marked †")
+    else:
+        w(f"- machine idle before every case (< {meta['threshold']} cores busy)")
+    w("")
+    w("Cells: median (min–max over rounds) and ×ratio to the reference row; † a sample ran while the "
+      "machine was busy; ! a sample had errors (see notes).")
+    notes = []
+    for title, ref, cols in TABLES:
+        cols = [(k, h.format(hold=hold)) for k, h in cols]
+        present = [(k, h) for k, h in cols if any(results[s].get(k) for s in systems)]
+        if not present:
+            continue
+        w("")
+        w(f"#### {title}")
+        w("")
+        w("| system | " + " | ".join(h for _, h in present) + " |")
+        w("|---|" + "---:|" * len(present))
+        for s in systems:
+            cells = []
+            for k, _ in present:
+                samples = results[s].get(k, [])
+                med, lo, hi = med_range(samples)
+                if med is None:
+                    failed = any(x.get("note") for x in samples) or results[s].get("_failures")
+                    cells.append("failed" if failed else "–")
+                    continue
+                txt = fmt(med) if lo == hi else f"{fmt(med)} ({fmt(lo)}–{fmt(hi)})"
+                bmed, _, _ = med_range(results.get(ref, {}).get(k, []))
+                if bmed and k not in NO_RATIO and s != ref:
+                    txt += f" ×{med / bmed:.2f}"
+                if any(x.get("busy") for x in samples):
+                    txt += " †"
+                bad = [x["note"] for x in samples if x.get("note")]
+                if bad:
+                    txt += " !"
+                    for b in bad:
+                        n = f"{LABELS[s]}, {k}: {b}"
+                        if n not in notes:
+                            notes.append(n)
+                cells.append(txt)
+            w(f"| {LABELS[s]} | " + " | ".join(cells) + " |")
+    mem_rows = []
+    for s in systems:
+        idle, held = results[s].get("rss_idle", []), results[s].get("rss_hold", [])
+        if not idle and not held:
+            continue
+
+        def part(samples, role):
+            vals = [x["by_role"][role] for x in samples if x.get("value") is not None and "by_role" in x]
+            return fmt(statistics.median(vals)) if vals else "–"
+
+        opened = [x["open_seconds"] for x in held if x.get("value") is not None and "open_seconds" in x]
+        est = [f"{x['established']}/{x['alive']}" for x in held if "established" in x]
+        mem_rows.append(f"| {LABELS[s]} | {part(idle, 'server')} | {part(idle, 'agent')} | {part(held, 'server')} | "
+                        f"{part(held, 'agent')} | {', '.join(est) or '–'} | "
+                        f"{fmt(statistics.median(opened)) if opened else '–'} |")
+    if mem_rows:
+        w("")
+        w(f"#### Memory by process (RSS MiB, median) and the {hold} idle visitors")
+        w("")
+        w(f"| system | server idle | agent idle | server, {hold} idle | agent, {hold} idle | "
+          "established/alive per round | seconds to open them |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        lines.extend(mem_rows)
+    for s in systems:
+        for f in results[s].get("_failures", []):
+            notes.append(f"{LABELS[s]} failed to run: {f.splitlines()[0]}")
+    rows = targets(results)
+    if rows:
+        w("")
+        w("#### Targets (ratios within this run)")
+        w("")
+        w("| target | measured | goal | met |")
+        w("|---|---:|---:|:---:|")
+        for name, measured, goal, ok in rows:
+            w(f"| {name} | {measured} | {goal} | {'yes' if ok else '**no**'} |")
+    if notes:
+        w("")
+        w("Notes:")
+        w("")
+        for n in notes:
+            w(f"- {n}")
+    return "\n".join(lines) + "\n"
+
+
+def targets(results):
+    def m(system, key):
+        return med_range(results.get(system, {}).get(key, []))[0]
+
+    rows = []
+
+    def ratio_row(name, a_sys, b_sys, key, goal, higher=True):
+        a, b = m(a_sys, key), m(b_sys, key)
+        if a is None or b is None or b == 0:
+            return
+        r = a / b
+        ok = r >= goal if higher else r <= goal
+        rows.append((name, f"{fmt(a)} / {fmt(b)} = ×{r:.2f}", f"{'≥' if higher else '≤'} ×{goal}", ok))
+
+    for key, label in (("iperf1_up", "1 stream"), ("iperf1_down", "1 stream -R")):
+        ratio_row(f"relay:// vs bore, {label}", "tunnel-tcp", "bore", key, 1.2)
+        ratio_row(f"relay:// vs rathole (tcp), {label}", "tunnel-tcp", "rathole", key, 1.45)
+        ratio_row(f"relay+tls:// vs rathole (noise), {label}", "tunnel-tls", "rathole-noise", key, 2.0)
+        ratio_row(f"relay+quic:// vs rathole (noise), {label}", "tunnel-quic", "rathole-noise", key, 1.0)
+    ratio_row("relay:// keep-alive req/s vs direct", "tunnel-tcp", "direct", "ka_rps", 0.7)
+    ratio_row("relay:// keep-alive p99 vs direct", "tunnel-tcp", "direct", "ka_p99", 2.0, higher=False)
+    ratio_row("relay:// Connection: close req/s vs direct", "tunnel-tcp", "direct", "close_rps", 0.5)
+    ratio_row("relay:// one-at-a-time added p50 vs rathole (tcp)", "tunnel-tcp", "rathole", "c1_add50", 0.5,
+              higher=False)
+    ratio_row("relay:// RSS with idle visitors vs rathole (tcp)", "tunnel-tcp", "rathole", "rss_hold", 0.5,
+              higher=False)
+    ratio_row("relay:// CPU-s/GB 1 stream vs bore", "tunnel-tcp", "bore", "cpu1", 1.0, higher=False)
+    ratio_row("relay:// CPU-s/GB 8 streams vs bore", "tunnel-tcp", "bore", "cpu8", 1.0, higher=False)
+    return rows
+
+
+# --------------------------------------------------------------------------- metadata
+
+def cmd_out(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def metadata(a):
+    """The machine, the versions and the settings, taken when the run starts (right after the
+    build, so the git revision is the one built)."""
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    rev = cmd_out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]) or "?"
+    if cmd_out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]):
+        rev += " (with uncommitted changes)"
+    vers = [f"tunnel {rev}"]
+    if any(s.startswith("rathole") for s in a.systems):
+        m = re.search(r"Build Version:\s*(\S+)", cmd_out([os.path.join(a.tools_dir, "rathole"), "--version"]))
+        vers.append(f"rathole {m.group(1) if m else '?'}")
+    if "bore" in a.systems:
+        vers.append(cmd_out([os.path.join(a.tools_dir, "bore"), "--version"]).replace("bore-cli", "bore"))
+    m = re.search(r"iperf (\S+)", cmd_out(["iperf3", "--version"]))
+    vers.append(f"iperf3 {m.group(1) if m else '?'}")
+    m = re.search(r"wrk (\S+)", cmd_out(["wrk", "-v"]))
+    vers.append(f"wrk {m.group(1) if m else '?'}")
+    if a.origin == "nginx":
+        m = re.search(r"nginx/(\S+)", cmd_out([a.nginx, "-v"]))
+        vers.append(f"nginx {m.group(1) if m else '?'}")
+    else:
+        vers.append(f"origin: python {sys.version.split()[0]} http.server")
+    build = "release" if os.path.basename(os.path.normpath(a.bin_dir)) == "release" else f"binaries from {a.bin_dir}"
+    settings = (f"{a.rounds} round(s) interleaved (order reversed on even rounds), {build}; iperf3 -t {a.iperf_time}; "
+                f"wrk -d {a.wrk_duration}s -t{a.wrk_threads} -c{a.wrk_connections} (one-at-a-time: -t1 -c1); "
+                f"{a.hold} idle visitors; origin {a.origin}")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": NCPU, "cpu": cpu, "mem": f"{mem_kib / 1048576:.0f} GiB RAM", "kernel": os.uname().release,
+        "versions": ", ".join(vers), "settings": settings, "threshold": a.idle_threshold,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="one short round (iperf3 -t 2, wrk -d 2s)")
+    p.add_argument("--smoke", action="store_true",
+                   help="direct + relay:// only, one 1-second iperf3 and wrk case, 20 held connections, "
+                        "python origin, debug binaries, no installs or build")
+    p.add_argument("--only", help="comma-separated systems: " + ",".join(SYSTEMS))
+    p.add_argument("--cases", help="comma-separated cases: " + ",".join(ALL_CASES))
+    p.add_argument("--iperf-time", type=int, default=5)
+    p.add_argument("--wrk-duration", type=int, default=5)
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--wrk-connections", type=int, default=50)
+    p.add_argument("--hold", type=int, default=1000, help="idle visitor connections for the memory case")
+    p.add_argument("--idle-wait", type=float, default=10.0,
+                   help="seconds to wait for an idle machine before each case (then run it and mark it)")
+    p.add_argument("--idle-threshold", type=float, default=0.25, help="busy cores that count as not idle")
+    p.add_argument("--origin", choices=["nginx", "python"], default=None)
+    p.add_argument("--nginx", default=None)
+    p.add_argument("--bin-dir", default=None)
+    p.add_argument("--tools-dir", default=os.path.join(BENCH, ".tools", "bin"))
+    p.add_argument("--out", default=os.path.join(BENCH, "results"))
+    p.add_argument("--pidfile", default=os.environ.get("BENCH_PIDFILE"))
+    # handled by bench/run; accepted here so that every option can be passed through
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--no-install", action="store_true")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.rounds, a.iperf_time, a.wrk_duration, a.hold, a.idle_wait = 1, 1, 1, 20, 0
+        a.only = a.only or "direct,tunnel-tcp"
+        a.cases = a.cases or "mem,iperf1,wrk-ka"
+        a.origin = a.origin or "python"
+    elif a.quick:
+        a.rounds, a.iperf_time, a.wrk_duration = 1, 2, 2
+    a.systems = SYSTEMS if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
+    for s in a.systems:
+        if s not in SYSTEMS:
+            p.error(f"unknown system {s!r}; expected some of {','.join(SYSTEMS)}")
+    a.cases = ALL_CASES if not a.cases else [c.strip() for c in a.cases.split(",") if c.strip()]
+    for c in a.cases:
+        if c not in ALL_CASES:
+            p.error(f"unknown case {c!r}; expected some of {','.join(ALL_CASES)}")
+    a.origin = a.origin or "nginx"
+    if a.origin == "nginx":
+        a.nginx = a.nginx or next((x for x in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(x)),
+                                  "nginx")
+    if not a.bin_dir:
+        a.bin_dir = os.environ.get("TUNNEL_BIN_DIR") or os.path.join(
+            os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "debug" if a.smoke else "release")
+    return a
+
+
+def main(argv):
+    a = parse_args(argv)
+    for tool in ["iperf3", "wrk"]:
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
+            sys.exit(f"bench: {tool} not found (apt-get install {tool})")
+    for b in ("tunnel-server", "tunnel-agent"):
+        if any(s.startswith("tunnel-") for s in a.systems) and not os.path.exists(os.path.join(a.bin_dir, b)):
+            sys.exit(f"bench: {os.path.join(a.bin_dir, b)} not found (cargo build --release --bins)")
+    bench = Bench(a)
+    meta = metadata(a)
+    started = time.monotonic()
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        bench.cleanup()
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except BaseException:
+        print(f"bench: logs kept in {bench.tmp}", file=sys.stderr)
+        raise
+    finally:
+        bench.cleanup()
+    meta["cases"] = bench.case_count
+    meta["minutes"] = (time.monotonic() - started) / 60
+    table = render(bench.results, a.systems, meta, bench.busy_log, a.hold)
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(a.out, "latest.json"), "w") as f:
+        json.dump({"results": bench.results, "busy": bench.busy_log, "args": {k: v for k, v in vars(a).items()}},
+                  f, indent=1, default=str)
+    print(table, end="")
+    failed = [s for s in a.systems if bench.results[s].get("_failures")]
+    if failed:
+        print(f"bench: some systems failed: {', '.join(failed)} (logs in {bench.tmp})", file=sys.stderr)
+        return 1
+    if os.environ.get("BENCH_KEEP_TMP"):
+        print(f"bench: logs kept in {bench.tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
