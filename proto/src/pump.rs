@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use crate::defaults::COPY_BUFFER;
 
 /// Buffer a direction waits with for the next read, and uses while reads stay small.
-const SMALL_BUFFER: usize = 2 * 1024;
+const SMALL_BUFFER: usize = 1024;
+/// Each time a read fills the buffer, it grows this many times, up to `COPY_BUFFER`.
+const GROWTH: usize = 16;
 /// Small reads in a row after which a direction gives its large buffer back.
 const QUIET_READS: u32 = 64;
 
@@ -68,7 +70,7 @@ impl Buffer {
     fn adapt(&mut self, n: usize) {
         let cap = self.buf.capacity();
         if n == cap && cap < COPY_BUFFER {
-            self.buf = Vec::with_capacity(COPY_BUFFER);
+            self.buf = Vec::with_capacity((cap * GROWTH).min(COPY_BUFFER));
             self.quiet = 0;
         } else if cap > SMALL_BUFFER && n < SMALL_BUFFER {
             self.quiet += 1;

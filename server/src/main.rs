@@ -36,6 +36,9 @@ struct Cli {
     /// Log level or filter (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Worker threads: 0 = one per core, 1 = a single-threaded runtime.
+    #[arg(long, env = "TUNNEL_THREADS", default_value_t = 0)]
+    threads: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         println!("{source}: configuration is valid");
         return Ok(());
     }
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = telemetry::runtime(cli.threads).context("cannot start the async runtime")?;
     runtime.block_on(async {
         let server = Server::spawn(config).await?;
         telemetry::shutdown_signal().await;
