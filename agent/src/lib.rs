@@ -32,6 +32,10 @@ mod udp;
 
 pub use config::{Config, FileConfig, Target};
 
+/// A stream whose target is not connected within this time is acknowledged with a provisional
+/// reply; the server presumes a session that stays silent much longer dead (its `ackTimeout`).
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A running agent.
 pub struct Agent {
     shutdown: CancellationToken,
@@ -204,11 +208,6 @@ async fn serve_stream(shared: Arc<Shared>, mut stream: Stream) {
         }
         Err(_) => return,
     };
-    // Acknowledge at once, before the (possibly slow) dial: the server learns the session is
-    // alive, and the mux counts the stream as accepted.
-    if write_frame(&mut stream, &Frame::StreamReply(Reply::new(Status::CONTINUE, ""))).await.is_err() {
-        return;
-    }
     let Some(target) = select_target(&shared, &header) else {
         let host = if header.hostname.is_empty() { "(none)" } else { &header.hostname };
         tracing::info!(host, network = %header.network, "no target for stream");
@@ -226,7 +225,20 @@ async fn serve_stream(shared: Arc<Shared>, mut stream: Stream) {
 
 async fn serve_tcp(shared: &Shared, mut stream: Stream, header: &StreamHeader, target: &Target) {
     let timeout = shared.config.limits.dial_timeout;
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(&target.addr)).await {
+    let dial = tokio::time::timeout(timeout, TcpStream::connect(&target.addr));
+    tokio::pin!(dial);
+    let dialed = match tokio::time::timeout(ACK_DELAY, &mut dial).await {
+        Ok(dialed) => dialed,
+        Err(_) => {
+            // A slow dial: acknowledge now, so the server knows this session is alive (and the
+            // mux counts the stream as accepted), then keep waiting for the target.
+            if write_frame(&mut stream, &Frame::StreamReply(Reply::new(Status::CONTINUE, ""))).await.is_err() {
+                return;
+            }
+            dial.await
+        }
+    };
+    let tcp = match dialed {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(err)) => {
             tracing::info!(target = %target.name, addr = %target.addr, %err, "target dial failed");

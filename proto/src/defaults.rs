@@ -60,6 +60,6 @@ pub const UDP_READ_BUFFER: usize = 4096;
 pub const AGENT_SESSIONS: usize = 2;
 /// On SIGTERM, time given to in-flight streams before sessions are closed.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
-/// A live agent acknowledges a new stream at once (before dialing its target); one that
-/// says nothing for this long is presumed gone and the stream is retried on another session.
+/// A live agent answers a new stream within 100 ms (provisionally while a slow dial goes on);
+/// one that says nothing for this long is presumed gone and the stream is retried elsewhere.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
