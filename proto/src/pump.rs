@@ -3,7 +3,7 @@
 //! The pump copies both ways at once. Each direction reads into a small buffer and moves to a
 //! large one only while data keeps filling the small one, going back once the flow slows: a
 //! busy stream gets multi-Gbit/s copies, and an idle visitor costs a few KiB instead of two
-//! large buffers per hop. Buffers are never zero-filled (reads go into spare capacity).
+//! large buffers per hop.
 
 use std::io;
 use std::time::Duration;
@@ -45,8 +45,10 @@ where
     tokio::try_join!(copy_from_tcp(tr.as_ref(), &mut bw), copy_half(&mut br, &mut tw))
 }
 
-/// The buffer policy of one direction: small while reads are small, large while they fill
-/// the buffer, back to small after a run of small reads.
+/// The buffer policy of one direction: small while reads are small, larger while they fill
+/// the buffer, back to small after a run of small reads. Buffers are zero-filled once, when
+/// allocated (readers behind a compatibility layer would otherwise zero the spare capacity on
+/// every read).
 struct Buffer {
     buf: Vec<u8>,
     quiet: u32,
@@ -57,22 +59,21 @@ impl Buffer {
         Buffer { buf: Vec::new(), quiet: 0 }
     }
 
-    /// An empty buffer with room for the next read (allocated now if needed).
-    fn ready(&mut self) -> &mut Vec<u8> {
-        self.buf.clear();
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(SMALL_BUFFER);
+    /// The buffer for the next read (allocated now if needed).
+    fn ready(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; SMALL_BUFFER];
         }
         &mut self.buf
     }
 
     /// Adapts the size after a read of `n` bytes.
     fn adapt(&mut self, n: usize) {
-        let cap = self.buf.capacity();
-        if n == cap && cap < COPY_BUFFER {
-            self.buf = Vec::with_capacity((cap * GROWTH).min(COPY_BUFFER));
+        let len = self.buf.len();
+        if n == len && len < COPY_BUFFER {
+            self.buf = vec![0u8; (len * GROWTH).min(COPY_BUFFER)];
             self.quiet = 0;
-        } else if cap > SMALL_BUFFER && n < SMALL_BUFFER {
+        } else if len > SMALL_BUFFER && n < SMALL_BUFFER {
             self.quiet += 1;
             if self.quiet >= QUIET_READS {
                 self.buf = Vec::new();
@@ -85,7 +86,7 @@ impl Buffer {
 
     /// Gives the memory back when it is the small buffer (the direction looks idle).
     fn release_if_small(&mut self) {
-        if self.buf.capacity() <= SMALL_BUFFER {
+        if self.buf.len() <= SMALL_BUFFER {
             self.buf = Vec::new();
         }
     }
@@ -100,8 +101,7 @@ where
     let mut buffer = Buffer::new();
     let mut total = 0u64;
     loop {
-        let buf = buffer.ready();
-        let n = r.read_buf(buf).await?;
+        let n = r.read(buffer.ready()).await?;
         if n == 0 {
             w.shutdown().await?;
             return Ok(total);
@@ -122,8 +122,7 @@ where
     let mut total = 0u64;
     loop {
         tcp.readable().await?;
-        let buf = buffer.ready();
-        let n = match tcp.try_read_buf(buf) {
+        let n = match tcp.try_read(buffer.ready()) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 buffer.release_if_small();
