@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod origin;
+pub mod payload;
 
 /// How long to wait for a process to log what a test expects.
 pub const WAIT: Duration = Duration::from_secs(30);

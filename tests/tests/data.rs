@@ -8,46 +8,17 @@ use std::thread;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tunnel_tests::payload::{random_sha256, source_on, write_random};
 use tunnel_tests::{
     access, agent, agent_config, origin, poll_until, read_until_close, send_and_shutdown, tunnel_id, External, Proc,
     Server, Transport, WAIT,
 };
 
 const BIG: usize = 64 << 20;
-const CHUNK: usize = 64 << 10;
 /// A generous bound on one read, so a stuck transfer fails instead of hanging.
+/// Bytes read per call.
+const CHUNK: usize = 64 << 10;
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Deterministic pseudo-random bytes (xorshift64*), cheap enough for 64 MiB in a debug build.
-struct Prng(u64);
-
-impl Prng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
-
-/// Writes `len` pseudo-random bytes from `seed` to `w`; returns their sha256.
-fn write_random(w: &mut impl Write, seed: u64, len: usize) -> std::io::Result<String> {
-    let mut rng = Prng(seed);
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        rng.fill(&mut buf[..n]);
-        hash.update(&buf[..n]);
-        w.write_all(&buf[..n])?;
-        left -= n;
-    }
-    Ok(hex::encode(hash.finalize()))
-}
 
 /// Reads to EOF; returns the byte count and sha256. Panics on a read error or a stall.
 fn read_hash(r: &mut TcpStream) -> (usize, String) {
@@ -87,20 +58,6 @@ fn sink() -> SocketAddr {
     addr
 }
 
-/// An origin that sends `len` pseudo-random bytes from `seed` to every client, then closes.
-fn source(seed: u64, len: usize) -> SocketAddr {
-    let (l, addr) = tunnel_tests::listener();
-    thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            thread::spawn(move || {
-                let _ = write_random(&mut conn, seed, len);
-            });
-        }
-    });
-    addr
-}
-
 /// A server with raw entrypoints `blob.local` (echo), `sink.local` and `source.local`, all
 /// served by one agent that picks the origin by host.
 struct Fixture {
@@ -119,9 +76,11 @@ impl Fixture {
         let server = Server::start_on(t, &["-L", &format!("relay://127.0.0.1:0?entryPoint={eps}&tunnel={rules}")], 3);
         let mut toml =
             format!("[relay]\naddr = \"{}\"\ntunnel.id = \"{tunnel}\"\n[[services]]\ntype = \"rtcp\"\n", server.relay);
-        for (host, addr) in
-            [("blob.local", origin::echo()), ("sink.local", sink()), ("source.local", source(SOURCE_SEED, BIG))]
-        {
+        for (host, addr) in [
+            ("blob.local", origin::echo()),
+            ("sink.local", sink()),
+            ("source.local", source_on("127.0.0.1:0", SOURCE_SEED, BIG)),
+        ] {
             toml += &format!("[[services.forwarder.nodes]]\naddr = \"{addr}\"\nhost = \"{host}\"\n");
         }
         let agent = agent_config(&server, &toml, 1);
@@ -160,7 +119,7 @@ fn sixty_four_mib_upload_and_download_are_byte_exact(t: Transport) {
     assert_eq!(String::from_utf8_lossy(&reply), format!("{BIG} {sent}\n"), "what the origin received");
 
     // Download: the source sends a known stream and closes.
-    let want = write_random(&mut std::io::sink(), SOURCE_SEED, BIG).unwrap();
+    let want = random_sha256(SOURCE_SEED, BIG);
     let mut down = TcpStream::connect(f.server.entrypoints[2]).unwrap();
     let (got, hash) = read_hash(&mut down);
     assert_eq!(got, BIG, "bytes received from the source");
