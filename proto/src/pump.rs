@@ -102,14 +102,26 @@ where
     let mut total = 0u64;
     loop {
         let n = r.read(buffer.ready()).await?;
-        if n == 0 {
-            w.shutdown().await?;
+        if !forward(w, &mut buffer, n, &mut total).await? {
             return Ok(total);
         }
-        w.write_all(&buffer.buf[..n]).await?;
-        total += n as u64;
-        buffer.adapt(n);
     }
+}
+
+/// Writes the `n` bytes just read into `buffer` to `w` and adapts the buffer; at EOF (`n` is
+/// 0) shuts `w` down instead and returns false.
+async fn forward<W>(w: &mut W, buffer: &mut Buffer, n: usize, total: &mut u64) -> io::Result<bool>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    if n == 0 {
+        w.shutdown().await?;
+        return Ok(false);
+    }
+    w.write_all(&buffer.buf[..n]).await?;
+    *total += n as u64;
+    buffer.adapt(n);
+    Ok(true)
 }
 
 /// Copies a TCP connection's bytes to `w` until EOF, then shuts `w` down. Between bursts it
@@ -130,13 +142,9 @@ where
             }
             Err(e) => return Err(e),
         };
-        if n == 0 {
-            w.shutdown().await?;
+        if !forward(w, &mut buffer, n, &mut total).await? {
             return Ok(total);
         }
-        w.write_all(&buffer.buf[..n]).await?;
-        total += n as u64;
-        buffer.adapt(n);
         if n < SMALL_BUFFER {
             buffer.release_if_small();
         }

@@ -157,27 +157,8 @@ pub fn addr_in(line: &str) -> SocketAddr {
     rest[..end].trim_matches('"').parse().unwrap_or_else(|e| panic!("bad addr in {line:?}: {e}"))
 }
 
-/// A data-channel transport, to run the same scenario over each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `relay://`
-    Tcp,
-    /// `relay+tls://`
-    Tls,
-    /// `relay+quic://`
-    Quic,
-}
-
-impl Transport {
-    /// The URL scheme.
-    pub fn scheme(self) -> &'static str {
-        match self {
-            Transport::Tcp => "relay",
-            Transport::Tls => "relay+tls",
-            Transport::Quic => "relay+quic",
-        }
-    }
-}
+/// The data-channel transports, to run the same scenario over each.
+pub use tunnel_proto::channel::Transport;
 
 /// Generates one `#[test]` per transport (modules `tcp`, `tls`, `quic`) for each named
 /// scenario function taking a [`Transport`].

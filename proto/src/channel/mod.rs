@@ -78,6 +78,15 @@ impl Transport {
         }
     }
 
+    /// The URL scheme that selects this transport.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::Tcp => "relay",
+            Transport::Tls => "relay+tls",
+            Transport::Quic => "relay+quic",
+        }
+    }
+
     /// Whether the transport needs certificates.
     pub fn is_encrypted(self) -> bool {
         self != Transport::Tcp
