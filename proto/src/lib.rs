@@ -17,7 +17,7 @@
 //! stream on it and writes a [`wire::StreamHeader`] followed at once by the sniffed bytes. The
 //! agent reads the header, dials the matching target and answers with a
 //! [`wire::StreamReply`]; from then on the stream carries the visitor's bytes both ways.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod channel;

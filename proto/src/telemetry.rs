@@ -52,11 +52,36 @@ pub async fn shutdown_signal() {
 
 /// The async runtime of a binary: `threads == 1` runs everything on one thread (no
 /// cross-thread wake-ups: the cheapest per request on small machines), `0` uses one worker per
-/// core, any other number that many workers.
+/// core, any other number that many workers. Tunes the allocator first (see
+/// [`keep_freed_memory`]).
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    keep_freed_memory();
     match threads {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
         n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+}
+
+/// Largest allocation glibc serves from its heaps rather than from a fresh mapping.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+/// Free memory at the top of a heap that glibc keeps instead of giving it back at once.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: libc::c_int = 16 << 20;
+
+/// Makes glibc's allocator reuse freed buffers. The mux allocates each frame's body (up to
+/// 1 MiB) and frees it once sent; by default glibc maps such blocks fresh and unmaps them on
+/// free, so every frame page-faults its memory in again: a third of a busy relay's CPU time
+/// went there. With blocks up to 4 MiB served from the heap and up to 16 MiB of free space
+/// kept, the same pages are reused. An idle process is not larger for it.
+#[allow(unsafe_code)] // the crate's only unsafe block: one libc call
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; it is called before the runtime's
+    // threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
