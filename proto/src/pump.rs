@@ -5,11 +5,15 @@
 //! busy stream gets multi-Gbit/s copies, and an idle visitor costs a few KiB instead of two
 //! large buffers per hop.
 
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 
 use crate::defaults::COPY_BUFFER;
@@ -42,7 +46,7 @@ where
 {
     let (tr, mut tw) = tcp.split();
     let (mut br, mut bw) = tokio::io::split(b);
-    tokio::try_join!(copy_from_tcp(tr.as_ref(), &mut bw), copy_half(&mut br, &mut tw))
+    tokio::try_join!(copy_from_tcp(tr, &mut bw), copy_half(&mut br, &mut tw))
 }
 
 /// The buffer policy of one direction: small while reads are small, larger while they fill
@@ -126,7 +130,7 @@ where
 
 /// Copies a TCP connection's bytes to `w` until EOF, then shuts `w` down. Between bursts it
 /// waits for readability with no buffer allocated.
-async fn copy_from_tcp<W>(tcp: &TcpStream, w: &mut W) -> io::Result<u64>
+async fn copy_from_tcp<W>(mut tcp: ReadHalf<'_>, w: &mut W) -> io::Result<u64>
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
@@ -134,13 +138,12 @@ where
     let mut total = 0u64;
     loop {
         tcp.readable().await?;
-        let n = match tcp.try_read(buffer.ready()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        let n = match read_now(&mut tcp, buffer.ready()).await {
+            Some(n) => n?,
+            None => {
                 buffer.release_if_small();
                 continue;
             }
-            Err(e) => return Err(e),
         };
         if !forward(w, &mut buffer, n, &mut total).await? {
             return Ok(total);
@@ -149,6 +152,21 @@ where
             buffer.release_if_small();
         }
     }
+}
+
+/// Reads what `r` has without waiting; `None` when it had nothing. Unlike `try_read`, a read
+/// that does not fill the buffer marks the socket drained, so waiting for the next burst
+/// costs no extra read that fails with `WouldBlock`.
+async fn read_now<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        Poll::Ready(match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+            Poll::Pending => None,
+            Poll::Ready(Ok(())) => Some(Ok(rb.filled().len())),
+            Poll::Ready(Err(e)) => Some(Err(e)),
+        })
+    })
+    .await
 }
 
 /// `TCP_NODELAY` (no Nagle delay on small writes such as HTTP headers) and TCP keepalive

@@ -160,13 +160,13 @@ impl Connector {
             crate::pump::tune_tcp(&tcp);
             let peer = tcp.peer_addr()?;
             match &self.tls {
-                None => Ok(mux::MuxSession::spawn(buffered(tcp), peer, mux::Side::Client, &self.config)),
+                None => Ok(mux::MuxSession::spawn(tcp, peer, mux::Side::Client, &self.config)),
                 Some((cfg, name)) => {
                     let tls = tokio_rustls::TlsConnector::from(cfg.clone())
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(explain)?;
-                    Ok(mux::MuxSession::spawn(buffered(tls), peer, mux::Side::Client, &self.config))
+                    Ok(mux::MuxSession::spawn(tls, peer, mux::Side::Client, &self.config))
                 }
             }
         };
@@ -188,14 +188,6 @@ fn explain(err: io::Error) -> io::Error {
         Some(why) => io::Error::new(err.kind(), why),
         None => err,
     }
-}
-
-/// Bytes gathered before a write: yamux writes each frame header separately, and a syscall
-/// (or a TLS record) per header would waste CPU; yamux flushes when it has nothing more to send.
-const WRITE_BUFFER: usize = 64 * 1024;
-
-fn buffered<T: AsyncRead + AsyncWrite>(io: T) -> tokio::io::BufWriter<T> {
-    tokio::io::BufWriter::with_capacity(WRITE_BUFFER, io)
 }
 
 /// The server's relay listener.
@@ -292,11 +284,11 @@ impl Incoming {
     pub async fn establish(self) -> io::Result<Arc<dyn Session>> {
         match self.inner {
             IncomingInner::Tcp(tcp, None) => {
-                Ok(mux::MuxSession::spawn(buffered(tcp), self.peer, mux::Side::Server, &self.config))
+                Ok(mux::MuxSession::spawn(tcp, self.peer, mux::Side::Server, &self.config))
             }
             IncomingInner::Tcp(tcp, Some(acceptor)) => {
                 let tls = acceptor.accept(tcp).await.map_err(explain)?;
-                Ok(mux::MuxSession::spawn(buffered(tls), self.peer, mux::Side::Server, &self.config))
+                Ok(mux::MuxSession::spawn(tls, self.peer, mux::Side::Server, &self.config))
             }
             IncomingInner::Quic(incoming) => quic::establish(*incoming).await,
         }

@@ -8,11 +8,13 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter, ReadBuf};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,8 @@ pub enum Side {
 const SPLIT_SEND_SIZE: usize = 1 << 20;
 /// Per-stream window yamux starts at; the connection window must cover all streams.
 const STREAM_WINDOW: usize = 256 * 1024;
+/// Read and write buffers of the connection under yamux.
+const IO_BUFFER: usize = 64 * 1024;
 /// How long a closing session may take to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -66,12 +70,17 @@ impl MuxSession {
             Side::Client => yamux::Mode::Client,
             Side::Server => yamux::Mode::Server,
         };
+        let hold = Arc::new(AtomicBool::new(false));
+        let io = Batched {
+            io: BufReader::with_capacity(IO_BUFFER, BufWriter::with_capacity(IO_BUFFER, io)),
+            hold: hold.clone(),
+        };
         let conn = yamux::Connection::new(io.compat(), yamux_config(config), mode);
         let (open_tx, open_rx) = mpsc::channel(64);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.max_streams);
         let cancel = CancellationToken::new();
         let done = CancellationToken::new();
-        tokio::spawn(drive(conn, open_rx, inbound_tx, cancel.clone(), done.clone()));
+        tokio::spawn(drive(conn, hold, open_rx, inbound_tx, cancel.clone(), done.clone()));
         Arc::new(MuxSession { open_tx, inbound: Mutex::new(inbound_rx), cancel, done, peer })
     }
 }
@@ -115,6 +124,39 @@ impl Session for MuxSession {
     }
 }
 
+/// The connection under yamux, buffered both ways. yamux reads each frame's 12-byte header
+/// and its body separately, and flushes after every frame it sends; here reads come from a
+/// buffer that one large read fills, and while `hold` is set a flush is a no-op, so the
+/// frames of one pass of the driver leave in one write. The driver clears `hold` for its last
+/// pass before it waits, which flushes for real.
+struct Batched<T> {
+    io: BufReader<BufWriter<T>>,
+    hold: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Batched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Batched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.hold.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Why the driver loop stopped.
 enum Stop {
     /// Asked to close (or every handle dropped): say goodbye to the peer.
@@ -125,6 +167,7 @@ enum Stop {
 
 async fn drive<T>(
     mut conn: yamux::Connection<T>,
+    hold: Arc<AtomicBool>,
     mut open_rx: mpsc::Receiver<OpenReply>,
     inbound_tx: mpsc::Sender<yamux::Stream>,
     cancel: CancellationToken,
@@ -138,6 +181,7 @@ async fn drive<T>(
         if cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Stop::Close);
         }
+        hold.store(true, Ordering::Relaxed);
         loop {
             let mut progress = false;
             if pending.is_none() {
@@ -175,11 +219,16 @@ async fn drive<T>(
                 Poll::Pending => {}
             }
             if !progress {
+                if hold.swap(false, Ordering::Relaxed) {
+                    // One more pass that really flushes what this poll gathered.
+                    continue;
+                }
                 return Poll::Pending;
             }
         }
     })
     .await;
+    hold.store(false, Ordering::Relaxed);
     if let Some(reply) = pending.take() {
         let _ = reply.send(Err(gone()));
     }
