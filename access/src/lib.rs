@@ -68,7 +68,9 @@ impl Access {
         for l in &config.listeners {
             let socket = match l.network {
                 Network::Tcp => Bound::Tcp(
-                    TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on tcp {}", l.addr))?,
+                    tunnel_proto::pump::bind_listener(l.addr)
+                        .await
+                        .with_context(|| format!("cannot listen on tcp {}", l.addr))?,
                 ),
                 Network::Udp => Bound::Udp(
                     UdpSocket::bind(l.addr).await.with_context(|| format!("cannot listen on udp {}", l.addr))?,
@@ -229,7 +231,7 @@ async fn accept_visitors(
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;
         };
-        tunnel_proto::pump::tune_tcp(&tcp);
+        tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
         let config = config.clone();
         shared.in_flight.spawn(async move {

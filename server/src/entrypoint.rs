@@ -39,7 +39,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;
         };
-        tunnel_proto::pump::tune_tcp(&tcp);
+        tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
         let raw_host = raw_host.clone();
         shared.tasks.spawn(async move {

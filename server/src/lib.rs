@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +69,9 @@ impl Server {
         let relay_addr = listener.local_addr()?;
         let mut entrypoints = Vec::new();
         for ep in &config.entrypoints {
-            let l =
-                TcpListener::bind(ep.addr).await.with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
+            let l = tunnel_proto::pump::bind_listener(ep.addr)
+                .await
+                .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
             entrypoints.push((l, ep.hostname.clone()));
         }
         let auth = auth::Auth::new(&config.global_tokens, &config.tunnel_tokens);
