@@ -9,7 +9,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -70,17 +70,17 @@ impl MuxSession {
             Side::Client => yamux::Mode::Client,
             Side::Server => yamux::Mode::Server,
         };
-        let hold = Arc::new(AtomicBool::new(false));
+        let flush = Arc::new(AtomicU8::new(FLUSH));
         let io = Batched {
             io: BufReader::with_capacity(IO_BUFFER, BufWriter::with_capacity(IO_BUFFER, io)),
-            hold: hold.clone(),
+            flush: flush.clone(),
         };
         let conn = yamux::Connection::new(io.compat(), yamux_config(config), mode);
         let (open_tx, open_rx) = mpsc::channel(64);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.max_streams);
         let cancel = CancellationToken::new();
         let done = CancellationToken::new();
-        tokio::spawn(drive(conn, hold, open_rx, inbound_tx, cancel.clone(), done.clone()));
+        tokio::spawn(drive(conn, flush, open_rx, inbound_tx, cancel.clone(), done.clone()));
         Arc::new(MuxSession { open_tx, inbound: Mutex::new(inbound_rx), cancel, done, peer })
     }
 }
@@ -126,13 +126,21 @@ impl Session for MuxSession {
 
 /// The connection under yamux, buffered both ways. yamux reads each frame's 12-byte header
 /// and its body separately, and flushes after every frame it sends; here reads come from a
-/// buffer that one large read fills, and while `hold` is set a flush is a no-op, so the
-/// frames of one pass of the driver leave in one write. The driver clears `hold` for its last
-/// pass before it waits, which flushes for real.
+/// buffer that one large read fills, and flushes follow the driver's `flush` mode, so the
+/// frames of one poll of the driver leave in one write:
+/// - `FLUSH_FIRST` (set as each poll starts): the first flush is real, which sends what an
+///   earlier poll left buffered (its last flush may have been refused by the task budget),
+///   and the mode becomes `HOLD`;
+/// - `HOLD`: a flush is a no-op (a full buffer is still written);
+/// - `FLUSH` (the poll's last pass, before the driver waits): every flush is real.
 struct Batched<T> {
     io: BufReader<BufWriter<T>>,
-    hold: Arc<AtomicBool>,
+    flush: Arc<AtomicU8>,
 }
+
+const FLUSH: u8 = 0;
+const HOLD: u8 = 1;
+const FLUSH_FIRST: u8 = 2;
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Batched<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -146,8 +154,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Batched<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.hold.load(Ordering::Relaxed) {
-            return Poll::Ready(Ok(()));
+        match self.flush.load(Ordering::Relaxed) {
+            HOLD => return Poll::Ready(Ok(())),
+            FLUSH_FIRST => self.flush.store(HOLD, Ordering::Relaxed),
+            _ => {}
         }
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -167,7 +177,7 @@ enum Stop {
 
 async fn drive<T>(
     mut conn: yamux::Connection<T>,
-    hold: Arc<AtomicBool>,
+    flush: Arc<AtomicU8>,
     mut open_rx: mpsc::Receiver<OpenReply>,
     inbound_tx: mpsc::Sender<yamux::Stream>,
     cancel: CancellationToken,
@@ -181,7 +191,7 @@ async fn drive<T>(
         if cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Stop::Close);
         }
-        hold.store(true, Ordering::Relaxed);
+        flush.store(FLUSH_FIRST, Ordering::Relaxed);
         loop {
             let mut progress = false;
             if pending.is_none() {
@@ -219,7 +229,7 @@ async fn drive<T>(
                 Poll::Pending => {}
             }
             if !progress {
-                if hold.swap(false, Ordering::Relaxed) {
+                if flush.swap(FLUSH, Ordering::Relaxed) != FLUSH {
                     // One more pass that really flushes what this poll gathered.
                     continue;
                 }
@@ -228,7 +238,7 @@ async fn drive<T>(
         }
     })
     .await;
-    hold.store(false, Ordering::Relaxed);
+    flush.store(FLUSH, Ordering::Relaxed);
     if let Some(reply) = pending.take() {
         let _ = reply.send(Err(gone()));
     }
