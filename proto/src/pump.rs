@@ -142,6 +142,10 @@ where
             Some(n) => n?,
             None => {
                 buffer.release_if_small();
+                // Either the readiness was stale (now cleared: the next wait is real) or the
+                // task has used up its scheduling budget, when `readable` would still answer
+                // at once and this loop would spin: yield to the scheduler in both cases.
+                tokio::task::yield_now().await;
                 continue;
             }
         };
@@ -154,9 +158,9 @@ where
     }
 }
 
-/// Reads what `r` has without waiting; `None` when it had nothing. Unlike `try_read`, a read
-/// that does not fill the buffer marks the socket drained, so waiting for the next burst
-/// costs no extra read that fails with `WouldBlock`.
+/// Reads what `r` has without waiting; `None` when it had nothing or the task's budget is
+/// spent. Unlike `try_read`, a read that does not fill the buffer marks the socket drained,
+/// so waiting for the next burst costs no extra read that fails with `WouldBlock`.
 async fn read_now<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Option<io::Result<usize>> {
     poll_fn(|cx| {
         let mut rb = ReadBuf::new(buf);
@@ -207,6 +211,82 @@ pub fn reset(stream: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that spends the task's whole scheduling budget on every write, so the
+    /// pump's next read finds it spent.
+    struct SpendsBudget<W>(W);
+
+    impl<W: AsyncWrite + Unpin> AsyncWrite for SpendsBudget<W> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let written = Pin::new(&mut self.0).poll_write(cx, buf);
+            if written.is_ready() {
+                while std::future::Future::poll(std::pin::pin!(tokio::task::coop::consume_budget()), cx).is_ready() {}
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl<W: AsyncRead + Unpin> AsyncRead for SpendsBudget<W> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    /// A connection with data waiting, read by a task whose budget is spent, must make the
+    /// pump yield rather than spin: spinning stalls a single-threaded runtime for good.
+    #[test]
+    fn a_spent_task_budget_does_not_stall_a_single_threaded_runtime() {
+        const LEN: usize = 8 << 20;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let moved = rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let mut sender = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                // Data waits before the pump starts, so its first read fills its buffer and
+                // the socket stays readable.
+                let data = vec![7u8; LEN];
+                let send = tokio::spawn(async move {
+                    sender.write_all(&data).await.unwrap();
+                    sender.shutdown().await.unwrap();
+                    sender
+                });
+                tcp.readable().await.unwrap();
+                let (near, mut far) = tokio::io::duplex(LEN + 1);
+                let mut near = SpendsBudget(near);
+                let reader = tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    far.read_to_end(&mut got).await.unwrap();
+                    got.len()
+                });
+                let (up, _) = pump_tcp(&mut tcp, &mut near).await.unwrap();
+                drop(near);
+                drop(send.await.unwrap());
+                assert_eq!(reader.await.unwrap() as u64, up);
+                up
+            });
+            let _ = done_tx.send(moved);
+        });
+        let moved = done_rx.recv_timeout(Duration::from_secs(60)).expect("the pump stalled its runtime");
+        assert_eq!(moved, LEN as u64);
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nodelay_and_keepalive() {
