@@ -62,6 +62,7 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let out = child.stdout.take().expect("stdout");
@@ -129,6 +130,26 @@ impl Proc {
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
     }
+}
+
+/// Makes the child get SIGKILL when the thread that started it ends, so a test binary that
+/// is itself killed (a timeout, Ctrl-C) leaves no server or agent running: `Drop` does not run
+/// then. Every `Proc` is started and dropped by its test's own thread.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook runs in the child between fork and exec and calls only prctl,
+        // which is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 impl Drop for Proc {
