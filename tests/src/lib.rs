@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -471,4 +471,16 @@ impl Server {
         let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
         Server { proc, relay, entrypoints, transport, fingerprint, _state: state }
     }
+}
+
+/// Runs `openssl ARGS` in `dir` and returns its standard output; panics with openssl's error
+/// output if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}; this test needs openssl installed (CI installs it)"));
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tunnel_tests::{access, agent, curl, origin, poll_until, tunnel_id, External, Proc, Server};
+use tunnel_tests::{access, agent, curl, openssl, origin, poll_until, tunnel_id, External, Proc, Server};
 
 /// A self-signed certificate for `secure.example.com` and an `openssl s_server -www` using it.
 struct TlsOrigin {
@@ -15,18 +15,10 @@ struct TlsOrigin {
     _dir: tempfile::TempDir,
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}; this test needs openssl installed (CI installs it)"));
-    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn tls_origin() -> TlsOrigin {
     let dir = tempfile::tempdir().expect("temp dir");
     openssl(
+        dir.path(),
         &[
             "req",
             "-x509",
@@ -44,7 +36,6 @@ fn tls_origin() -> TlsOrigin {
             "-out",
             "cert.pem",
         ],
-        dir.path(),
     );
     let addr = origin::closed_port();
     let mut cmd = Command::new("openssl");

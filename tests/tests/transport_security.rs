@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rand::Rng;
-use tunnel_tests::{agent, http_get, origin, tunnel_id, Proc, Server, Transport};
+use tunnel_tests::{agent, http_get, openssl, origin, tunnel_id, Proc, Server, Transport};
 
 /// One `#[test]` per encrypted transport (modules `tls` and `quic`) for each scenario.
 macro_rules! over_encrypted {
@@ -102,16 +102,6 @@ fn right_pin_joins_and_serves(t: Transport) {
     assert!(fp.starts_with("sha256:") && fp.len() == 7 + 64, "{fp}");
     let _agent = agent(&server, &[&format!("rtcp://:0/{}", origin::http("a"))], &id, &format!("pin={fp}"), 1);
     assert_serves(&server, "a");
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}; this test needs openssl installed (CI installs it)"));
-    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`) for
