@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::{Session, Stream};
 use tunnel_proto::client::{self, Backoff, ControlEnd, Dialer};
+use tunnel_proto::pump::accept_until;
 use tunnel_proto::sniff::{self, Guess};
 use tunnel_proto::tls::TlsError;
 use tunnel_proto::wire::{
@@ -216,17 +217,7 @@ async fn accept_visitors(
 ) {
     let config = Arc::new(config);
     loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(err) => {
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
+        let Some((tcp, peer)) = accept_until(&shutdown, "listener", || listener.accept()).await else { return };
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;

@@ -1,11 +1,12 @@
-//! Moving bytes between two connections, and the socket options every hop gets.
+//! Moving bytes between two connections, the socket options every hop gets, and the accept
+//! loop of every listener.
 //!
 //! The pump copies both ways at once. Each direction reads into a small buffer and moves to a
 //! large one only while data keeps filling the small one, going back once the flow slows: a
 //! busy stream gets multi-Gbit/s copies, and an idle visitor costs a few KiB instead of two
 //! large buffers per hop.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
@@ -15,6 +16,8 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::ReadHalf;
 use tokio::net::{TcpListener, TcpStream};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::defaults::COPY_BUFFER;
 
@@ -186,6 +189,31 @@ pub async fn bind_listener(addr: std::net::SocketAddr) -> io::Result<TcpListener
     let listener = TcpListener::bind(addr).await?;
     tune(SockRef::from(&listener));
     Ok(listener)
+}
+
+/// Pause after a failed accept (out of file descriptors and the like) instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The next connection from `accept`, or `None` once `shutdown` is cancelled; shutdown wins
+/// over a connection waiting in the backlog. A failed accept is logged (naming `what`) and
+/// retried after a short pause.
+pub async fn accept_until<T, F>(shutdown: &CancellationToken, what: &str, mut accept: impl FnMut() -> F) -> Option<T>
+where
+    F: Future<Output = io::Result<T>>,
+{
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            r = accept() => match r {
+                Ok(conn) => return Some(conn),
+                Err(err) => {
+                    tracing::warn!(%err, "{what} accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
 }
 
 /// Gives a connection accepted from a [`bind_listener`] listener what it did not inherit.

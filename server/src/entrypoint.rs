@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tunnel_proto::pump::accept_until;
 use tunnel_proto::sniff::{self, Guess, SniffError};
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 
@@ -21,19 +22,8 @@ use tunnel_proto::http;
 /// Accepts visitors on one entrypoint until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Option<String>) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            // Once shutdown is signalled, a connection waiting in the backlog is not served.
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off briefly instead of spinning.
-                    tracing::warn!(%err, "entrypoint accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((tcp, peer)) = accept_until(&shared.shutdown, "entrypoint", || listener.accept()).await else {
+            return;
         };
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "visitor refused: visitor limit reached");

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::{ChannelConfig, Listener};
+use tunnel_proto::pump::accept_until;
 use tunnel_proto::tls::ServerIdentity;
 
 pub mod auth;
@@ -155,18 +156,7 @@ fn load_identity(source: &config::IdentitySource) -> anyhow::Result<ServerIdenti
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
-        let incoming = tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(i) => i,
-                Err(err) => {
-                    tracing::warn!(%err, "relay accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some(incoming) = accept_until(&shared.shutdown, "relay", || listener.accept()).await else { return };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             tracing::debug!(peer = %incoming.peer_addr(), "too many sessions in their handshake, connection dropped");
             continue;
