@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tunnel_proto::client::{RelayFile, RelayOptions};
 use tunnel_proto::defaults;
 use tunnel_proto::host;
-use tunnel_proto::url::{self, NodeUrl, UrlError};
 use tunnel_proto::wire::Network;
+use tunnel_runtime::cli::ClientFile;
+use tunnel_runtime::client::{KeeperTimings, RelayFile, RelayOptions};
+use tunnel_runtime::url::{self, NodeUrl, UrlError};
 
-pub use tunnel_proto::config::ConfigError;
+pub use tunnel_runtime::config::ConfigError;
 
 /// The access client's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -139,16 +140,8 @@ pub struct Limits {
     pub max_visitors: usize,
     /// UDP flows at once per listener.
     pub max_udp_flows: usize,
-    /// On shutdown, time given to connections in flight.
-    pub grace_period: Duration,
-    /// First reconnect delay.
-    pub backoff_base: Duration,
-    /// Largest reconnect delay.
-    pub backoff_max: Duration,
-    /// Ping interval.
-    pub keepalive_interval: Duration,
-    /// Pong deadline.
-    pub keepalive_timeout: Duration,
+    /// Reconnects, keepalive and the drain of each session.
+    pub session: KeeperTimings,
 }
 
 /// The validated configuration.
@@ -162,15 +155,16 @@ pub struct Config {
     pub limits: Limits,
 }
 
-impl FileConfig {
-    /// Reads a TOML file.
-    pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
-        tunnel_proto::config::load_toml(path)
+impl ClientFile for FileConfig {
+    type Config = Config;
+
+    fn relay_mut(&mut self) -> &mut RelayFile {
+        &mut self.relay
     }
 
     /// Builds the config from `-L` listener URLs and the `-F` relay URL. A port range
     /// (`tcp://:8000-8003/host`) becomes one listener per port.
-    pub fn from_urls(services: &[String], relay: &str) -> Result<FileConfig, ConfigError> {
+    fn from_urls(services: &[String], relay: &str) -> Result<FileConfig, ConfigError> {
         let mut fc = FileConfig { relay: RelayFile::from_url(relay)?, ..FileConfig::default() };
         for raw in services {
             let mut u = NodeUrl::parse(raw)?;
@@ -203,7 +197,7 @@ impl FileConfig {
     }
 
     /// Validates every value.
-    pub fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
+    fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
         let invalid = |key: &str, why: String| ConfigError::Invalid {
             source_name: source_name.to_owned(),
             key: key.to_owned(),
@@ -271,17 +265,19 @@ impl FileConfig {
         }
         let l = self.limits;
         let limits = Limits {
+            session: KeeperTimings::or_defaults(
+                l.backoff_base,
+                l.backoff_max,
+                l.keepalive_interval,
+                l.keepalive_timeout,
+                l.grace_period,
+            ),
             handshake_timeout: l.handshake_timeout.unwrap_or(defaults::CONNECT_TIMEOUT),
             sniff_timeout: l.sniff_timeout.unwrap_or(defaults::SNIFF_TIMEOUT),
             sniff_max_bytes: l.sniff_max_bytes.unwrap_or(defaults::SNIFF_MAX_BYTES),
             reply_timeout: l.reply_timeout.unwrap_or(defaults::REPLY_TIMEOUT),
             max_visitors: l.max_visitors.unwrap_or(defaults::MAX_VISITORS),
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
-            grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
-            backoff_base: l.backoff_base.unwrap_or(defaults::BACKOFF_BASE),
-            backoff_max: l.backoff_max.unwrap_or(defaults::BACKOFF_MAX),
-            keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),
-            keepalive_timeout: l.keepalive_timeout.unwrap_or(defaults::KEEPALIVE_TIMEOUT),
         };
         Ok(Config { relay, listeners, limits })
     }

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use tunnel_proto::client::{RelayFile, RelayOptions};
 use tunnel_proto::host::HostPattern;
-use tunnel_proto::url::{self, NodeUrl};
 use tunnel_proto::wire::Network;
 use tunnel_proto::{datagram, defaults};
+use tunnel_runtime::cli::ClientFile;
+use tunnel_runtime::client::{KeeperTimings, RelayFile, RelayOptions};
+use tunnel_runtime::url::{self, NodeUrl};
 
-pub use tunnel_proto::config::ConfigError;
+pub use tunnel_runtime::config::ConfigError;
 
 /// The agent's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,18 +119,10 @@ pub struct Limits {
     pub dial_timeout: Duration,
     /// Connecting to the server plus hello.
     pub handshake_timeout: Duration,
-    /// First reconnect delay.
-    pub backoff_base: Duration,
-    /// Largest reconnect delay.
-    pub backoff_max: Duration,
-    /// Ping interval.
-    pub keepalive_interval: Duration,
-    /// Pong deadline.
-    pub keepalive_timeout: Duration,
     /// UDP flows at once.
     pub max_udp_flows: usize,
-    /// On shutdown (or when the server goes away), time given to streams in flight.
-    pub grace_period: Duration,
+    /// Reconnects, keepalive and the drain of each session.
+    pub session: KeeperTimings,
 }
 
 /// The validated configuration.
@@ -143,14 +136,15 @@ pub struct Config {
     pub limits: Limits,
 }
 
-impl FileConfig {
-    /// Reads a TOML file.
-    pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
-        tunnel_proto::config::load_toml(path)
+impl ClientFile for FileConfig {
+    type Config = Config;
+
+    fn relay_mut(&mut self) -> &mut RelayFile {
+        &mut self.relay
     }
 
     /// Builds the config from `-L` service URLs and the `-F` relay URL.
-    pub fn from_urls(services: &[String], relay: &str) -> Result<FileConfig, ConfigError> {
+    fn from_urls(services: &[String], relay: &str) -> Result<FileConfig, ConfigError> {
         let mut fc = FileConfig { relay: RelayFile::from_url(relay)?, ..FileConfig::default() };
         for raw in services {
             let mut u = NodeUrl::parse(raw)?;
@@ -183,7 +177,7 @@ impl FileConfig {
     }
 
     /// Validates every value.
-    pub fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
+    fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
         let invalid = |key: &str, why: String| ConfigError::Invalid {
             source_name: source_name.to_owned(),
             key: key.to_owned(),
@@ -237,14 +231,16 @@ impl FileConfig {
         }
         let l = self.limits;
         let limits = Limits {
+            session: KeeperTimings::or_defaults(
+                l.backoff_base,
+                l.backoff_max,
+                l.keepalive_interval,
+                l.keepalive_timeout,
+                l.grace_period,
+            ),
             dial_timeout: l.dial_timeout.unwrap_or(defaults::DIAL_TIMEOUT),
             handshake_timeout: l.handshake_timeout.unwrap_or(defaults::CONNECT_TIMEOUT),
-            backoff_base: l.backoff_base.unwrap_or(defaults::BACKOFF_BASE),
-            backoff_max: l.backoff_max.unwrap_or(defaults::BACKOFF_MAX),
-            keepalive_interval: l.keepalive_interval.unwrap_or(defaults::KEEPALIVE_INTERVAL),
-            keepalive_timeout: l.keepalive_timeout.unwrap_or(defaults::KEEPALIVE_TIMEOUT),
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
-            grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
         };
         Ok(Config { relay, targets, limits })
     }

@@ -3,7 +3,7 @@
 //!
 //! One crypto provider, ring, is used everywhere and passed explicitly
 //! (`builder_with_provider`), so no global provider state is involved. Servers use a
-//! configured certificate or a self-signed one made with rcgen and kept on disk, so its
+//! configured certificate or the self-signed one the server keeps on disk, so its
 //! fingerprint survives restarts. Clients verify by default: a CA file, the system roots, or a
 //! pinned SHA-256 fingerprint of the server certificate; `insecure` skips the certificate
 //! check (handshake signatures are still verified).
@@ -44,9 +44,9 @@ pub enum TlsError {
     /// rustls refused the material.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    /// The certificate could not be generated.
-    #[error("cannot generate a certificate: {0}")]
-    Generate(String),
+    /// QUIC refused the TLS configuration.
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
     /// A `pin=` value that is not `sha256:` and 64 hex digits.
     #[error("invalid pin {0:?}: expected sha256: followed by 64 hex digits")]
     BadPin(String),
@@ -101,27 +101,6 @@ impl ServerIdentity {
         Ok(ServerIdentity { certs, key })
     }
 
-    /// Loads the self-signed identity kept in `dir`, or makes one (valid for `names`) and
-    /// keeps it there, so restarts present the same certificate.
-    pub fn load_or_generate(dir: &Path, names: &[String]) -> Result<ServerIdentity, TlsError> {
-        let cert_file = dir.join("server-cert.pem");
-        let key_file = dir.join("server-key.pem");
-        if cert_file.exists() && key_file.exists() {
-            return ServerIdentity::load(&cert_file, &key_file);
-        }
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| TlsError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut all = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        all.extend(names.iter().cloned());
-        let certified = rcgen::generate_simple_self_signed(all).map_err(|e| TlsError::Generate(e.to_string()))?;
-        write_private(&key_file, certified.signing_key.serialize_pem().as_bytes()).map_err(io(&key_file))?;
-        std::fs::write(&cert_file, certified.cert.pem()).map_err(io(&cert_file))?;
-        ServerIdentity::load(&cert_file, &key_file)
-    }
-
     /// A rustls server configuration (TLS 1.3 only) presenting this identity.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
@@ -131,15 +110,6 @@ impl ServerIdentity {
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Arc::new(cfg))
     }
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)?.write_all(data)
 }
 
 /// How a client checks the server's certificate.
@@ -343,16 +313,6 @@ pub fn describe_rustls(err: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn self_signed_identity_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = ServerIdentity::load_or_generate(dir.path(), &["relay.example".into()]).unwrap();
-        let b = ServerIdentity::load_or_generate(dir.path(), &[]).unwrap();
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        assert!(a.fingerprint().starts_with("sha256:") && a.fingerprint().len() == 7 + 64);
-        a.server_config().unwrap();
-    }
 
     #[test]
     fn pins_parse() {

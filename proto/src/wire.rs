@@ -11,7 +11,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
 /// The protocol version this build speaks, sent in [`Hello`].
@@ -42,17 +41,6 @@ pub enum DecodeError {
     /// The body is shorter or longer than its fields say.
     #[error("malformed {0:?} frame: {1}")]
     Malformed(Kind, &'static str),
-}
-
-/// Errors reading or writing frames on a stream.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    /// The bytes were not a valid frame.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// The stream failed or ended early.
-    #[error("stream error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Frame kinds; this enum owns every tag number on the wire.
@@ -349,11 +337,7 @@ impl Frame {
             return Ok(None);
         }
         let head = contiguous_prefix(buf, HEADER_LEN);
-        let (kind, len) = (head[0], u16::from_be_bytes([head[1], head[2]]) as usize);
-        let kind = Kind::from_u8(kind)?;
-        if len > MAX_BODY {
-            return Err(DecodeError::TooLong(len));
-        }
+        let (kind, len) = decode_head([head[0], head[1], head[2]])?;
         if buf.remaining() < HEADER_LEN + len {
             return Ok(None);
         }
@@ -361,6 +345,17 @@ impl Frame {
         let body = buf.copy_to_bytes(len);
         decode_body(kind, body).map(Some)
     }
+}
+
+/// Reads a frame header: the kind and the body length, checked against [`MAX_BODY`] before
+/// anything is allocated for the body.
+pub fn decode_head(head: [u8; HEADER_LEN]) -> Result<(Kind, usize), DecodeError> {
+    let kind = Kind::from_u8(head[0])?;
+    let len = u16::from_be_bytes([head[1], head[2]]) as usize;
+    if len > MAX_BODY {
+        return Err(DecodeError::TooLong(len));
+    }
+    Ok((kind, len))
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary, so a
@@ -389,7 +384,7 @@ fn contiguous_prefix(buf: &impl Buf, n: usize) -> Vec<u8> {
     out
 }
 
-fn decode_body(kind: Kind, mut b: Bytes) -> Result<Frame, DecodeError> {
+pub(crate) fn decode_body(kind: Kind, mut b: Bytes) -> Result<Frame, DecodeError> {
     let short = |what| DecodeError::Malformed(kind, what);
     let frame = match kind {
         Kind::Hello => {
@@ -501,67 +496,5 @@ fn decode_addr(b: &mut Bytes) -> Option<Option<SocketAddr>> {
             Some(Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), b.get_u16())))
         }
         _ => None,
-    }
-}
-
-/// Reads exactly one frame from `r`, never reading past its end (stream data may follow).
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
-    let mut head = [0u8; HEADER_LEN];
-    r.read_exact(&mut head).await?;
-    let kind = Kind::from_u8(head[0])?;
-    let len = u16::from_be_bytes([head[1], head[2]]) as usize;
-    if len > MAX_BODY {
-        return Err(DecodeError::TooLong(len).into());
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(decode_body(kind, Bytes::from(body))?)
-}
-
-/// Writes one frame (a single write call, so it leaves in one mux frame).
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
-    w.write_all(&frame.to_vec()).await
-}
-
-/// Why no final stream reply was read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplyError {
-    /// Not even a provisional reply within the acknowledgement timeout: the peer is presumed
-    /// dead (a half-open session), so the stream may be retried elsewhere.
-    #[error("no acknowledgement within {0:?}")]
-    Silent(std::time::Duration),
-    /// Acknowledged, but no final reply in time.
-    #[error("no answer within {0:?}")]
-    Timeout(std::time::Duration),
-    /// The stream failed or carried something else.
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-}
-
-/// Reads a stream's final reply, skipping provisional (100) ones: the first reply of any kind
-/// must come within `ack_timeout`, the final one within `reply_timeout` of the start.
-pub async fn read_reply<R: AsyncRead + Unpin>(
-    r: &mut R,
-    ack_timeout: std::time::Duration,
-    reply_timeout: std::time::Duration,
-) -> Result<Reply, ReplyError> {
-    let deadline = tokio::time::Instant::now() + reply_timeout;
-    let mut first = true;
-    loop {
-        let limit = if first {
-            ack_timeout.min(reply_timeout)
-        } else {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        };
-        let frame = match tokio::time::timeout(limit, read_frame(r)).await {
-            Ok(frame) => frame?,
-            Err(_) if first => return Err(ReplyError::Silent(limit)),
-            Err(_) => return Err(ReplyError::Timeout(reply_timeout)),
-        };
-        match frame {
-            Frame::StreamReply(reply) if reply.status == Status::CONTINUE => first = false,
-            Frame::StreamReply(reply) => return Ok(reply),
-            other => return Err(FrameError::Decode(DecodeError::Unexpected(other.kind())).into()),
-        }
     }
 }

@@ -9,9 +9,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnel_proto::framed::{read_frame, write_frame, FrameError};
 use tunnel_proto::wire::{
-    read_frame, write_frame, DecodeError, Frame, FrameError, Hello, Kind, Network, Networks, Reply, Role, Status,
-    StreamHeader, Token, HEADER_LEN, MAX_BODY, MAX_HOSTNAME, MAX_MESSAGE, MAX_TOKEN,
+    DecodeError, Frame, Hello, Kind, Network, Networks, Reply, Role, Status, StreamHeader, Token, HEADER_LEN, MAX_BODY,
+    MAX_HOSTNAME, MAX_MESSAGE, MAX_TOKEN,
 };
 use tunnel_proto::Uuid;
 

@@ -1,6 +1,6 @@
 //! The HTTP answers given to visitors that cannot be routed.
 
-use crate::wire::Status;
+use tunnel_proto::wire::Status;
 
 /// The HTTP status a relay status becomes for a visitor. "No agent" is a 502 (bad gateway),
 /// as the visitor cares that the upstream is missing, not why.

@@ -8,19 +8,26 @@
 use std::collections::HashMap;
 
 use subtle::ConstantTimeEq;
+use tunnel_runtime::Secret;
 use uuid::Uuid;
 
 /// The token table.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Auth {
     global: Vec<Vec<u8>>,
     per_tunnel: HashMap<Uuid, Vec<Vec<u8>>>,
 }
 
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("global", &self.global.len()).field("tunnels", &self.per_tunnel.len()).finish()
+    }
+}
+
 impl Auth {
     /// Builds the table.
-    pub fn new(global: &[String], per_tunnel: &HashMap<Uuid, Vec<String>>) -> Auth {
-        let bytes = |v: &[String]| v.iter().map(|t| t.as_bytes().to_vec()).collect::<Vec<_>>();
+    pub fn new(global: &[Secret], per_tunnel: &HashMap<Uuid, Vec<Secret>>) -> Auth {
+        let bytes = |v: &[Secret]| v.iter().map(|t| t.expose().as_bytes().to_vec()).collect::<Vec<_>>();
         Auth { global: bytes(global), per_tunnel: per_tunnel.iter().map(|(k, v)| (*k, bytes(v))).collect() }
     }
 
@@ -52,12 +59,12 @@ mod tests {
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
         let mut per = HashMap::new();
-        per.insert(a, vec!["old".to_owned(), "new".to_owned()]);
+        per.insert(a, vec!["old".into(), "new".into()]);
         let auth = Auth::new(&[], &per);
         assert!(auth.admits(&a, b"old") && auth.admits(&a, b"new"));
         assert!(!auth.admits(&a, b"") && !auth.admits(&a, b"other"));
         assert!(auth.admits(&b, b""), "a tunnel without tokens is open when there is no global token");
-        let auth = Auth::new(&["g".to_owned()], &per);
+        let auth = Auth::new(&["g".into()], &per);
         assert!(auth.admits(&a, b"g") && auth.admits(&b, b"g") && !auth.admits(&b, b""));
         assert!(!Auth::default().enabled());
     }

@@ -9,12 +9,16 @@ use serde::Deserialize;
 use tunnel_proto::channel::Transport;
 use tunnel_proto::defaults;
 use tunnel_proto::host::{self, HostPattern};
-use tunnel_proto::url::{self, NodeUrl};
+use tunnel_runtime::client::parse_tunnel_id;
+use tunnel_runtime::url::{self, NodeUrl};
+use tunnel_runtime::Secret;
 use uuid::Uuid;
 
+use crate::auth::Auth;
 use crate::ingress::{Ingress, Rule};
+use crate::routing::Routes;
 
-pub use tunnel_proto::config::ConfigError;
+pub use tunnel_runtime::config::ConfigError;
 
 /// One value or a list (`entryPoint = ":80"` or `entryPoint = [":80", ":443"]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -51,7 +55,7 @@ pub struct FileConfig {
     pub entry_point: Option<OneOrMany>,
     /// One token accepted for every tunnel.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// PEM certificate chain for `tls` / `quic` (with `keyFile`).
     #[serde(default)]
     pub cert_file: Option<String>,
@@ -114,7 +118,7 @@ pub struct TunnelToken {
     /// The tunnel.
     pub tunnel: String,
     /// The token.
-    pub token: String,
+    pub token: Secret,
 }
 
 /// `[limits]` as written; every field optional.
@@ -194,9 +198,9 @@ pub struct Config {
     /// Direct routing for access clients.
     pub direct: bool,
     /// Tokens accepted for every tunnel.
-    pub global_tokens: Vec<String>,
+    pub global_tokens: Vec<Secret>,
     /// Tokens per tunnel.
-    pub tunnel_tokens: HashMap<Uuid, Vec<String>>,
+    pub tunnel_tokens: HashMap<Uuid, Vec<Secret>>,
     /// Limits.
     pub limits: Limits,
 }
@@ -204,7 +208,7 @@ pub struct Config {
 impl FileConfig {
     /// Reads and parses a TOML file.
     pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
-        tunnel_proto::config::load_toml(path)
+        tunnel_runtime::config::load_toml(path)
     }
 
     /// Builds a config from a `relay://addr?key=value` URL.
@@ -218,7 +222,7 @@ impl FileConfig {
             key_file: u.take(&["keyFile"]),
             state_dir: u.take(&["stateDir"]),
             entry_point: u.take(&["entryPoint"]).map(OneOrMany::One),
-            token: u.take(&["token"]),
+            token: u.take(&["token"]).map(Secret::from),
             ..FileConfig::default()
         };
         fc.tunnel.direct = u.take_bool(&["tunnel.direct", "direct"])?.unwrap_or(false);
@@ -287,7 +291,7 @@ impl FileConfig {
             let tunnel = parse_tunnel_id(id).map_err(|e| invalid(&format!("{key}.endpoint"), e))?;
             rules.push(Rule { pattern, tunnel, private });
         }
-        let mut tunnel_tokens: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let id = parse_tunnel_id(&t.tunnel).map_err(|e| invalid(&format!("tokens[{i}].tunnel"), e))?;
             check_token(&t.token).map_err(|e| invalid(&format!("tokens[{i}].token"), e))?;
@@ -342,10 +346,21 @@ impl FileConfig {
     }
 }
 
+impl Config {
+    /// The routing decisions this configuration makes.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            ingress: self.ingress.clone(),
+            direct: self.direct,
+            auth: Auth::new(&self.global_tokens, &self.tunnel_tokens),
+        }
+    }
+}
+
 impl Limits {
     /// The timeouts for a new stream's replies.
-    pub fn reply_timeouts(&self) -> crate::registry::ReplyTimeouts {
-        crate::registry::ReplyTimeouts { ack: self.ack_timeout, reply: self.reply_timeout }
+    pub fn reply_timeouts(&self) -> tunnel_proto::framed::ReplyTimeouts {
+        tunnel_proto::framed::ReplyTimeouts { ack: self.ack_timeout, reply: self.reply_timeout }
     }
 }
 
@@ -382,14 +397,7 @@ fn state_dir(configured: Option<&str>) -> std::path::PathBuf {
     base.join("tunnel-server")
 }
 
-/// Parses a tunnel ID, with a message that shows the expected form.
-pub fn parse_tunnel_id(raw: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(raw.trim()).map_err(|e| {
-        format!("invalid tunnel ID {raw:?} ({e}); expected a UUID like 4d21094e-b74c-4916-86c1-d9fa36ea677b")
-    })
-}
-
-fn check_token(t: &str) -> Result<(), String> {
+fn check_token(t: &Secret) -> Result<(), String> {
     if t.is_empty() || t.len() > tunnel_proto::wire::MAX_TOKEN {
         return Err(format!("token must be 1 to {} bytes", tunnel_proto::wire::MAX_TOKEN));
     }

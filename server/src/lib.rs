@@ -1,12 +1,15 @@
 //! `tunnel-server`: the public side of tunnel.
 //!
 //! It listens for data-channel sessions from agents and access clients on its relay
-//! listener ([`relay`]), and for visitors on public entrypoints ([`entrypoint`]). Visitors are
-//! routed by hostname through the [`ingress`] table to a tunnel, and from the tunnel's pool in
-//! the [`registry`] to one agent session, which carries the visitor's bytes to a target.
-//! Access clients reach tunnels through the private entrypoint: streams they open on their
-//! own session, routed by the same table (private rules included) or by tunnel ID in direct
-//! mode.
+//! listener ([`relay`]), and for visitors on public entrypoints ([`entrypoint`]). Every
+//! routing decision is made by the [`routing::Routes`] value in force (ingress rules, direct
+//! routing, tokens); visitors go to a tunnel, and from the tunnel's pool in the [`registry`]
+//! to one agent session, which carries the visitor's bytes to a target. Access clients reach
+//! tunnels through the private entrypoint: streams they open on their own session, routed by
+//! the same table (private rules included) or by tunnel ID in direct mode.
+//!
+//! `docs/ARCHITECTURE.md` follows a visitor, an access stream and a UDP flow through these
+//! files.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,19 +20,18 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::{ChannelConfig, Listener};
 use tunnel_proto::pump::accept_until;
-use tunnel_proto::tls::ServerIdentity;
+use tunnel_runtime::Lifecycle;
 
 pub mod auth;
 pub mod config;
 mod entrypoint;
-
+pub mod identity;
 pub mod ingress;
 pub mod registry;
 mod relay;
+pub mod routing;
 
 pub use config::{Config, FileConfig};
 
@@ -40,15 +42,12 @@ const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// State shared by every task of a server.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    pub(crate) routes: routing::RoutesCell,
     pub(crate) registry: registry::Registry,
-    pub(crate) auth: auth::Auth,
     pub(crate) visitors: Arc<Semaphore>,
-    /// Stop accepting and tell every session the server is going away.
-    pub(crate) shutdown: CancellationToken,
-    /// The grace period is over: close whatever is still open.
-    pub(crate) hard_stop: CancellationToken,
-    /// Every session and visitor task, so shutdown can wait for them.
-    pub(crate) tasks: TaskTracker,
+    /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
+    /// period, and every session and visitor task.
+    pub(crate) life: Lifecycle,
 }
 
 /// A running server.
@@ -56,14 +55,15 @@ pub struct Server {
     relay_addr: SocketAddr,
     entrypoint_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    tasks: JoinSet<()>,
+    /// The accept loops; they end when stopping begins.
+    listeners: JoinSet<()>,
 }
 
 impl Server {
     /// Binds every listener and starts serving.
     pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         let channel = ChannelConfig::default();
-        let identity = if config.transport.is_encrypted() { Some(load_identity(&config.identity)?) } else { None };
+        let identity = if config.transport.is_encrypted() { Some(identity::load(&config.identity)?) } else { None };
         let listener = Listener::bind(config.relay_addr, config.transport, identity.as_ref(), channel)
             .await
             .with_context(|| format!("cannot listen on relay address {}", config.relay_addr))?;
@@ -75,38 +75,37 @@ impl Server {
                 .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
             entrypoints.push((l, ep.hostname.clone()));
         }
-        let auth = auth::Auth::new(&config.global_tokens, &config.tunnel_tokens);
-        if !auth.enabled() {
+        let routes = config.routes();
+        if !routes.auth.enabled() {
             tracing::warn!("no tokens configured: any agent may join a tunnel in the ingress and any access client may reach it; set --token or [[tokens]]");
         }
-        if config.direct {
+        if routes.direct {
             tracing::warn!("direct routing is on: access clients may reach any tunnel by its ID");
         }
         let shared = Arc::new(Shared {
             visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
             registry: registry::Registry::default(),
-            auth,
+            routes: routing::RoutesCell::new(routes),
             config,
-            shutdown: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            life: Lifecycle::new(),
         });
-        let mut tasks = JoinSet::new();
+        let mut listeners = JoinSet::new();
+        let transport = shared.config.transport;
         match &identity {
             Some(id) => {
-                tracing::info!(addr = %relay_addr, transport = %shared.config.transport, fingerprint = %id.fingerprint(), "relay listening")
+                tracing::info!(addr = %relay_addr, %transport, fingerprint = %id.fingerprint(), "relay listening")
             }
-            None => tracing::info!(addr = %relay_addr, transport = %shared.config.transport, "relay listening"),
+            None => tracing::info!(addr = %relay_addr, %transport, "relay listening"),
         }
-        tasks.spawn(accept_sessions(shared.clone(), listener));
+        listeners.spawn(accept_sessions(shared.clone(), listener));
         let mut entrypoint_addrs = Vec::new();
         for (l, hostname) in entrypoints {
             let addr = l.local_addr()?;
             tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");
             entrypoint_addrs.push(addr);
-            tasks.spawn(entrypoint::run(shared.clone(), l, hostname));
+            listeners.spawn(entrypoint::run(shared.clone(), l, hostname));
         }
-        Ok(Server { relay_addr, entrypoint_addrs, shared, tasks })
+        Ok(Server { relay_addr, entrypoint_addrs, shared, listeners })
     }
 
     /// The relay listener's bound address.
@@ -122,17 +121,14 @@ impl Server {
     /// Graceful drain: stops accepting sessions and visitors, tells every session the server
     /// is going away, lets streams in flight finish for at most `grace`, then closes the rest.
     pub async fn shutdown(mut self, grace: Duration) {
-        self.shared.shutdown.cancel();
+        self.shared.life.begin_stop();
         // Each accept loop ends and drops its listener: only then is the drain announced, so
         // a visitor or session that comes after the announcement is refused.
-        while self.tasks.join_next().await.is_some() {}
+        while self.listeners.join_next().await.is_some() {}
         tracing::info!(?grace, "shutting down: listeners closed, draining sessions");
-        self.shared.tasks.close();
-        if tokio::time::timeout(grace, self.shared.tasks.wait()).await.is_err() {
+        if !self.shared.life.drain(grace).await {
             tracing::warn!(?grace, "streams still open after the grace period are cut");
         }
-        self.shared.hard_stop.cancel();
-        self.shared.tasks.wait().await;
     }
 
     /// The configured grace period.
@@ -141,26 +137,23 @@ impl Server {
     }
 }
 
-fn load_identity(source: &config::IdentitySource) -> anyhow::Result<ServerIdentity> {
-    match source {
-        config::IdentitySource::Files { cert, key } => Ok(ServerIdentity::load(cert, key)?),
-        config::IdentitySource::SelfSigned { dir, names } => {
-            let id = ServerIdentity::load_or_generate(dir, names)
-                .with_context(|| format!("cannot keep a self-signed certificate in {}", dir.display()))?;
-            tracing::info!(dir = %dir.display(), "using a self-signed certificate; clients pin it with pin={}", id.fingerprint());
-            Ok(id)
-        }
+impl tunnel_runtime::cli::Stop for Server {
+    async fn stop(self) {
+        let grace = self.grace_period();
+        self.shutdown(grace).await
     }
 }
 
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
-        let Some(incoming) = accept_until(&shared.shutdown, "relay", || listener.accept()).await else { return };
+        let Some(incoming) = accept_until(shared.life.stopping(), "relay", || listener.accept()).await else {
+            return;
+        };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             tracing::debug!(peer = %incoming.peer_addr(), "too many sessions in their handshake, connection dropped");
             continue;
         };
-        shared.tasks.spawn(relay::serve_session(shared.clone(), incoming, permit));
+        shared.life.tasks().spawn(relay::serve_session(shared.clone(), incoming, permit));
     }
 }

@@ -1,8 +1,9 @@
 //! `tunnel-server`: parses the command line, loads the config, serves until SIGINT/SIGTERM.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use tunnel_proto::telemetry::{self, LogFormat};
+use tunnel_runtime::cli::CommonArgs;
+use tunnel_runtime::Secret;
 use tunnel_server::{FileConfig, Server};
 
 /// The public side of tunnel: agents and access clients connect to its relay listener,
@@ -27,48 +28,23 @@ struct Cli {
     /// Token accepted for every tunnel (overrides the file's `token`).
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Validate the configuration and exit.
-    #[arg(long)]
-    check: bool,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    log_format: LogFormat,
-    /// Log level or filter (RUST_LOG overrides).
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    /// Worker threads: 0 = one per core, 1 = a single-threaded runtime.
-    #[arg(long, env = "TUNNEL_THREADS", default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tunnel_proto::tls::install_provider();
-    telemetry::init_logging(cli.log_format, &cli.log_level);
+    cli.common.init();
     let (mut file, source) = match (&cli.listen, &cli.config) {
         (Some(url), None) => (FileConfig::from_url(url)?, "-L".to_owned()),
         (None, Some(path)) => (FileConfig::load(path)?, path.clone()),
         _ => bail!("give a relay service with -L relay://ADDR?... or a config file with -C FILE (see --help)"),
     };
-    if cli.token.is_some() {
-        file.token = cli.token.clone();
+    if let Some(token) = cli.token {
+        file.token = Some(Secret::from(token));
     }
     let config = file.validate(&source)?;
-    if cli.check {
-        println!("{source}: configuration is valid");
-        return Ok(());
-    }
-    let runtime = telemetry::runtime(cli.threads).context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let server = Server::spawn(config).await?;
-        telemetry::shutdown_signal().await;
-        let grace = server.grace_period();
-        // `Server::shutdown` logs "shutting down" once its listeners are closed.
-        tracing::info!("signal received: closing listeners (a second signal stops at once)");
-        tokio::select! {
-            _ = server.shutdown(grace) => {}
-            _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),
-        }
-        Ok(())
-    })
+    // `Server::shutdown` logs "shutting down" once its listeners are closed.
+    let on_signal = "signal received: closing listeners (a second signal stops at once)";
+    cli.common.check_or_run(&source, 0, || Server::spawn(config), on_signal)
 }

@@ -24,7 +24,8 @@ use rand::{RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 use tunnel_proto::channel::{self, ChannelConfig, Session, Stream, Transport};
-use tunnel_proto::wire::{read_frame, Frame, Hello, Networks, Reply, Role, Token};
+use tunnel_proto::framed::read_frame;
+use tunnel_proto::wire::{Frame, Hello, Networks, Reply, Role, Token};
 use tunnel_proto::Uuid;
 use tunnel_tests::{agent, curl, http_get, origin, read_until_close, tunnel_id, Proc, Server};
 

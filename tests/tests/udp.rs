@@ -111,7 +111,7 @@ fn keepalive_flow_ends_after_ttl_idle() {
             "-F",
             &relay,
             "--log-level",
-            "info,tunnel_access=debug",
+            "info,tunnel_access=debug,tunnel_runtime=debug",
         ],
     );
     let addr = tunnel_tests::addr_in(&access.wait_for("listening"));

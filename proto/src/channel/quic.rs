@@ -76,7 +76,7 @@ impl Dialer {
         name: rustls::pki_types::ServerName<'static>,
         config: &ChannelConfig,
     ) -> Result<Dialer, TlsError> {
-        let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Generate(e.to_string()))?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(transport_config(config));
         let server_name = match &name {

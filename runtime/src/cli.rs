@@ -1,0 +1,162 @@
+//! What the three binaries' command lines share: `--check`, logging and threads flags
+//! (flattened into each `Cli`), and the run-until-signal loop of `main`.
+
+use std::future::Future;
+
+use anyhow::Context;
+
+use crate::client::RelayFile;
+use crate::config::ConfigError;
+use crate::telemetry::{self, LogFormat};
+use crate::Secret;
+
+/// Flags every binary takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or filter (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Worker threads: 1 = a single-threaded runtime (the cheapest per request), 0 = one per
+    /// core. Default: 0 for the server, 1 for the agent and the access client.
+    #[arg(long, env = "TUNNEL_THREADS")]
+    pub threads: Option<usize>,
+}
+
+impl CommonArgs {
+    /// Installs the TLS crypto provider and the log subscriber: the first thing `main` does.
+    pub fn init(&self) {
+        tunnel_proto::tls::install_provider();
+        telemetry::init_logging(self.log_format, &self.log_level);
+    }
+
+    /// With `--check`, says the configuration from `source` is valid and returns; otherwise
+    /// runs the component until a signal (see [`run_until_signal`]) with `--threads` or
+    /// `default_threads` workers.
+    pub fn check_or_run<C, F, Fut>(
+        &self,
+        source: &str,
+        default_threads: usize,
+        start: F,
+        on_signal: &str,
+    ) -> anyhow::Result<()>
+    where
+        C: Stop,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<C>>,
+    {
+        if self.check {
+            println!("{source}: configuration is valid");
+            return Ok(());
+        }
+        run_until_signal(self.threads.unwrap_or(default_threads), start, on_signal)
+    }
+}
+
+/// The command line of a client binary (agent, access client). Each binary words the help of
+/// `-L` and `-F` for itself (`mut_arg`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Service or listener URL.
+    #[arg(short = 'L', value_name = "URL")]
+    pub services: Vec<String>,
+    /// The server: relay://HOST:PORT?tunnel.id=UUID[&token=T]
+    #[arg(short = 'F', value_name = "URL", requires = "services")]
+    pub relay: Option<String>,
+    /// TOML configuration file (instead of -L/-F).
+    #[arg(short = 'C', long = "config", value_name = "FILE", conflicts_with_all = ["services", "relay"])]
+    pub config: Option<String>,
+    /// Token for the tunnel (overrides the URL's or file's token).
+    #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+impl ClientArgs {
+    /// Installs the TLS provider and logging, loads the configuration (see [`load_client`]),
+    /// and runs the component `start` makes from it until a signal, or only checks it.
+    pub fn main<T, C, F, Fut>(self, usage: &str, start: F) -> anyhow::Result<()>
+    where
+        T: ClientFile,
+        C: Stop,
+        F: FnOnce(T::Config) -> Fut,
+        Fut: Future<Output = anyhow::Result<C>>,
+    {
+        self.common.init();
+        let (config, source) =
+            load_client::<T>(&self.services, self.relay.as_deref(), self.config.as_deref(), self.token, usage)?;
+        let on_signal = "shutting down: finishing connections in flight (a second signal stops at once)";
+        self.common.check_or_run(&source, 1, || start(config), on_signal)
+    }
+}
+
+/// The configuration file of a client binary (agent, access client): `-L` URLs with a `-F`
+/// server URL, or a TOML file with `-C`.
+pub trait ClientFile: Sized + serde::de::DeserializeOwned {
+    /// The validated configuration.
+    type Config;
+    /// From `-L` URLs and the `-F` URL.
+    fn from_urls(services: &[String], relay: &str) -> Result<Self, ConfigError>;
+    /// From a TOML file.
+    fn load(path: &str) -> Result<Self, ConfigError> {
+        crate::config::load_toml(path)
+    }
+    /// The `[relay]` table, where `--token` goes.
+    fn relay_mut(&mut self) -> &mut RelayFile;
+    /// Checks every value; errors name `source` and the key.
+    fn validate(self, source: &str) -> Result<Self::Config, ConfigError>;
+}
+
+/// Loads a client's configuration from `-L`/`-F` or `-C` (`usage` says how when neither is
+/// given), with `--token` over the file's, and validates it. Returns it with its source name.
+pub fn load_client<T: ClientFile>(
+    services: &[String],
+    relay: Option<&str>,
+    file: Option<&str>,
+    token: Option<String>,
+    usage: &str,
+) -> anyhow::Result<(T::Config, String)> {
+    let (mut config, source) = match (relay, file) {
+        (Some(relay), None) => (T::from_urls(services, relay)?, "command line".to_owned()),
+        (None, Some(path)) => (T::load(path)?, path.to_owned()),
+        _ => anyhow::bail!("{usage}"),
+    };
+    if let Some(token) = token {
+        config.relay_mut().token = Some(Secret::from(token));
+    }
+    Ok((config.validate(&source)?, source))
+}
+
+/// A running component that a binary stops on a signal.
+pub trait Stop {
+    /// Stops gracefully.
+    fn stop(self) -> impl Future<Output = ()>;
+}
+
+/// Starts a runtime with `threads` workers, runs `start` on it, and serves until SIGINT or
+/// SIGTERM; then logs `on_signal` and stops the component (a second signal stops at once).
+pub fn run_until_signal<C, F, Fut>(threads: usize, start: F, on_signal: &str) -> anyhow::Result<()>
+where
+    C: Stop,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<C>>,
+{
+    let runtime = telemetry::runtime(threads).context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let component = start().await?;
+        telemetry::shutdown_signal().await;
+        tracing::info!("{on_signal}");
+        tokio::select! {
+            _ = component.stop() => {}
+            _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,15 @@
+//! The client side of a session, shared by the agent and the access client: where to connect
+//! ([`relay`]), dialing and the hello ([`dial`]), the control stream ([`control`]), reconnect
+//! delays ([`backoff`]) and the loop that keeps a session alive ([`keeper`]).
+
+pub mod backoff;
+pub mod control;
+pub mod dial;
+pub mod keeper;
+pub mod relay;
+
+pub use backoff::Backoff;
+pub use control::{run_control, ControlEnd};
+pub use dial::{ConnectError, Connected, Dialer};
+pub use keeper::{keep, Established, KeeperTimings, SessionUser};
+pub use relay::{parse_tunnel_id, RelayFile, RelayOptions, TunnelIdTable};

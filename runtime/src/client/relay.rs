@@ -1,0 +1,193 @@
+//! Where an agent or access client connects: `-F relay://host:port?tunnel.id=...` or the
+//! `[relay]` table of its TOML file, validated into [`RelayOptions`].
+
+use std::time::Duration;
+
+use tunnel_proto::channel::{ChannelConfig, Connector, Transport};
+use tunnel_proto::tls::{ClientTls, Verify};
+use tunnel_proto::wire::{self, Hello, Networks, Role, Token};
+
+use super::Dialer;
+use crate::secret::Secret;
+use crate::url;
+
+/// Where an agent or access client connects, from `-F relay://host:port?tunnel.id=...` or the
+/// `[relay]` table of its TOML file.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Transport (by scheme).
+    pub transport: Transport,
+    /// Server `host:port`.
+    pub addr: String,
+    /// Tunnel joined or reached.
+    pub tunnel: uuid::Uuid,
+    /// Token, if any.
+    pub token: Option<Secret>,
+    /// Agent weight in the pool.
+    pub weight: u8,
+    /// Certificate verification for `relay+tls` / `relay+quic`.
+    pub tls: ClientTls,
+    /// Sessions an agent keeps to the server (its share of the tunnel's pool).
+    pub sessions: usize,
+}
+
+impl RelayOptions {
+    /// The hello this client says: its role, the tunnel, what an agent serves, its weight and
+    /// token.
+    pub fn hello(&self, role: Role, networks: Networks) -> Hello {
+        let token = self.token.as_ref().map(|t| t.expose().as_bytes().to_vec()).unwrap_or_default();
+        Hello {
+            version: wire::VERSION,
+            role,
+            tunnel: self.tunnel,
+            networks,
+            weight: if role == Role::Agent { self.weight } else { 0 },
+            token: Token(token.into()),
+        }
+    }
+
+    /// A dialer for this server saying `hello`.
+    pub fn dialer(&self, hello: Hello, handshake_timeout: Duration) -> Result<Dialer, tunnel_proto::tls::TlsError> {
+        let channel = ChannelConfig { connect_timeout: handshake_timeout, ..ChannelConfig::default() };
+        let connector = Connector::new(self.transport, &self.addr, &self.tls, channel)?;
+        if self.transport.is_encrypted() && self.tls.verify == Verify::Insecure {
+            tracing::warn!(server = %self.addr, "insecure=true: the server's certificate is not verified");
+        }
+        Ok(Dialer { connector, addr: self.addr.clone(), hello, handshake_timeout })
+    }
+}
+
+/// The `[relay]` table of an agent or access client config file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// Server address, `host:port` or `:port`.
+    pub addr: String,
+    /// Transport: `tcp` (default).
+    #[serde(default)]
+    pub dialer: Option<String>,
+    /// `tunnel.id = "..."`.
+    #[serde(default)]
+    pub tunnel: Option<TunnelIdTable>,
+    /// `tunnelID = "..."`, the seed's other spelling.
+    #[serde(default, rename = "tunnelID")]
+    pub tunnel_id: Option<String>,
+    /// Token (the `TUNNEL_TOKEN` environment variable or `--token` override it).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Weight of this agent in its tunnel's pool (1-255).
+    #[serde(default)]
+    pub weight: Option<u8>,
+    /// PEM file of CAs to trust for the server's certificate (TLS and QUIC).
+    #[serde(default, rename = "caFile")]
+    pub ca_file: Option<String>,
+    /// `sha256:<hex>` of the server's certificate, instead of CA verification.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// Name to send as SNI and to verify (default: the host of `addr`).
+    #[serde(default, rename = "serverName")]
+    pub server_name: Option<String>,
+    /// Skip certificate verification (a warning is logged).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Sessions an agent keeps to the server (default 2): a spare for fail-over and
+    /// restarts, spread over the server name's addresses.
+    #[serde(default)]
+    pub sessions: Option<usize>,
+}
+
+/// `tunnel.id`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelIdTable {
+    /// The tunnel UUID.
+    pub id: String,
+}
+
+/// Parses a tunnel ID with a message showing the expected form.
+pub fn parse_tunnel_id(raw: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(raw.trim()).map_err(|e| {
+        format!("invalid tunnel ID {raw:?} ({e}); expected a UUID like 4d21094e-b74c-4916-86c1-d9fa36ea677b")
+    })
+}
+
+impl RelayFile {
+    /// Reads a `-F` URL into the same shape as the file's table.
+    pub fn from_url(raw: &str) -> Result<RelayFile, url::UrlError> {
+        let mut u = url::NodeUrl::parse(raw)?;
+        u.expect_scheme(&["relay", "relay+tcp", "relay+tls", "relay+quic"], Transport::SCHEMES)?;
+        let tunnel_id = u.take(&["tunnel.id", "tunnelID"]);
+        let token = u.take(&["token"]).map(Secret::from);
+        let weight = u.take_with(&["weight"], str::parse::<u8>)?;
+        let (ca_file, pin, server_name) = (u.take(&["caFile"]), u.take(&["pin"]), u.take(&["serverName"]));
+        let insecure = u.take_bool(&["insecure"])?.unwrap_or(false);
+        let sessions = u.take_with(&["sessions", "connections"], str::parse::<usize>)?;
+        let file = RelayFile {
+            addr: u.addr.clone(),
+            dialer: Some(u.scheme.clone()),
+            tunnel: None,
+            tunnel_id,
+            token,
+            weight,
+            ca_file,
+            pin,
+            server_name,
+            insecure,
+            sessions,
+        };
+        u.finish()?;
+        Ok(file)
+    }
+
+    /// Validates into [`RelayOptions`]; errors name the key.
+    pub fn validate(self) -> Result<RelayOptions, (String, String)> {
+        let dialer = self.dialer.as_deref().unwrap_or("tcp");
+        let transport = Transport::from_scheme(dialer)
+            .ok_or_else(|| ("dialer".to_owned(), format!("unknown transport {dialer:?}, expected tcp, tls or quic")))?;
+        let verify = match (&self.ca_file, &self.pin, self.insecure) {
+            (None, None, false) => Verify::SystemRoots,
+            (Some(ca), None, false) => Verify::CaFile(ca.into()),
+            (None, Some(pin), false) => Verify::parse_pin(pin).map_err(|e| ("pin".to_owned(), e.to_string()))?,
+            (None, None, true) => Verify::Insecure,
+            _ => return Err(("caFile".into(), "give at most one of caFile, pin and insecure".into())),
+        };
+        let tls = ClientTls { verify, server_name: self.server_name.clone() };
+        tls.server_name(&url::dial_addr(&self.addr)).map_err(|e| ("serverName".to_owned(), e.to_string()))?;
+        let raw_id = match (self.tunnel.map(|t| t.id), self.tunnel_id) {
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => {
+                return Err((
+                    "tunnel.id".into(),
+                    "missing: the tunnel to join (a UUID assigned by the server's ingress)".into(),
+                ))
+            }
+        };
+        let tunnel = parse_tunnel_id(&raw_id).map_err(|e| ("tunnel.id".to_owned(), e))?;
+        if self.addr.is_empty() {
+            return Err(("addr".into(), "missing: the server's host:port".into()));
+        }
+        url::split_host_port(&self.addr).map_err(|e| ("addr".to_owned(), e))?;
+        if let Some(t) = &self.token {
+            if t.is_empty() || t.len() > wire::MAX_TOKEN {
+                return Err(("token".into(), format!("must be 1 to {} bytes", wire::MAX_TOKEN)));
+            }
+        }
+        let weight = self.weight.unwrap_or(1);
+        if weight == 0 {
+            return Err(("weight".into(), "must be between 1 and 255".into()));
+        }
+        let sessions = self.sessions.unwrap_or(tunnel_proto::defaults::AGENT_SESSIONS);
+        if !(1..=16).contains(&sessions) {
+            return Err(("sessions".into(), "must be between 1 and 16".into()));
+        }
+        Ok(RelayOptions {
+            transport,
+            addr: url::dial_addr(&self.addr),
+            tunnel,
+            token: self.token,
+            weight,
+            tls,
+            sessions,
+        })
+    }
+}

@@ -1,0 +1,27 @@
+//! What tunnel's three binaries share besides the protocol (which is `tunnel-proto`).
+//!
+//! - [`config`], [`url`], [`secret`]: configuration loading, the gost-style command-line URLs,
+//!   and secrets that never print.
+//! - [`cli`], [`telemetry`], [`lifecycle`]: the common flags, logging, the async runtime, and
+//!   the one shutdown shape (root token, children, tracked tasks, drain with a grace period).
+//! - [`client`]: the client side of a session for the agent and the access client: dial, hello,
+//!   keepalive, backoff, and the keeper that holds a session slot open.
+//! - [`visitor`], [`http`]: the visitor path of the server's entrypoints and the access
+//!   client's listeners (hostname, refusal with an HTTP answer the visitor can read).
+//! - [`udp`]: UDP flows over streams, for the agent and the access client.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod lifecycle;
+pub mod secret;
+pub mod telemetry;
+pub mod udp;
+pub mod url;
+pub mod visitor;
+
+pub use lifecycle::Lifecycle;
+pub use secret::Secret;

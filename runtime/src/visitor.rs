@@ -1,0 +1,96 @@
+//! The visitor path shared by the server's public entrypoints and the access client's
+//! listeners: learn the hostname (sniffed from the HTTP `Host` or the TLS SNI, or fixed by
+//! the listener), and refuse a visitor that cannot be served with an answer it can read.
+//!
+//! A refusal is one log line with the reason. HTTP visitors get an HTTP error response; the
+//! connection is then half-closed and what the visitor still sends is read (bounded in bytes
+//! and time), so the close is not a reset that destroys the response before it is read. TLS
+//! and other visitors are closed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tunnel_proto::sniff::{self, Guess, SniffError};
+use tunnel_proto::wire::{Reply, Status};
+
+use crate::http;
+
+/// Bytes of a refused HTTP visitor's remaining request read before the close.
+const REFUSE_DRAIN_BYTES: usize = 64 * 1024;
+/// Time given to a refused HTTP visitor to read its answer.
+const REFUSE_DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// What the visitor spoke, to choose how to answer errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// An HTTP/1.x request: errors are HTTP responses.
+    Http,
+    /// TLS or anything else: errors are a close.
+    Other,
+}
+
+/// A visitor whose hostname is known.
+#[derive(Debug)]
+pub struct Named {
+    /// The canonical hostname.
+    pub host: String,
+    /// Bytes read while sniffing, to send ahead of the rest.
+    pub prefix: Vec<u8>,
+    /// What it spoke.
+    pub speaks: Speaks,
+}
+
+/// Why a visitor could not be named.
+#[derive(Debug)]
+pub enum Unnamed {
+    /// The visitor left (or its socket failed) before naming a host: nothing to answer.
+    Left(SniffError),
+    /// Answer with this.
+    Refuse(Speaks, Reply),
+}
+
+/// Reads a sniffing visitor's first bytes until its hostname is known, at most `max` bytes for
+/// at most `timeout`.
+pub async fn sniff_host(tcp: &mut TcpStream, timeout: Duration, max: usize) -> Result<Named, Unnamed> {
+    let s = sniff::read_hostname(tcp, timeout, max).await;
+    let speaks = if s.guess() == Some(Guess::Http) { Speaks::Http } else { Speaks::Other };
+    match s.result {
+        Ok(found) => match found.hostname() {
+            Some(h) => Ok(Named { host: h.to_owned(), prefix: s.prefix, speaks }),
+            None => Err(Unnamed::Refuse(speaks, Reply::new(Status::BAD_REQUEST, "TLS ClientHello without SNI"))),
+        },
+        Err(err @ SniffError::Io(_)) => Err(Unnamed::Left(err)),
+        Err(err) => {
+            let status = match &err {
+                SniffError::Timeout(_) => Status(408),
+                SniffError::TooLarge(_) => Status(431),
+                _ => Status::BAD_REQUEST,
+            };
+            Err(Unnamed::Refuse(speaks, Reply::new(status, err.to_string())))
+        }
+    }
+}
+
+/// Answers a visitor that cannot be served, logging the reason once.
+pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: &str, reply: Reply) {
+    tracing::info!(%peer, host, status = reply.status.0, reason = %reply.message, "visitor refused");
+    if speaks != Speaks::Http {
+        return;
+    }
+    let response = http::error_response(reply.status, &reply.message);
+    let _ = tcp.write_all(&response).await;
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = REFUSE_DRAIN_BYTES;
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSE_DRAIN_TIME, drain).await;
+}

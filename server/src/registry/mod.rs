@@ -1,0 +1,84 @@
+//! Tunnels, their pools of agent sessions, and opening streams to them.
+//!
+//! - [`pool`]: one tunnel's sessions, the cap on them, and the weighted pick per stream;
+//! - [`open`]: opening a stream to a tunnel (header and pipelined bytes, acknowledgement and
+//!   reply timeouts, retries on other sessions), with typed errors that become the answers
+//!   visitors and access clients get.
+//!
+//! Each tunnel has a [`TunnelRecord`] that holds its pool. The record of a tunnel named by
+//! ingress outlives its sessions, so what is kept per tunnel (counters, for one) survives a
+//! reconnect; the record of a tunnel reached only by direct routing goes with its last
+//! session, so unknown IDs cannot pile up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tunnel_proto::channel::Session;
+use uuid::Uuid;
+
+pub mod open;
+pub mod pool;
+
+pub use open::{AgentStream, OpenError};
+pub use pool::{AgentSession, Join, Pool, PoolFull};
+
+/// What the server keeps for one tunnel.
+#[derive(Default)]
+pub struct TunnelRecord {
+    /// Its live agent sessions.
+    pub pool: Pool,
+    /// Kept while empty (the tunnel is named by ingress).
+    keep: bool,
+}
+
+/// Every tunnel the server knows of.
+#[derive(Default)]
+pub struct Registry {
+    tunnels: DashMap<Uuid, Arc<TunnelRecord>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    /// Adds an agent session to its tunnel's pool. `keep` makes the tunnel's record outlive
+    /// its sessions.
+    pub fn join(
+        &self,
+        tunnel: Uuid,
+        session: Arc<dyn Session>,
+        join: Join,
+        token: CancellationToken,
+        keep: bool,
+    ) -> Result<Arc<AgentSession>, PoolFull> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let agent = Arc::new(AgentSession::new(id, tunnel, session, join, token));
+        // The map entry stays locked while the session is added: `leave` drops an empty
+        // record, and must not drop one that is about to receive a session.
+        let record =
+            self.tunnels.entry(tunnel).or_insert_with(|| Arc::new(TunnelRecord { pool: Pool::default(), keep }));
+        record.pool.add(agent.clone(), join.max_sessions)?;
+        Ok(agent)
+    }
+
+    /// Removes a session from its pool (no-op when already gone).
+    pub fn leave(&self, tunnel: &Uuid, id: u64) {
+        if let Some(record) = self.tunnels.get(tunnel).map(|r| r.clone()) {
+            record.pool.remove(id);
+        }
+        self.tunnels.remove_if(tunnel, |_, r| !r.keep && r.pool.is_empty());
+    }
+
+    /// The record of a tunnel, if any session ever joined it.
+    pub fn tunnel(&self, tunnel: &Uuid) -> Option<Arc<TunnelRecord>> {
+        self.tunnels.get(tunnel).map(|r| r.clone())
+    }
+
+    /// Number of live sessions in a tunnel's pool.
+    pub fn session_count(&self, tunnel: &Uuid) -> usize {
+        self.tunnel(tunnel).map(|r| r.pool.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! Access-client sessions: the private entrypoint. Each stream the client opens is a visitor:
+//! its header names a hostname, [`crate::routing::Routes::route_private`] decides whether
+//! this client's tunnel may reach it, and the registry carries it to an agent.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tunnel_proto::channel::{Session, Stream};
+use tunnel_proto::framed::{read_frame, write_frame};
+use tunnel_proto::wire::{Frame, Hello, Reply, Status, StreamHeader};
+use uuid::Uuid;
+
+use super::control::{control_loop, drain, ControlOutcome};
+use crate::routing::carried;
+use crate::Shared;
+
+pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
+    if write_frame(&mut control, &Frame::HelloReply(Reply::ok())).await.is_err() {
+        return;
+    }
+    let span = tracing::info_span!("session", tunnel = %hello.tunnel, role = "access", peer = %session.peer_addr());
+    span.in_scope(|| tracing::info!("access client connected"));
+    let token = shared.life.session_token();
+    let max = shared.config.limits.max_streams_per_session;
+    let budget = Arc::new(Semaphore::new(max));
+    let accept = async {
+        while let Ok(Some(mut stream)) = session.accept_stream().await {
+            let Ok(permit) = budget.clone().try_acquire_owned() else {
+                tokio::spawn(async move {
+                    refuse(&mut stream, Reply::new(Status::UNAVAILABLE, "session is at its stream limit")).await;
+                });
+                continue;
+            };
+            let task_shared = shared.clone();
+            shared.life.tasks().spawn(async move {
+                serve_stream(task_shared, hello.tunnel, stream).await;
+                drop(permit);
+            });
+        }
+    };
+    tokio::pin!(accept);
+    let outcome = tokio::select! {
+        outcome = control_loop(&shared, &session, control, &token) => outcome,
+        _ = &mut accept => ControlOutcome::Lost("session ended".to_owned()),
+    };
+    if outcome.drains() {
+        let idle = async {
+            let _ = budget.acquire_many(max as u32).await;
+        };
+        tokio::select! {
+            _ = drain(&shared, &session, &token, idle) => {}
+            _ = &mut accept => {}
+        }
+    }
+    session.close();
+    span.in_scope(|| tracing::info!(reason = %outcome, "access client left"));
+}
+
+/// One stream from an access client: a visitor of the private entrypoint.
+async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stream) {
+    let Ok(_visitor) = shared.visitors.clone().try_acquire_owned() else {
+        let reply = Reply::new(Status::UNAVAILABLE, "server is at its visitor limit");
+        let _ = write_frame(&mut stream, &Frame::StreamReply(reply)).await;
+        return;
+    };
+    let limits = &shared.config.limits;
+    let header = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
+        Ok(Ok(Frame::StreamHeader(h))) => h,
+        Ok(Ok(other)) => {
+            let why = format!("expected a stream header, got {:?}", other.kind());
+            return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
+        }
+        Ok(Err(err)) => {
+            let why = format!("malformed stream header: {err}");
+            return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
+        }
+        Err(_) => return,
+    };
+    if !carried(header.network) {
+        return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, "unknown network")).await;
+    }
+    let route = match shared.routes.snapshot().route_private(access_tunnel, &header.hostname) {
+        Ok(route) => route,
+        Err(err) => {
+            tracing::info!(tunnel = %access_tunnel, host = %header.hostname.escape_debug(), status = err.status().0, reason = %err, "private stream refused");
+            let _ = write_frame(&mut stream, &Frame::StreamReply(Reply::new(err.status(), err.to_string()))).await;
+            return;
+        }
+    };
+    let header = StreamHeader { hostname: route.host, ..header };
+    match shared.registry.open(&route.tunnel, &header, &[], limits.reply_timeouts()).await {
+        Ok(mut agent) => {
+            if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
+                return;
+            }
+            let _ = tunnel_proto::pump::pump(&mut stream, &mut agent.stream).await;
+        }
+        Err(err) => {
+            let reply = err.reply_for_tunnel(&route.tunnel);
+            tracing::info!(tunnel = %route.tunnel, host = %header.hostname, status = reply.status.0, reason = %reply.message, "private stream failed");
+            let _ = write_frame(&mut stream, &Frame::StreamReply(reply)).await;
+        }
+    }
+}
+
+async fn refuse(stream: &mut Stream, reply: Reply) {
+    tracing::debug!(status = reply.status.0, reason = %reply.message, "access stream refused");
+    let _ = write_frame(stream, &Frame::StreamReply(reply)).await;
+}

@@ -1,0 +1,45 @@
+//! Agent sessions: joining the tunnel's pool, serving the control stream, leaving.
+
+use std::sync::Arc;
+
+use tunnel_proto::channel::{Session, Stream};
+use tunnel_proto::framed::write_frame;
+use tunnel_proto::wire::{Frame, Hello, Reply, Status};
+
+use super::control::{control_loop, drain};
+use crate::registry::Join;
+use crate::Shared;
+
+pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
+    let limits = &shared.config.limits;
+    let join = Join {
+        networks: hello.networks,
+        weight: hello.weight,
+        max_streams: limits.max_streams_per_session,
+        max_sessions: limits.max_sessions_per_tunnel,
+    };
+    let keep = shared.routes.snapshot().ingress.knows(&hello.tunnel);
+    let token = shared.life.session_token();
+    let agent = match shared.registry.join(hello.tunnel, session.clone(), join, token.clone(), keep) {
+        Ok(agent) => agent,
+        Err(full) => {
+            tracing::info!(tunnel = %hello.tunnel, peer = %session.peer_addr(), reason = %full, "session refused");
+            super::refuse(&shared, &session, &mut control, Reply::new(Status::FORBIDDEN, full.to_string())).await;
+            return;
+        }
+    };
+    if write_frame(&mut control, &Frame::HelloReply(Reply::ok())).await.is_err() {
+        shared.registry.leave(&hello.tunnel, agent.id);
+        return;
+    }
+    let span = tracing::info_span!("session", id = agent.id, tunnel = %hello.tunnel, role = "agent", peer = %session.peer_addr());
+    span.in_scope(|| tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent joined"));
+    let outcome = control_loop(&shared, &session, control, &token).await;
+    // No new streams from here on; the ones in flight may finish.
+    shared.registry.leave(&hello.tunnel, agent.id);
+    if outcome.drains() {
+        drain(&shared, &session, &token, agent.idle()).await;
+    }
+    session.close();
+    span.in_scope(|| tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent left: {outcome}"));
+}

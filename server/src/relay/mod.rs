@@ -1,0 +1,69 @@
+//! The relay listener: sessions from agents and access clients.
+//!
+//! Life of a session: the transport is established, the client opens its control stream and
+//! sends a hello, all within the handshake timeout. [`crate::routing::Routes::admit`] checks
+//! version, tunnel and token; the server answers, and then either adds the session to its
+//! tunnel's pool ([`agent`]) or serves the streams it opens ([`access`]). The control stream
+//! ([`control`]) answers pings; a session silent for longer than the keepalive timeout is
+//! closed. Each session has a token of its own, so it can be ended alone.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
+use tunnel_proto::channel::{Incoming, Session, Stream};
+use tunnel_proto::framed::{read_frame, write_frame};
+use tunnel_proto::wire::{Frame, Hello, Reply, Role, Status};
+
+use crate::Shared;
+
+mod access;
+mod agent;
+mod control;
+
+/// Serves one accepted connection until its session ends.
+pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, handshake_permit: OwnedSemaphorePermit) {
+    let peer = incoming.peer_addr();
+    let timeout = shared.config.limits.handshake_timeout;
+    let (session, mut control, hello) = match tokio::time::timeout(timeout, handshake(incoming)).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(why)) => return tracing::debug!(%peer, reason = %why, "session refused"),
+        Err(_) => return tracing::debug!(%peer, reason = "no hello in time", ?timeout, "session refused"),
+    };
+    drop(handshake_permit);
+    if let Err(err) = shared.routes.snapshot().admit(&hello) {
+        tracing::info!(%peer, tunnel = %hello.tunnel, status = err.status().0, reason = %err, "session refused");
+        refuse(&shared, &session, &mut control, Reply::new(err.status(), err.to_string())).await;
+        return;
+    }
+    match hello.role {
+        Role::Agent => agent::serve(shared, session, control, hello).await,
+        Role::Access => access::serve(shared, session, control, hello).await,
+    }
+}
+
+/// The transport handshake, the control stream and the hello.
+async fn handshake(incoming: Incoming) -> Result<(Arc<dyn Session>, Stream, Hello), String> {
+    let session = incoming.establish().await.map_err(|e| format!("transport handshake failed: {e}"))?;
+    let mut control = match session.accept_stream().await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err("closed before its hello".to_owned()),
+        Err(e) => return Err(format!("failed before its hello: {e}")),
+    };
+    let why = match read_frame(&mut control).await {
+        Ok(Frame::Hello(hello)) => return Ok((session, control, hello)),
+        Ok(other) => format!("expected a hello, got {:?}", other.kind()),
+        Err(err) => format!("malformed hello: {err}"),
+    };
+    let _ = write_frame(&mut control, &Frame::HelloReply(Reply::new(Status::BAD_REQUEST, why.clone()))).await;
+    Err(why)
+}
+
+/// Answers a hello with a refusal and closes the session once the answer has left.
+async fn refuse(shared: &Shared, session: &Arc<dyn Session>, control: &mut Stream, reply: Reply) {
+    let _ = write_frame(control, &Frame::HelloReply(reply)).await;
+    let _ = control.shutdown().await;
+    // Let the reply leave before the connection goes.
+    let _ = tokio::time::timeout(shared.config.limits.handshake_timeout, session.closed()).await;
+    session.close();
+}
