@@ -28,6 +28,15 @@ impl Secret {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// Checks that the secret fits a hello's token field.
+    pub fn check_token(&self) -> Result<(), String> {
+        let max = tunnel_proto::wire::MAX_TOKEN;
+        if self.is_empty() || self.len() > max {
+            return Err(format!("token must be 1 to {max} bytes"));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -294,12 +294,12 @@ impl FileConfig {
         let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let id = parse_tunnel_id(&t.tunnel).map_err(|e| invalid(&format!("tokens[{i}].tunnel"), e))?;
-            check_token(&t.token).map_err(|e| invalid(&format!("tokens[{i}].token"), e))?;
+            t.token.check_token().map_err(|e| invalid(&format!("tokens[{i}].token"), e))?;
             tunnel_tokens.entry(id).or_default().push(t.token.clone());
         }
         let mut global_tokens = Vec::new();
         if let Some(t) = &self.token {
-            check_token(t).map_err(|e| invalid("token", e))?;
+            t.check_token().map_err(|e| invalid("token", e))?;
             global_tokens.push(t.clone());
         }
         let l = self.limits;
@@ -395,13 +395,6 @@ fn state_dir(configured: Option<&str>) -> std::path::PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/state")))
         .unwrap_or_else(|| "/var/lib".into());
     base.join("tunnel-server")
-}
-
-fn check_token(t: &Secret) -> Result<(), String> {
-    if t.is_empty() || t.len() > tunnel_proto::wire::MAX_TOKEN {
-        return Err(format!("token must be 1 to {} bytes", tunnel_proto::wire::MAX_TOKEN));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

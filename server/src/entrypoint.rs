@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 use tunnel_proto::pump::accept_until;
 use tunnel_proto::wire::{Network, Reply, StreamHeader};
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
@@ -31,10 +32,14 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
         let raw_host = raw_host.clone();
-        shared.life.tasks().spawn(async move {
-            serve_visitor(&task_shared, tcp, peer, raw_host).await;
-            drop(permit);
-        });
+        let span = tracing::debug_span!("visitor", %peer);
+        shared.life.tasks().spawn(
+            async move {
+                serve_visitor(&task_shared, tcp, peer, raw_host).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 

@@ -168,9 +168,7 @@ impl RelayFile {
         }
         url::split_host_port(&self.addr).map_err(|e| ("addr".to_owned(), e))?;
         if let Some(t) = &self.token {
-            if t.is_empty() || t.len() > wire::MAX_TOKEN {
-                return Err(("token".into(), format!("must be 1 to {} bytes", wire::MAX_TOKEN)));
-            }
+            t.check_token().map_err(|e| ("token".to_owned(), e))?;
         }
         let weight = self.weight.unwrap_or(1);
         if weight == 0 {

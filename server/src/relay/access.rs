@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use tunnel_proto::channel::{Session, Stream};
 use tunnel_proto::framed::{read_frame, write_frame};
 use tunnel_proto::wire::{Frame, Hello, Reply, Status, StreamHeader};
@@ -32,10 +33,14 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
                 continue;
             };
             let task_shared = shared.clone();
-            shared.life.tasks().spawn(async move {
-                serve_stream(task_shared, hello.tunnel, stream).await;
-                drop(permit);
-            });
+            let span = tracing::debug_span!(parent: &span, "stream");
+            shared.life.tasks().spawn(
+                async move {
+                    serve_stream(task_shared, hello.tunnel, stream).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
     };
     tokio::pin!(accept);
