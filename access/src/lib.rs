@@ -181,14 +181,14 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
         match visitor::sniff_host(&mut tcp, limits.sniff_timeout, limits.sniff_max_bytes).await {
             Ok(named) => named,
             Err(Unnamed::Left(err)) => return tracing::debug!(%peer, %err, "visitor left before naming a host"),
-            Err(Unnamed::Refuse(speaks, reply)) => return visitor::refuse(tcp, peer, speaks, "", reply).await,
+            Err(Unnamed::Refuse(speaks, reply)) => return visitor::refuse(tcp, peer, speaks, "", reply, "").await,
         }
     } else {
         Named { host: listener.hostname.clone().unwrap_or_default(), prefix: Vec::new(), speaks: Speaks::Other }
     };
     let Some(session) = current_session(shared).await else {
         let why = format!("not connected to the server at {}", shared.config.relay.addr);
-        return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why)).await;
+        return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;
     };
     let header = StreamHeader { network: listener.network, hostname: host.clone(), visitor: Some(peer) };
     let mut message = Frame::StreamHeader(header).to_vec();
@@ -198,7 +198,7 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
     drop(message); // not kept for the life of the visitor
     let mut stream = match opened {
         Ok(stream) => stream,
-        Err(reply) => return visitor::refuse(tcp, peer, speaks, &host, reply).await,
+        Err(reply) => return visitor::refuse(tcp, peer, speaks, &host, reply, "").await,
     };
     tracing::debug!(%peer, %host, "visitor connected");
     if let Err(err) = tunnel_proto::pump::pump_tcp(&mut tcp, &mut stream).await {

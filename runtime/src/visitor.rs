@@ -8,7 +8,9 @@
 //! and other visitors are closed.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +23,46 @@ use crate::http;
 const REFUSE_DRAIN_BYTES: usize = 64 * 1024;
 /// Time given to a refused HTTP visitor to read its answer.
 const REFUSE_DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The info-level budget of refusal lines.
+static REFUSALS: LogBudget = LogBudget::new();
+
+/// One log line per second at most; counts the lines it holds back.
+pub struct LogBudget {
+    /// The second (since the budget's first use) of the last line let through, plus one.
+    last: AtomicU64,
+    held: AtomicU64,
+}
+
+impl LogBudget {
+    /// A budget with nothing spent.
+    pub const fn new() -> LogBudget {
+        LogBudget { last: AtomicU64::new(0), held: AtomicU64::new(0) }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may go out now; `None` (and
+    /// one more held back) otherwise.
+    pub fn take(&self) -> Option<u64> {
+        let now = epoch().elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != now && self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::new()
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// What the visitor spoke, to choose how to answer errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +115,18 @@ pub async fn sniff_host(tcp: &mut TcpStream, timeout: Duration, max: usize) -> R
     }
 }
 
-/// Answers a visitor that cannot be served, logging the reason once.
-pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: &str, reply: Reply) {
-    tracing::info!(%peer, host, status = reply.status.0, reason = %reply.message, "visitor refused");
+/// Answers a visitor that cannot be served with `reply`, logging why (`detail`, which may
+/// say more than the visitor is told, or else the reply's message). Refusals are logged at
+/// info at most once a second, with the number of others since; the rest at debug, so a
+/// flood of bad visitors cannot flood the log.
+pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: &str, reply: Reply, detail: &str) {
+    let reason = if detail.is_empty() { reply.message.as_str() } else { detail };
+    match REFUSALS.take() {
+        Some(suppressed) => {
+            tracing::info!(%peer, host, status = reply.status.0, reason, suppressed, "visitor refused")
+        }
+        None => tracing::debug!(%peer, host, status = reply.status.0, reason, "visitor refused"),
+    }
     if speaks != Speaks::Http {
         return;
     }
@@ -93,4 +144,17 @@ pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: 
         }
     };
     let _ = tokio::time::timeout(REFUSE_DRAIN_TIME, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_budget_lets_one_line_a_second_through_and_counts_the_rest() {
+        let budget = LogBudget::new();
+        assert_eq!(budget.take(), Some(0));
+        let held = (0..100).filter(|_| budget.take().is_none()).count();
+        assert!(held >= 99, "at most one more line within the same second: {held}");
+    }
 }

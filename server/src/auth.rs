@@ -1,8 +1,9 @@
 //! Tokens: which credentials admit a session to a tunnel.
 //!
 //! A tunnel with tokens of its own accepts those (and the global token); any other tunnel
-//! accepts the global token; with no tokens configured at all, everything is admitted and the
-//! server says so loudly at start. Comparison is constant-time and every candidate is
+//! accepts the global token. Once any token is configured, a tunnel with no token of its own
+//! and no global token admits nobody (it is not left open by omission); with no tokens
+//! configured at all, everything is admitted and the server says so loudly at start. Comparison is constant-time and every candidate is
 //! compared, so the answer takes the same time whichever token matched.
 
 use std::collections::HashMap;
@@ -36,12 +37,18 @@ impl Auth {
         !self.global.is_empty() || !self.per_tunnel.is_empty()
     }
 
+    /// Whether any token admits sessions to `tunnel`: false when tokens are configured, but
+    /// none for this tunnel and no global one.
+    pub fn reachable(&self, tunnel: &Uuid) -> bool {
+        !self.enabled() || !self.global.is_empty() || self.per_tunnel.get(tunnel).is_some_and(|t| !t.is_empty())
+    }
+
     /// Whether `token` admits a session to `tunnel`.
     pub fn admits(&self, tunnel: &Uuid, token: &[u8]) -> bool {
-        let own = self.per_tunnel.get(tunnel).map(Vec::as_slice).unwrap_or(&[]);
-        if own.is_empty() && self.global.is_empty() {
+        if !self.enabled() {
             return true;
         }
+        let own = self.per_tunnel.get(tunnel).map(Vec::as_slice).unwrap_or(&[]);
         let mut ok = subtle::Choice::from(0u8);
         for candidate in own.iter().chain(self.global.iter()) {
             ok |= candidate.as_slice().ct_eq(token);
@@ -63,7 +70,9 @@ mod tests {
         let auth = Auth::new(&[], &per);
         assert!(auth.admits(&a, b"old") && auth.admits(&a, b"new"));
         assert!(!auth.admits(&a, b"") && !auth.admits(&a, b"other"));
-        assert!(auth.admits(&b, b""), "a tunnel without tokens is open when there is no global token");
+        assert!(!auth.admits(&b, b""), "once tokens are configured, a tunnel without one is closed");
+        assert!(!auth.admits(&b, b"old") && !auth.reachable(&b) && auth.reachable(&a));
+        assert!(Auth::default().admits(&b, b"") && Auth::default().reachable(&b), "no tokens at all: open");
         let auth = Auth::new(&["g".into()], &per);
         assert!(auth.admits(&a, b"g") && auth.admits(&b, b"g") && !auth.admits(&b, b""));
         assert!(!Auth::default().enabled());

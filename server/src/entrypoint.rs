@@ -50,25 +50,22 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, ra
         None => match visitor::sniff_host(&mut tcp, limits.sniff_timeout, limits.sniff_max_bytes).await {
             Ok(named) => named,
             Err(Unnamed::Left(err)) => return tracing::debug!(%peer, %err, "visitor left before naming a host"),
-            Err(Unnamed::Refuse(speaks, reply)) => return visitor::refuse(tcp, peer, speaks, "", reply).await,
+            Err(Unnamed::Refuse(speaks, reply)) => return visitor::refuse(tcp, peer, speaks, "", reply, "").await,
         },
     };
     let tunnel = match shared.routes.snapshot().route_public(&host) {
         Ok(rule) => rule.tunnel,
-        Err(err) => return visitor::refuse(tcp, peer, speaks, &host, Reply::new(err.status(), err.to_string())).await,
+        Err(err) => {
+            let reply = Reply::new(err.status(), err.to_string());
+            return visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
+        }
     };
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
     let mut agent = match shared.registry.open(&tunnel, &header, &prefix, limits.reply_timeouts()).await {
         Ok(agent) => agent,
         Err(err) => {
-            // The answer names the host, whichever side (registry or agent) wrote it.
-            let reply = err.reply_for_tunnel(&tunnel);
-            let reply = if reply.message.contains(host.as_str()) {
-                reply
-            } else {
-                Reply::new(reply.status, format!("{host}: {}", reply.message))
-            };
-            return visitor::refuse(tcp, peer, speaks, &host, reply).await;
+            let detail = err.reply_for_tunnel(&tunnel).message;
+            return visitor::refuse(tcp, peer, speaks, &host, err.reply_for_public(&host), &detail).await;
         }
     };
     drop(prefix); // sent with the header; not kept for the life of the visitor

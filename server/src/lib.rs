@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tunnel_proto::channel::{ChannelConfig, Listener};
+use tunnel_proto::channel::{ChannelConfig, Inbound, Listener};
 use tunnel_proto::pump::accept_until;
 use tunnel_runtime::Lifecycle;
 
@@ -62,7 +62,8 @@ pub struct Server {
 impl Server {
     /// Binds every listener and starts serving.
     pub async fn spawn(config: Config) -> anyhow::Result<Server> {
-        let channel = ChannelConfig::default();
+        // Until its hello is admitted, a session may open only its control stream.
+        let channel = ChannelConfig { inbound: Inbound::ControlOnly, ..ChannelConfig::default() };
         let identity = if config.transport.is_encrypted() { Some(identity::load(&config.identity)?) } else { None };
         let listener = Listener::bind(config.relay_addr, config.transport, identity.as_ref(), channel)
             .await
@@ -76,8 +77,8 @@ impl Server {
             entrypoints.push((l, ep.hostname.clone()));
         }
         let routes = config.routes();
-        if !routes.auth.enabled() {
-            tracing::warn!("no tokens configured: any agent may join a tunnel in the ingress and any access client may reach it; set --token or [[tokens]]");
+        for warning in routes.token_warnings() {
+            tracing::warn!("{warning}");
         }
         if routes.direct {
             tracing::warn!("direct routing is on: access clients may reach any tunnel by its ID");

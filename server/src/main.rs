@@ -44,6 +44,11 @@ fn main() -> anyhow::Result<()> {
         file.token = Some(Secret::from(token));
     }
     let config = file.validate(&source)?;
+    if cli.common.check {
+        for warning in config.routes().token_warnings() {
+            println!("{source}: warning: {warning}");
+        }
+    }
     // `Server::shutdown` logs "shutting down" once its listeners are closed.
     let on_signal = "signal received: closing listeners (a second signal stops at once)";
     cli.common.check_or_run(&source, 0, || Server::spawn(config), on_signal)

@@ -150,6 +150,29 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// What the token table leaves open or shut, for the log at start and `--check`: with no
+    /// tokens, every tunnel of the ingress is open to any agent; with some, the tunnels that no
+    /// token admits refuse every session.
+    pub fn token_warnings(&self) -> Vec<String> {
+        let mut tunnels: Vec<Uuid> = self.ingress.rules().iter().map(|r| r.tunnel).collect();
+        tunnels.sort();
+        tunnels.dedup();
+        if !self.auth.enabled() {
+            let list: Vec<String> = tunnels.iter().map(Uuid::to_string).collect();
+            return vec![format!(
+                "no tokens configured: any agent may join and any access client reach these tunnels: {}",
+                if list.is_empty() { "(none in ingress)".to_owned() } else { list.join(", ") }
+            )];
+        }
+        tunnels
+            .iter()
+            .filter(|t| !self.auth.reachable(t))
+            .map(|t| format!("tunnel {t} has no token (and there is no global token): every session is refused; add [[tokens]] for it"))
+            .collect()
+    }
+}
+
 /// Whether a stream header's network is one the server carries (both are, today; the wire
 /// format keeps room for more).
 pub fn carried(network: Network) -> bool {

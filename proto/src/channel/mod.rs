@@ -51,6 +51,20 @@ pub trait Session: Send + Sync + 'static {
     fn is_closed(&self) -> bool;
     /// The peer's address.
     fn peer_addr(&self) -> SocketAddr;
+    /// Which streams the peer may open from now on (see [`Inbound`]).
+    fn set_inbound(&self, inbound: Inbound);
+}
+
+/// Which streams the peer of a session may open. A stream the session does not take is reset
+/// at once, so whatever the peer sent on it is dropped instead of buffered until a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Every stream, up to the mux limit (an agent's session: the server opens streams).
+    Any,
+    /// Only the next one: the control stream of a session whose hello has not come yet.
+    ControlOnly,
+    /// None (an agent session on the server, an access client's session).
+    Refuse,
 }
 
 /// The transport of a data channel, chosen by the URL scheme.
@@ -110,11 +124,17 @@ pub struct ChannelConfig {
     pub max_streams: usize,
     /// Connect (and transport handshake) timeout for dialers.
     pub connect_timeout: Duration,
+    /// Which streams the peer may open when the session starts.
+    pub inbound: Inbound,
 }
 
 impl Default for ChannelConfig {
     fn default() -> Self {
-        ChannelConfig { max_streams: defaults::MUX_MAX_STREAMS, connect_timeout: defaults::CONNECT_TIMEOUT }
+        ChannelConfig {
+            max_streams: defaults::MUX_MAX_STREAMS,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            inbound: Inbound::Any,
+        }
     }
 }
 
@@ -290,7 +310,7 @@ impl Incoming {
                 let tls = acceptor.accept(tcp).await.map_err(explain)?;
                 Ok(mux::MuxSession::spawn(tls, self.peer, mux::Side::Server, &self.config))
             }
-            IncomingInner::Quic(incoming) => quic::establish(*incoming).await,
+            IncomingInner::Quic(incoming) => quic::establish(*incoming, self.config.inbound).await,
         }
     }
 }

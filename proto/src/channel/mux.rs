@@ -44,6 +44,7 @@ type OpenReply = oneshot::Sender<io::Result<yamux::Stream>>;
 /// A yamux session over any byte stream.
 pub struct MuxSession {
     open_tx: mpsc::Sender<OpenReply>,
+    inbound_policy: Arc<AtomicU8>,
     inbound: Mutex<mpsc::Receiver<yamux::Stream>>,
     cancel: CancellationToken,
     done: CancellationToken,
@@ -80,8 +81,10 @@ impl MuxSession {
         let (inbound_tx, inbound_rx) = mpsc::channel(config.max_streams);
         let cancel = CancellationToken::new();
         let done = CancellationToken::new();
-        tokio::spawn(drive(conn, flush, open_rx, inbound_tx, cancel.clone(), done.clone()));
-        Arc::new(MuxSession { open_tx, inbound: Mutex::new(inbound_rx), cancel, done, peer })
+        let inbound_policy = Arc::new(AtomicU8::new(policy_code(config.inbound)));
+        let inbound = Inbound { tx: inbound_tx, policy: inbound_policy.clone(), refused: 0 };
+        tokio::spawn(drive(conn, flush, open_rx, inbound, cancel.clone(), done.clone()));
+        Arc::new(MuxSession { open_tx, inbound_policy, inbound: Mutex::new(inbound_rx), cancel, done, peer })
     }
 }
 
@@ -121,6 +124,50 @@ impl Session for MuxSession {
 
     fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    fn set_inbound(&self, inbound: super::Inbound) {
+        self.inbound_policy.store(policy_code(inbound), Ordering::Relaxed);
+    }
+}
+
+const ANY: u8 = 0;
+const CONTROL_ONLY: u8 = 1;
+const REFUSE: u8 = 2;
+
+fn policy_code(inbound: super::Inbound) -> u8 {
+    match inbound {
+        super::Inbound::Any => ANY,
+        super::Inbound::ControlOnly => CONTROL_ONLY,
+        super::Inbound::Refuse => REFUSE,
+    }
+}
+
+/// Where the driver hands inbound streams, under the session's [`super::Inbound`] policy.
+struct Inbound {
+    tx: mpsc::Sender<yamux::Stream>,
+    policy: Arc<AtomicU8>,
+    refused: u64,
+}
+
+impl Inbound {
+    /// Takes a new inbound stream or drops it; a dropped stream is reset and its buffered data
+    /// freed at once.
+    fn offer(&mut self, stream: yamux::Stream) {
+        let take = match self.policy.load(Ordering::Relaxed) {
+            ANY => true,
+            CONTROL_ONLY => {
+                self.policy.store(REFUSE, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        };
+        // A full queue means the owner is not accepting: drop (reset) the stream rather than
+        // stall every other stream of the session.
+        if !take || self.tx.try_send(stream).is_err() {
+            self.refused += 1;
+            tracing::trace!(refused = self.refused, "inbound stream refused");
+        }
     }
 }
 
@@ -179,7 +226,7 @@ async fn drive<T>(
     mut conn: yamux::Connection<T>,
     flush: Arc<AtomicU8>,
     mut open_rx: mpsc::Receiver<OpenReply>,
-    inbound_tx: mpsc::Sender<yamux::Stream>,
+    mut inbound: Inbound,
     cancel: CancellationToken,
     done: CancellationToken,
 ) where
@@ -214,11 +261,7 @@ async fn drive<T>(
             }
             match conn.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(stream))) => {
-                    // A full queue means the owner is not accepting: drop (reset) the stream
-                    // rather than stall every other stream of the session.
-                    if inbound_tx.try_send(stream).is_err() {
-                        tracing::debug!("inbound stream queue full, stream refused");
-                    }
+                    inbound.offer(stream);
                     progress = true;
                 }
                 Poll::Ready(Some(Err(err))) => {

@@ -15,6 +15,7 @@ use quinn::{Endpoint, EndpointConfig, IdleTimeout, TokioRuntime, TransportConfig
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::OnceCell;
 
+use super::Inbound;
 use super::{BoxFuture, ChannelConfig, Session, Stream};
 use crate::tls::TlsError;
 
@@ -26,8 +27,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// UDP socket buffers.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
+/// Data a QUIC connection's peer may have in flight across all its streams: what a peer can make
+/// the other side buffer, whether or not anything reads it (quinn's default is unbounded).
+pub const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+
 fn transport_config(config: &ChannelConfig) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
+    t.receive_window(VarInt::from_u32(RECEIVE_WINDOW));
     t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams as u32));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.keep_alive_interval(Some(KEEPALIVE));
@@ -57,14 +63,17 @@ pub(super) fn server(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, config: &
 }
 
 /// Completes an incoming connection's handshake.
-pub(super) async fn establish(incoming: quinn::Incoming) -> io::Result<Arc<dyn Session>> {
+pub(super) async fn establish(incoming: quinn::Incoming, inbound: Inbound) -> io::Result<Arc<dyn Session>> {
     let conn = incoming.await.map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, explain(&e)))?;
-    Ok(Arc::new(QuicSession { conn }))
+    let session = Arc::new(QuicSession { conn });
+    session.set_inbound(inbound);
+    Ok(session)
 }
 
 /// The client side: one endpoint per address family, made on first use and reused.
 pub(super) struct Dialer {
     client: quinn::ClientConfig,
+    inbound: Inbound,
     server_name: String,
     v4: OnceCell<Endpoint>,
     v6: OnceCell<Endpoint>,
@@ -84,7 +93,7 @@ impl Dialer {
             rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
             other => format!("{other:?}"),
         };
-        Ok(Dialer { client, server_name, v4: OnceCell::new(), v6: OnceCell::new() })
+        Ok(Dialer { client, inbound: config.inbound, server_name, v4: OnceCell::new(), v6: OnceCell::new() })
     }
 
     pub(super) async fn connect(&self, addr: &str) -> io::Result<Arc<dyn Session>> {
@@ -103,7 +112,9 @@ impl Dialer {
             .connect_with(self.client.clone(), target, &self.server_name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let conn = connecting.await.map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, explain(&e)))?;
-        Ok(Arc::new(QuicSession { conn }))
+        let session = Arc::new(QuicSession { conn });
+        session.set_inbound(self.inbound);
+        Ok(session)
     }
 }
 
@@ -174,5 +185,21 @@ impl Session for QuicSession {
 
     fn peer_addr(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// `Refuse` resets every stream the peer opens from now on; `ControlOnly` and `Any` leave
+    /// streams to `accept_stream` (what nobody accepts is bounded by the connection's receive
+    /// window, [`RECEIVE_WINDOW`]).
+    fn set_inbound(&self, inbound: Inbound) {
+        if inbound != Inbound::Refuse {
+            return;
+        }
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                let _ = recv.stop(VarInt::from_u32(0));
+                let _ = send.reset(VarInt::from_u32(0));
+            }
+        });
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tunnel_proto::channel::{ChannelConfig, Connector, Transport};
+use tunnel_proto::channel::{ChannelConfig, Connector, Inbound, Transport};
 use tunnel_proto::tls::{ClientTls, Verify};
 use tunnel_proto::wire::{self, Hello, Networks, Role, Token};
 
@@ -48,7 +48,10 @@ impl RelayOptions {
 
     /// A dialer for this server saying `hello`.
     pub fn dialer(&self, hello: Hello, handshake_timeout: Duration) -> Result<Dialer, tunnel_proto::tls::TlsError> {
-        let channel = ChannelConfig { connect_timeout: handshake_timeout, ..ChannelConfig::default() };
+        // An agent serves the streams the server opens; an access client opens its own and
+        // takes none.
+        let inbound = if hello.role == Role::Access { Inbound::Refuse } else { Inbound::Any };
+        let channel = ChannelConfig { connect_timeout: handshake_timeout, inbound, ..ChannelConfig::default() };
         let connector = Connector::new(self.transport, &self.addr, &self.tls, channel)?;
         if self.transport.is_encrypted() && self.tls.verify == Verify::Insecure {
             tracing::warn!(server = %self.addr, "insecure=true: the server's certificate is not verified");

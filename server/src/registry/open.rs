@@ -78,6 +78,23 @@ impl OpenError {
     }
 }
 
+impl OpenError {
+    /// The reply for a public visitor of `host`: the status and the host only. Tunnel IDs,
+    /// target names and addresses, and the agent's own words stay in the server log.
+    pub fn reply_for_public(&self, host: &str) -> Reply {
+        let status = self.status();
+        let why = match status {
+            Status::UNAVAILABLE => "no agent connected",
+            Status::GATEWAY_TIMEOUT => "the target did not answer in time",
+            Status::NOT_FOUND => "no target for this host",
+            Status::BAD_REQUEST => "bad request",
+            _ if matches!(self, OpenError::Refused(_)) => "the target is unreachable",
+            _ => "no agent could take the request",
+        };
+        Reply::new(status, format!("{host}: {why}"))
+    }
+}
+
 impl Registry {
     /// Opens a stream to an agent of `tunnel`, sends `header` and `prefix` (pipelined), and
     /// waits for the agent's reply; see the module documentation.

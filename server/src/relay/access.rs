@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-use tunnel_proto::channel::{Session, Stream};
+use tunnel_proto::channel::{Inbound, Session, Stream};
 use tunnel_proto::framed::{read_frame, write_frame};
 use tunnel_proto::wire::{Frame, Hello, Reply, Status, StreamHeader};
 use uuid::Uuid;
@@ -16,6 +16,7 @@ use crate::routing::carried;
 use crate::Shared;
 
 pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
+    session.set_inbound(Inbound::Any);
     if write_frame(&mut control, &Frame::HelloReply(Reply::ok())).await.is_err() {
         return;
     }

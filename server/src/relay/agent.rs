@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tunnel_proto::channel::{Session, Stream};
+use tunnel_proto::channel::{Inbound, Session, Stream};
 use tunnel_proto::framed::write_frame;
 use tunnel_proto::wire::{Frame, Hello, Reply, Status};
 
@@ -11,6 +11,8 @@ use crate::registry::Join;
 use crate::Shared;
 
 pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
+    // The server opens an agent session's streams; any the agent opens is reset.
+    session.set_inbound(Inbound::Refuse);
     let limits = &shared.config.limits;
     let join = Join {
         networks: hello.networks,

@@ -14,8 +14,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use tunnel_proto::channel::{Incoming, Session, Stream};
 use tunnel_proto::framed::{read_frame, write_frame};
 use tunnel_proto::wire::{Frame, Hello, Reply, Role, Status};
+use tunnel_runtime::visitor::LogBudget;
 
 use crate::Shared;
+
+/// The info-level budget of session refusal lines (a flood of bad hellos must not flood the
+/// log).
+static REFUSALS: LogBudget = LogBudget::new();
 
 mod access;
 mod agent;
@@ -32,7 +37,13 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, hands
     };
     drop(handshake_permit);
     if let Err(err) = shared.routes.snapshot().admit(&hello) {
-        tracing::info!(%peer, tunnel = %hello.tunnel, status = err.status().0, reason = %err, "session refused");
+        let status = err.status().0;
+        match REFUSALS.take() {
+            Some(suppressed) => {
+                tracing::info!(%peer, tunnel = %hello.tunnel, status, reason = %err, suppressed, "session refused")
+            }
+            None => tracing::debug!(%peer, tunnel = %hello.tunnel, status, reason = %err, "session refused"),
+        }
         refuse(&shared, &session, &mut control, Reply::new(err.status(), err.to_string())).await;
         return;
     }
