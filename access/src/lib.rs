@@ -54,6 +54,10 @@ struct Shared {
     config: Config,
     session: watch::Receiver<Option<Arc<dyn Session>>>,
     visitors: Arc<Semaphore>,
+    /// Streams in flight on the session, TCP visitors and UDP flows together: kept below the
+    /// mux's stream limit, so that one visitor too many is refused alone instead of the
+    /// server closing the whole session.
+    streams: Arc<Semaphore>,
 }
 
 /// Publishes the current session for visitors.
@@ -99,8 +103,12 @@ impl Access {
         let listening = life.child();
         let (tx, rx) = watch::channel(None);
         let timings = config.limits.session;
-        let shared =
-            Arc::new(Shared { visitors: Arc::new(Semaphore::new(config.limits.max_visitors)), config, session: rx });
+        let shared = Arc::new(Shared {
+            visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
+            streams: Arc::new(Semaphore::new(defaults::MAX_STREAMS_PER_SESSION)),
+            config,
+            session: rx,
+        });
         let keeper = tokio::spawn(keep(dialer, 0, timings, Arc::new(Publish(tx)), life.stopping().clone()));
         let mut listeners = JoinSet::new();
         let mut addrs = Vec::new();
@@ -185,6 +193,10 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
         }
     } else {
         Named { host: listener.hostname.clone().unwrap_or_default(), prefix: Vec::new(), speaks: Speaks::Other }
+    };
+    let Ok(_stream_permit) = shared.streams.clone().try_acquire_owned() else {
+        let why = "too many connections through this access client at once";
+        return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;
     };
     let Some(session) = current_session(shared).await else {
         let why = format!("not connected to the server at {}", shared.config.relay.addr);

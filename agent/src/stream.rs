@@ -35,8 +35,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream) {
         let why = format!("agent has no {} target for host {host}", header.network);
         return answer(&mut stream, Reply::new(Status::NOT_FOUND, why)).await;
     };
-    let span =
-        tracing::debug_span!("stream", host = %header.hostname, target = %target.name, visitor = ?header.visitor);
+    let span = tracing::debug_span!("stream", host = header.hostname.as_str(), target = %target.name, visitor = ?header.visitor);
     match header.network {
         Network::Tcp => serve_tcp(&shared, stream, target).instrument(span).await,
         Network::Udp => crate::udp::serve(&shared, stream, target).instrument(span).await,

@@ -5,8 +5,12 @@
 //! access client torn down by load, handshake slots held by idle connections, forged log
 //! lines.
 
+#[path = "edge/access_load.rs"]
+mod access_load;
 #[path = "edge/answers.rs"]
 mod answers;
+#[path = "edge/logs.rs"]
+mod logs;
 #[path = "edge/memory.rs"]
 mod memory;
 #[path = "edge/tokens.rs"]

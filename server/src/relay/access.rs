@@ -88,7 +88,7 @@ async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stre
     let route = match shared.routes.snapshot().route_private(access_tunnel, &header.hostname) {
         Ok(route) => route,
         Err(err) => {
-            tracing::info!(tunnel = %access_tunnel, host = %header.hostname.escape_debug(), status = err.status().0, reason = %err, "private stream refused");
+            tracing::info!(tunnel = %access_tunnel, host = header.hostname.as_str(), status = err.status().0, reason = %err, "private stream refused");
             let _ = write_frame(&mut stream, &Frame::StreamReply(Reply::new(err.status(), err.to_string()))).await;
             return;
         }
@@ -103,7 +103,7 @@ async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stre
         }
         Err(err) => {
             let reply = err.reply_for_tunnel(&route.tunnel);
-            tracing::info!(tunnel = %route.tunnel, host = %header.hostname, status = reply.status.0, reason = %reply.message, "private stream failed");
+            tracing::info!(tunnel = %route.tunnel, host = header.hostname.as_str(), status = reply.status.0, reason = %reply.message, "private stream failed");
             let _ = write_frame(&mut stream, &Frame::StreamReply(reply)).await;
         }
     }
