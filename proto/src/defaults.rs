@@ -63,3 +63,9 @@ pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// A live agent answers a new stream within 100 ms (provisionally while a slow dial goes on);
 /// one that says nothing for this long is presumed gone and the stream is retried elsewhere.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Sessions one source address may have in their handshake at once: a NAT may hide several
+/// agents, yet one host cannot hold every handshake slot.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+/// A new connection to the relay port must send its first bytes within this time (a real
+/// client writes at once); an idle one gives its handshake slot back early.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(3);

@@ -145,6 +145,8 @@ pub struct LimitsFile {
     keepalive_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     grace_period: Option<Duration>,
+    #[serde(default)]
+    max_handshakes_per_source: Option<usize>,
 }
 
 /// Limits in force; see [`tunnel_proto::defaults`] for why each default is what it is.
@@ -171,6 +173,8 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// On SIGTERM/SIGINT, time given to streams in flight before sessions are closed.
     pub grace_period: Duration,
+    /// Connections of one source address in their handshake at once.
+    pub max_handshakes_per_source: usize,
 }
 
 /// A public entrypoint.
@@ -244,6 +248,7 @@ impl FileConfig {
         l.max_sessions_per_tunnel = u.take_with(&["maxSessionsPerTunnel"], str::parse::<usize>)?;
         l.keepalive_timeout = u.take_duration(&["keepaliveTimeout"])?;
         l.grace_period = u.take_duration(&["gracePeriod"])?;
+        l.max_handshakes_per_source = u.take_with(&["maxHandshakesPerSource"], str::parse::<usize>)?;
         u.finish()?;
         Ok(fc)
     }
@@ -316,6 +321,7 @@ impl FileConfig {
                 .keepalive_timeout
                 .unwrap_or(defaults::KEEPALIVE_INTERVAL + defaults::KEEPALIVE_TIMEOUT),
             grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
+            max_handshakes_per_source: l.max_handshakes_per_source.unwrap_or(defaults::MAX_HANDSHAKES_PER_SOURCE),
         };
         if limits.max_streams_per_session == 0 || limits.max_streams_per_session >= defaults::MUX_MAX_STREAMS {
             return Err(invalid(
@@ -326,8 +332,11 @@ impl FileConfig {
         if limits.sniff_max_bytes < 64 {
             return Err(invalid("limits.sniffMaxBytes", "must be at least 64".into()));
         }
-        for (key, v) in [("maxVisitors", limits.max_visitors), ("maxSessionsPerTunnel", limits.max_sessions_per_tunnel)]
-        {
+        for (key, v) in [
+            ("maxVisitors", limits.max_visitors),
+            ("maxSessionsPerTunnel", limits.max_sessions_per_tunnel),
+            ("maxHandshakesPerSource", limits.max_handshakes_per_source),
+        ] {
             if v == 0 {
                 return Err(invalid(&format!("limits.{key}"), "must be at least 1".into()));
             }

@@ -147,14 +147,21 @@ impl tunnel_runtime::cli::Stop for Server {
 
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let per_source = Arc::new(relay::PerSource::new(shared.config.limits.max_handshakes_per_source));
     loop {
         let Some(incoming) = accept_until(shared.life.stopping(), "relay", || listener.accept()).await else {
             return;
         };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::debug!(peer = %incoming.peer_addr(), "too many sessions in their handshake, connection dropped");
+        let peer = incoming.peer_addr();
+        let Some(source_slot) = per_source.clone().take(peer.ip()) else {
+            tracing::debug!(%peer, "too many handshakes from this address, connection dropped");
             continue;
         };
-        shared.life.tasks().spawn(relay::serve_session(shared.clone(), incoming, permit));
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many sessions in their handshake, connection dropped");
+            continue;
+        };
+        let slots = relay::HandshakeSlots { _global: permit, _source: source_slot };
+        shared.life.tasks().spawn(relay::serve_session(shared.clone(), incoming, slots));
     }
 }

@@ -9,6 +9,8 @@
 mod access_load;
 #[path = "edge/answers.rs"]
 mod answers;
+#[path = "edge/handshakes.rs"]
+mod handshakes;
 #[path = "edge/logs.rs"]
 mod logs;
 #[path = "edge/memory.rs"]

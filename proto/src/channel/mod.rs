@@ -300,6 +300,15 @@ impl Incoming {
         self.peer
     }
 
+    /// Resolves once the peer has sent something (for QUIC the packet that opened the
+    /// connection already did).
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.inner {
+            IncomingInner::Tcp(tcp, _) => tcp.readable().await,
+            IncomingInner::Quic(_) => Ok(()),
+        }
+    }
+
     /// Runs the transport handshake and starts the session as the server.
     pub async fn establish(self) -> io::Result<Arc<dyn Session>> {
         match self.inner {

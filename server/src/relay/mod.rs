@@ -7,7 +7,10 @@
 //! ([`control`]) answers pings; a session silent for longer than the keepalive timeout is
 //! closed. Each session has a token of its own, so it can be ended alone.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
@@ -26,16 +29,67 @@ mod access;
 mod agent;
 mod control;
 
+/// A connection's places among the handshakes in progress: one of the server's, one of its
+/// source address's. Both are given back when the hello has been read (or the handshake
+/// failed).
+pub(crate) struct HandshakeSlots {
+    pub(crate) _global: OwnedSemaphorePermit,
+    pub(crate) _source: SourceSlot,
+}
+
+/// Handshakes in progress per source address.
+pub(crate) struct PerSource {
+    max: usize,
+    counts: DashMap<IpAddr, usize>,
+}
+
+/// One handshake of a source address; dropping it gives the place back.
+pub(crate) struct SourceSlot {
+    table: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl PerSource {
+    pub(crate) fn new(max: usize) -> PerSource {
+        PerSource { max, counts: DashMap::new() }
+    }
+
+    /// A place for a handshake from `ip`, unless it already has `max`.
+    pub(crate) fn take(self: Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut n = self.counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        drop(n);
+        Some(SourceSlot { table: self, ip })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.table.counts.get_mut(&self.ip) {
+            *n -= 1;
+        }
+        self.table.counts.remove_if(&self.ip, |_, n| *n == 0);
+    }
+}
+
 /// Serves one accepted connection until its session ends.
-pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, handshake_permit: OwnedSemaphorePermit) {
+pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots: HandshakeSlots) {
     let peer = incoming.peer_addr();
     let timeout = shared.config.limits.handshake_timeout;
+    // A real client speaks at once; an idle connection gives its slots back early.
+    let first = tunnel_proto::defaults::FIRST_BYTES_TIMEOUT.min(timeout);
+    if !matches!(tokio::time::timeout(first, incoming.readable()).await, Ok(Ok(()))) {
+        return tracing::debug!(%peer, reason = "nothing sent in time", ?first, "session refused");
+    }
     let (session, mut control, hello) = match tokio::time::timeout(timeout, handshake(incoming)).await {
         Ok(Ok(parts)) => parts,
         Ok(Err(why)) => return tracing::debug!(%peer, reason = %why, "session refused"),
         Err(_) => return tracing::debug!(%peer, reason = "no hello in time", ?timeout, "session refused"),
     };
-    drop(handshake_permit);
+    drop(slots);
     if let Err(err) = shared.routes.snapshot().admit(&hello) {
         let status = err.status().0;
         match REFUSALS.take() {
