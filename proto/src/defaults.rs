@@ -69,3 +69,16 @@ pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
 /// A new connection to the relay port must send its first bytes within this time (a real
 /// client writes at once); an idle one gives its handshake slot back early.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(3);
+/// Sessions one source address may hold: room for many agents and access clients behind one
+/// NAT, not for one host to exhaust the server.
+pub const MAX_SESSIONS_PER_SOURCE: usize = 256;
+/// Access-client sessions one tunnel may have at once.
+pub const MAX_ACCESS_SESSIONS_PER_TUNNEL: usize = 64;
+/// Access-client streams the server carries at once, apart from public visitors, so neither
+/// kind of traffic can take the other's slots.
+pub const MAX_ACCESS_STREAMS: usize = 8192;
+/// Streams in flight to or from one tunnel (public visitors plus access streams): a quarter of
+/// the visitor slots, so one tunnel's users cannot take them all.
+pub const MAX_STREAMS_PER_TUNNEL: usize = 2048;
+/// Public visitors one source address may have in flight.
+pub const MAX_VISITORS_PER_SOURCE: usize = 1024;

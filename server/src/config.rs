@@ -147,6 +147,16 @@ pub struct LimitsFile {
     grace_period: Option<Duration>,
     #[serde(default)]
     max_handshakes_per_source: Option<usize>,
+    #[serde(default)]
+    max_sessions_per_source: Option<usize>,
+    #[serde(default)]
+    max_access_sessions_per_tunnel: Option<usize>,
+    #[serde(default)]
+    max_access_streams: Option<usize>,
+    #[serde(default)]
+    max_streams_per_tunnel: Option<usize>,
+    #[serde(default)]
+    max_visitors_per_source: Option<usize>,
 }
 
 /// Limits in force; see [`tunnel_proto::defaults`] for why each default is what it is.
@@ -175,6 +185,16 @@ pub struct Limits {
     pub grace_period: Duration,
     /// Connections of one source address in their handshake at once.
     pub max_handshakes_per_source: usize,
+    /// Established sessions of one source address.
+    pub max_sessions_per_source: usize,
+    /// Access-client sessions per tunnel.
+    pub max_access_sessions_per_tunnel: usize,
+    /// Access-client streams in flight on the whole server (apart from `max_visitors`).
+    pub max_access_streams: usize,
+    /// Streams in flight per tunnel: its public visitors plus its access clients' streams.
+    pub max_streams_per_tunnel: usize,
+    /// Public visitors in flight per source address.
+    pub max_visitors_per_source: usize,
 }
 
 /// A public entrypoint.
@@ -249,6 +269,11 @@ impl FileConfig {
         l.keepalive_timeout = u.take_duration(&["keepaliveTimeout"])?;
         l.grace_period = u.take_duration(&["gracePeriod"])?;
         l.max_handshakes_per_source = u.take_with(&["maxHandshakesPerSource"], str::parse::<usize>)?;
+        l.max_sessions_per_source = u.take_with(&["maxSessionsPerSource"], str::parse::<usize>)?;
+        l.max_access_sessions_per_tunnel = u.take_with(&["maxAccessSessionsPerTunnel"], str::parse::<usize>)?;
+        l.max_access_streams = u.take_with(&["maxAccessStreams"], str::parse::<usize>)?;
+        l.max_streams_per_tunnel = u.take_with(&["maxStreamsPerTunnel"], str::parse::<usize>)?;
+        l.max_visitors_per_source = u.take_with(&["maxVisitorsPerSource"], str::parse::<usize>)?;
         u.finish()?;
         Ok(fc)
     }
@@ -322,6 +347,13 @@ impl FileConfig {
                 .unwrap_or(defaults::KEEPALIVE_INTERVAL + defaults::KEEPALIVE_TIMEOUT),
             grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
             max_handshakes_per_source: l.max_handshakes_per_source.unwrap_or(defaults::MAX_HANDSHAKES_PER_SOURCE),
+            max_sessions_per_source: l.max_sessions_per_source.unwrap_or(defaults::MAX_SESSIONS_PER_SOURCE),
+            max_access_sessions_per_tunnel: l
+                .max_access_sessions_per_tunnel
+                .unwrap_or(defaults::MAX_ACCESS_SESSIONS_PER_TUNNEL),
+            max_access_streams: l.max_access_streams.unwrap_or(defaults::MAX_ACCESS_STREAMS),
+            max_streams_per_tunnel: l.max_streams_per_tunnel.unwrap_or(defaults::MAX_STREAMS_PER_TUNNEL),
+            max_visitors_per_source: l.max_visitors_per_source.unwrap_or(defaults::MAX_VISITORS_PER_SOURCE),
         };
         if limits.max_streams_per_session == 0 || limits.max_streams_per_session >= defaults::MUX_MAX_STREAMS {
             return Err(invalid(
@@ -336,6 +368,11 @@ impl FileConfig {
             ("maxVisitors", limits.max_visitors),
             ("maxSessionsPerTunnel", limits.max_sessions_per_tunnel),
             ("maxHandshakesPerSource", limits.max_handshakes_per_source),
+            ("maxSessionsPerSource", limits.max_sessions_per_source),
+            ("maxAccessSessionsPerTunnel", limits.max_access_sessions_per_tunnel),
+            ("maxAccessStreams", limits.max_access_streams),
+            ("maxStreamsPerTunnel", limits.max_streams_per_tunnel),
+            ("maxVisitorsPerSource", limits.max_visitors_per_source),
         ] {
             if v == 0 {
                 return Err(invalid(&format!("limits.{key}"), "must be at least 1".into()));

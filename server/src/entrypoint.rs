@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use tunnel_proto::pump::accept_until;
-use tunnel_proto::wire::{Network, Reply, StreamHeader};
+use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
 use crate::Shared;
@@ -29,6 +29,10 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;
         };
+        let Some(source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
+            tracing::debug!(%peer, "visitor refused: too many visitors from this address");
+            continue;
+        };
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
         let raw_host = raw_host.clone();
@@ -36,7 +40,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
         shared.life.tasks().spawn(
             async move {
                 serve_visitor(&task_shared, tcp, peer, raw_host).await;
-                drop(permit);
+                drop((permit, source));
             }
             .instrument(span),
         );
@@ -59,6 +63,10 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, ra
             let reply = Reply::new(err.status(), err.to_string());
             return visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
         }
+    };
+    let Some(_tunnel_slot) = shared.budgets.streams_per_tunnel.take(&tunnel) else {
+        let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
+        return visitor::refuse(tcp, peer, speaks, &host, reply, "tunnel is at its stream limit").await;
     };
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
     let mut agent = match shared.registry.open(&tunnel, &header, &prefix, limits.reply_timeouts()).await {

@@ -25,6 +25,7 @@ use tunnel_proto::pump::accept_until;
 use tunnel_runtime::Lifecycle;
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 mod entrypoint;
 pub mod identity;
@@ -45,6 +46,10 @@ pub(crate) struct Shared {
     pub(crate) routes: routing::RoutesCell,
     pub(crate) registry: registry::Registry,
     pub(crate) visitors: Arc<Semaphore>,
+    /// Access-client streams in flight, apart from public visitors.
+    pub(crate) access_streams: Arc<Semaphore>,
+    /// Caps per source address and per tunnel.
+    pub(crate) budgets: budget::Budgets,
     /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
     /// period, and every session and visitor task.
     pub(crate) life: Lifecycle,
@@ -85,6 +90,8 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
+            access_streams: Arc::new(Semaphore::new(config.limits.max_access_streams)),
+            budgets: budget::Budgets::new(&config.limits),
             registry: registry::Registry::default(),
             routes: routing::RoutesCell::new(routes),
             config,
@@ -147,13 +154,12 @@ impl tunnel_runtime::cli::Stop for Server {
 
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let per_source = Arc::new(relay::PerSource::new(shared.config.limits.max_handshakes_per_source));
     loop {
         let Some(incoming) = accept_until(shared.life.stopping(), "relay", || listener.accept()).await else {
             return;
         };
         let peer = incoming.peer_addr();
-        let Some(source_slot) = per_source.clone().take(peer.ip()) else {
+        let Some(source_slot) = shared.budgets.handshakes_per_source.take(&peer.ip()) else {
             tracing::debug!(%peer, "too many handshakes from this address, connection dropped");
             continue;
         };

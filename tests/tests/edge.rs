@@ -15,6 +15,8 @@ mod handshakes;
 mod logs;
 #[path = "edge/memory.rs"]
 mod memory;
+#[path = "edge/tenants.rs"]
+mod tenants;
 #[path = "edge/tokens.rs"]
 mod tokens;
 

@@ -16,6 +16,11 @@ use crate::routing::carried;
 use crate::Shared;
 
 pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
+    let Some(_tunnel_slot) = shared.budgets.access_sessions_per_tunnel.take(&hello.tunnel) else {
+        let reply = Reply::new(Status::FORBIDDEN, "tunnel has too many access sessions");
+        tracing::debug!(tunnel = %hello.tunnel, peer = %session.peer_addr(), "session refused: tunnel has too many access sessions");
+        return super::refuse(&shared, &session, &mut control, reply).await;
+    };
     session.set_inbound(Inbound::Any);
     if write_frame(&mut control, &Frame::HelloReply(Reply::ok())).await.is_err() {
         return;
@@ -27,18 +32,31 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     let budget = Arc::new(Semaphore::new(max));
     let accept = async {
         while let Ok(Some(mut stream)) = session.accept_stream().await {
-            let Ok(permit) = budget.clone().try_acquire_owned() else {
-                tokio::spawn(async move {
-                    refuse(&mut stream, Reply::new(Status::UNAVAILABLE, "session is at its stream limit")).await;
-                });
-                continue;
+            // Three budgets: the session's, the tunnel's (all its access clients and public
+            // visitors), and the server's for access streams, apart from public visitors.
+            let admitted = match budget.clone().try_acquire_owned() {
+                Err(_) => Err("session is at its stream limit"),
+                Ok(permit) => match shared.budgets.streams_per_tunnel.take(&hello.tunnel) {
+                    None => Err("tunnel is at its stream limit"),
+                    Some(slot) => match shared.access_streams.clone().try_acquire_owned() {
+                        Err(_) => Err("server is at its access stream limit"),
+                        Ok(server) => Ok((permit, slot, server)),
+                    },
+                },
+            };
+            let held = match admitted {
+                Ok(held) => held,
+                Err(why) => {
+                    tokio::spawn(async move { refuse(&mut stream, Reply::new(Status::UNAVAILABLE, why)).await });
+                    continue;
+                }
             };
             let task_shared = shared.clone();
             let span = tracing::debug_span!(parent: &span, "stream");
             shared.life.tasks().spawn(
                 async move {
                     serve_stream(task_shared, hello.tunnel, stream).await;
-                    drop(permit);
+                    drop(held);
                 }
                 .instrument(span),
             );
@@ -64,11 +82,6 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
 
 /// One stream from an access client: a visitor of the private entrypoint.
 async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stream) {
-    let Ok(_visitor) = shared.visitors.clone().try_acquire_owned() else {
-        let reply = Reply::new(Status::UNAVAILABLE, "server is at its visitor limit");
-        let _ = write_frame(&mut stream, &Frame::StreamReply(reply)).await;
-        return;
-    };
     let limits = &shared.config.limits;
     let header = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
         Ok(Ok(Frame::StreamHeader(h))) => h,

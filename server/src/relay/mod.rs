@@ -10,8 +10,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tunnel_proto::channel::{Incoming, Session, Stream};
@@ -19,6 +17,7 @@ use tunnel_proto::framed::{read_frame, write_frame};
 use tunnel_proto::wire::{Frame, Hello, Reply, Role, Status};
 use tunnel_runtime::visitor::LogBudget;
 
+use crate::budget::Slot;
 use crate::Shared;
 
 /// The info-level budget of session refusal lines (a flood of bad hellos must not flood the
@@ -34,45 +33,7 @@ mod control;
 /// failed).
 pub(crate) struct HandshakeSlots {
     pub(crate) _global: OwnedSemaphorePermit,
-    pub(crate) _source: SourceSlot,
-}
-
-/// Handshakes in progress per source address.
-pub(crate) struct PerSource {
-    max: usize,
-    counts: DashMap<IpAddr, usize>,
-}
-
-/// One handshake of a source address; dropping it gives the place back.
-pub(crate) struct SourceSlot {
-    table: Arc<PerSource>,
-    ip: IpAddr,
-}
-
-impl PerSource {
-    pub(crate) fn new(max: usize) -> PerSource {
-        PerSource { max, counts: DashMap::new() }
-    }
-
-    /// A place for a handshake from `ip`, unless it already has `max`.
-    pub(crate) fn take(self: Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let mut n = self.counts.entry(ip).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        drop(n);
-        Some(SourceSlot { table: self, ip })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        if let Some(mut n) = self.table.counts.get_mut(&self.ip) {
-            *n -= 1;
-        }
-        self.table.counts.remove_if(&self.ip, |_, n| *n == 0);
-    }
+    pub(crate) _source: Slot<IpAddr>,
 }
 
 /// Serves one accepted connection until its session ends.
@@ -101,6 +62,11 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots
         refuse(&shared, &session, &mut control, Reply::new(err.status(), err.to_string())).await;
         return;
     }
+    let Some(_source) = shared.budgets.sessions_per_source.take(&peer.ip()) else {
+        let reply = Reply::new(Status::FORBIDDEN, "too many sessions from this address");
+        tracing::debug!(%peer, tunnel = %hello.tunnel, "session refused: too many sessions from this address");
+        return refuse(&shared, &session, &mut control, reply).await;
+    };
     match hello.role {
         Role::Agent => agent::serve(shared, session, control, hello).await,
         Role::Access => access::serve(shared, session, control, hello).await,
