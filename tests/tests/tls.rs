@@ -62,7 +62,9 @@ fn fixture() -> Fixture {
     let tls = tls_origin();
     let (public, hidden) = (tunnel_id(), tunnel_id());
     let rules = format!("secure.example.com:{public},hidden.example.com:${hidden}");
-    let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel={rules}")], 1);
+    // Refusals past the first in a second are logged at debug.
+    let url = format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel={rules}");
+    let server = Server::start(&["-L", &url, "--log-level", "info,tunnel_runtime=debug"], 1);
     let target = format!("rtcp://:0/{}", tls.addr);
     let agents = vec![agent(&server, &[&target], &public, "", 1), agent(&server, &[&target], &hidden, "", 2)];
     Fixture { tls, server, hidden, _agents: agents }

@@ -304,7 +304,15 @@ impl Incoming {
     /// connection already did).
     pub async fn readable(&self) -> io::Result<()> {
         match &self.inner {
-            IncomingInner::Tcp(tcp, _) => tcp.readable().await,
+            IncomingInner::Tcp(tcp, _) => {
+                // A peek waits for a byte (or the close); readiness alone can be reported for a
+                // socket that has nothing to read.
+                let mut first = [0u8; 1];
+                match tcp.peek(&mut first).await? {
+                    0 => Err(io::ErrorKind::UnexpectedEof.into()),
+                    _ => Ok(()),
+                }
+            }
             IncomingInner::Quic(_) => Ok(()),
         }
     }
