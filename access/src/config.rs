@@ -55,6 +55,9 @@ pub struct ServiceFile {
     /// The fixed hostname, as the seed writes it: `forwarder.nodes[0].addr`.
     #[serde(default)]
     pub forwarder: Option<ForwarderFile>,
+    /// Share the port with other processes (`SO_REUSEPORT`).
+    #[serde(default)]
+    pub reuse: bool,
 }
 
 /// `forwarder`.
@@ -123,6 +126,8 @@ pub struct ListenerConfig {
     pub ttl: Duration,
     /// UDP: bytes read per datagram.
     pub read_buffer_size: usize,
+    /// `SO_REUSEPORT` on the listening socket.
+    pub reuse: bool,
 }
 
 /// Timeouts, limits and backoff.
@@ -170,6 +175,7 @@ impl ClientFile for FileConfig {
             let mut u = NodeUrl::parse(raw)?;
             u.expect_scheme(&["tcp", "udp"], "tcp, udp")?;
             let sniffing = u.take_bool(&["sniffing"])?.unwrap_or(false);
+            let reuse = u.take_bool(&["reuse"])?.unwrap_or(false);
             let (mut keepalive, mut ttl, mut read_buffer_size) = (false, None, None);
             if u.scheme == "udp" {
                 keepalive = u.take_bool(&["keepalive", "keepAlive"])?.unwrap_or(false);
@@ -189,6 +195,7 @@ impl ClientFile for FileConfig {
                     ttl,
                     read_buffer_size,
                     forwarder,
+                    reuse,
                 });
             }
             u.finish()?;
@@ -255,6 +262,7 @@ impl ClientFile for FileConfig {
                 keepalive: svc.keepalive,
                 ttl,
                 read_buffer_size,
+                reuse: svc.reuse,
             });
         }
         if listeners.is_empty() {

@@ -89,12 +89,14 @@ impl Access {
         for l in &config.listeners {
             let socket = match l.network {
                 Network::Tcp => Bound::Tcp(
-                    tunnel_proto::pump::bind_listener(l.addr)
+                    tunnel_proto::pump::bind_listener_reuse(l.addr, l.reuse)
                         .await
                         .with_context(|| format!("cannot listen on tcp {}", l.addr))?,
                 ),
                 Network::Udp => Bound::Udp(
-                    UdpSocket::bind(l.addr).await.with_context(|| format!("cannot listen on udp {}", l.addr))?,
+                    tunnel_proto::socket::udp_socket(l.addr, l.reuse)
+                        .and_then(UdpSocket::from_std)
+                        .with_context(|| format!("cannot listen on udp {}", l.addr))?,
                 ),
             };
             bound.push((socket, l.clone()));

@@ -31,6 +31,7 @@ pub mod framed;
 pub mod host;
 pub mod pump;
 pub mod sniff;
+pub mod socket;
 pub mod tls;
 pub mod wire;
 

@@ -186,7 +186,13 @@ pub fn tune_tcp(stream: &TcpStream) {
 /// options, so the listener gets [`tune_tcp`]'s options once instead of four system calls
 /// per visitor; [`tune_accepted`] finishes the job where that is not so.
 pub async fn bind_listener(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
+    bind_listener_reuse(addr, false).await
+}
+
+/// As [`bind_listener`]; with `reuse`, the port is shared with other processes
+/// (`SO_REUSEPORT`, see [`crate::socket`]).
+pub async fn bind_listener_reuse(addr: std::net::SocketAddr, reuse: bool) -> io::Result<TcpListener> {
+    let listener = crate::socket::tcp_listener(addr, reuse)?;
     tune(SockRef::from(&listener));
     Ok(listener)
 }

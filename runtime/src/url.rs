@@ -153,8 +153,8 @@ impl NodeUrl {
     }
 }
 
-/// The URL as shown in messages: the value of `token` and a `user:password@` password are
-/// replaced by `***`, since secrets are never printed.
+/// The URL as shown in messages: the values of `token` and `secret` and a `user:password@`
+/// password are replaced by `***`, since secrets are never printed.
 fn redact(raw: &str) -> String {
     let (head, query) = match raw.split_once('?') {
         Some((h, q)) => (h, Some(q)),
@@ -174,7 +174,9 @@ fn redact(raw: &str) -> String {
         let pairs: Vec<String> = q
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if percent_decode(k).eq_ignore_ascii_case("token") => format!("{k}=***"),
+                Some((k, _)) if ["token", "secret"].iter().any(|s| percent_decode(k).eq_ignore_ascii_case(s)) => {
+                    format!("{k}=***")
+                }
                 _ => pair.to_owned(),
             })
             .collect();
@@ -307,6 +309,8 @@ mod tests {
 
         let u = NodeUrl::parse("relay://u:pw@:8443/t?token=s3cret&tunnel.id=x").unwrap();
         assert_eq!(u.raw, "relay://u:***@:8443/t?token=***&tunnel.id=x");
+        let u = NodeUrl::parse("gateway://:9000?Secret=s3cret&retry=1").unwrap();
+        assert_eq!(u.raw, "gateway://:9000?Secret=***&retry=1");
 
         let mut u = NodeUrl::parse("relay://:8443?tunnel=a:%24ID").unwrap();
         assert_eq!(u.take(&["tunnel"]).as_deref(), Some("a:$ID"));

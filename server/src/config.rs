@@ -31,7 +31,7 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    fn items(&self) -> Vec<String> {
+    pub(crate) fn items(&self) -> Vec<String> {
         let split =
             |s: &str| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>();
         match self {
@@ -81,6 +81,15 @@ pub struct FileConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Share the relay and entrypoint ports with other processes (`SO_REUSEPORT`).
+    #[serde(default)]
+    pub reuse: bool,
+    /// Where to write the process ID once listening.
+    #[serde(default)]
+    pub pid_file: Option<String>,
+    /// `[[gateway]]`: sealed-address gateways.
+    #[serde(default)]
+    pub gateway: Vec<crate::gateway::GatewayFile>,
 }
 
 /// `[tunnel]`.
@@ -227,6 +236,12 @@ pub struct Config {
     pub tunnel_tokens: HashMap<Uuid, Vec<Secret>>,
     /// Limits.
     pub limits: Limits,
+    /// `SO_REUSEPORT` on the relay and entrypoint listeners.
+    pub reuse: bool,
+    /// Where to write the process ID.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// Sealed-address gateways.
+    pub gateways: Vec<crate::gateway::GatewayConfig>,
 }
 
 impl FileConfig {
@@ -274,6 +289,8 @@ impl FileConfig {
         l.max_access_streams = u.take_with(&["maxAccessStreams"], str::parse::<usize>)?;
         l.max_streams_per_tunnel = u.take_with(&["maxStreamsPerTunnel"], str::parse::<usize>)?;
         l.max_visitors_per_source = u.take_with(&["maxVisitorsPerSource"], str::parse::<usize>)?;
+        fc.reuse = u.take_bool(&["reuse"])?.unwrap_or(false);
+        fc.pid_file = u.take(&["pidFile"]);
         u.finish()?;
         Ok(fc)
     }
@@ -332,6 +349,7 @@ impl FileConfig {
             t.check_token().map_err(|e| invalid("token", e))?;
             global_tokens.push(t.clone());
         }
+        let gateways = crate::gateway::config::validate_all(&self.gateway, source_name)?;
         let l = self.limits;
         let limits = Limits {
             handshake_timeout: l.handshake_timeout.unwrap_or(defaults::HANDSHAKE_TIMEOUT),
@@ -388,6 +406,9 @@ impl FileConfig {
             global_tokens,
             tunnel_tokens,
             limits,
+            reuse: self.reuse,
+            pid_file: self.pid_file.map(Into::into),
+            gateways,
         })
     }
 }

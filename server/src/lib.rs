@@ -6,7 +6,8 @@
 //! routing, tokens); visitors go to a tunnel, and from the tunnel's pool in the [`registry`]
 //! to one agent session, which carries the visitor's bytes to a target. Access clients reach
 //! tunnels through the private entrypoint: streams they open on their own session, routed by
-//! the same table (private rules included) or by tunnel ID in direct mode.
+//! the same table (private rules included) or by tunnel ID in direct mode. A [`gateway`] is a
+//! public port whose visitors name their target by a sealed address.
 //!
 //! `docs/ARCHITECTURE.md` follows a visitor, an access stream and a UDP flow through these
 //! files.
@@ -28,8 +29,10 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 mod entrypoint;
+pub mod gateway;
 pub mod identity;
 pub mod ingress;
+pub mod pidfile;
 pub mod registry;
 mod relay;
 pub mod routing;
@@ -59,16 +62,20 @@ pub(crate) struct Shared {
 pub struct Server {
     relay_addr: SocketAddr,
     entrypoint_addrs: Vec<SocketAddr>,
+    gateway_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     /// The accept loops; they end when stopping begins.
     listeners: JoinSet<()>,
+    /// Written once listening, removed when the server is dropped after its drain.
+    _pid_file: Option<pidfile::PidFile>,
 }
 
 impl Server {
     /// Binds every listener and starts serving.
     pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         // Until its hello is admitted, a session may open only its control stream.
-        let channel = ChannelConfig { inbound: Inbound::ControlOnly, ..ChannelConfig::default() };
+        let channel =
+            ChannelConfig { inbound: Inbound::ControlOnly, reuse_port: config.reuse, ..ChannelConfig::default() };
         let identity = if config.transport.is_encrypted() { Some(identity::load(&config.identity)?) } else { None };
         let listener = Listener::bind(config.relay_addr, config.transport, identity.as_ref(), channel)
             .await
@@ -76,11 +83,12 @@ impl Server {
         let relay_addr = listener.local_addr()?;
         let mut entrypoints = Vec::new();
         for ep in &config.entrypoints {
-            let l = tunnel_proto::pump::bind_listener(ep.addr)
+            let l = tunnel_proto::pump::bind_listener_reuse(ep.addr, config.reuse)
                 .await
                 .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
             entrypoints.push((l, ep.hostname.clone()));
         }
+        let gateways = gateway::bind_all(&config.gateways).await?;
         let routes = config.routes();
         for warning in routes.token_warnings() {
             tracing::warn!("{warning}");
@@ -113,7 +121,9 @@ impl Server {
             entrypoint_addrs.push(addr);
             listeners.spawn(entrypoint::run(shared.clone(), l, hostname));
         }
-        Ok(Server { relay_addr, entrypoint_addrs, shared, listeners })
+        let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
+        let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
+        Ok(Server { relay_addr, entrypoint_addrs, gateway_addrs, shared, listeners, _pid_file: pid_file })
     }
 
     /// The relay listener's bound address.
@@ -124,6 +134,11 @@ impl Server {
     /// The entrypoints' bound addresses, in configuration order.
     pub fn entrypoint_addrs(&self) -> &[SocketAddr] {
         &self.entrypoint_addrs
+    }
+
+    /// The gateways' bound addresses, in configuration order.
+    pub fn gateway_addrs(&self) -> &[SocketAddr] {
+        &self.gateway_addrs
     }
 
     /// Graceful drain: stops accepting sessions and visitors, tells every session the server

@@ -4,6 +4,7 @@ use anyhow::bail;
 use clap::Parser;
 use tunnel_runtime::cli::CommonArgs;
 use tunnel_runtime::Secret;
+use tunnel_server::gateway::GatewayFile;
 use tunnel_server::{FileConfig, Server};
 
 /// The public side of tunnel: agents and access clients connect to its relay listener,
@@ -14,7 +15,8 @@ use tunnel_server::{FileConfig, Server};
     after_help = "Examples:\n  \
     tunnel-server -L \"relay://:8443?entryPoint=:80&tunnel=.example.com:4d21094e-b74c-4916-86c1-d9fa36ea677b,example.org:ac74d9dd-3125-442a-a7c1-f9e49e05faca\"\n  \
     tunnel-server -L \"relay://:8443?tunnel.direct=true\"\n  \
-    tunnel-server -C server.toml\n\n\
+    tunnel-server -C server.toml\n  \
+    tunnel-server -L \"relay://:8443?tunnel=app.example.com:4d21094e-b74c-4916-86c1-d9fa36ea677b\" --gateway \"gateway://:9000?secretFile=/etc/tunnel/gateway.key\"\n\n\
     Rules: HOST:UUID routes HOST to a tunnel; HOST:$UUID makes the rule private (access clients only).\n\
     HOST may be example.org (exact), .example.com (it and its subdomains) or *.example.com (subdomains)."
 )]
@@ -28,6 +30,13 @@ struct Cli {
     /// Token accepted for every tunnel (overrides the file's `token`).
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Sealed-address gateway: gateway://ADDR?secretFile=FILE&retry=1&timeout=3s&allowAddresses=HOST:PORT,...
+    /// (repeatable; added to the file's [[gateway]] tables).
+    #[arg(long = "gateway", value_name = "URL")]
+    gateways: Vec<String>,
+    /// Write the process ID to FILE once listening (overrides the file's `pidFile`).
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -43,6 +52,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(token) = cli.token {
         file.token = Some(Secret::from(token));
     }
+    for url in &cli.gateways {
+        file.gateway.push(GatewayFile::from_url(url)?);
+    }
+    file.pid_file = cli.pid_file.clone().or(file.pid_file);
     let config = file.validate(&source)?;
     if cli.common.check {
         for warning in config.routes().token_warnings() {

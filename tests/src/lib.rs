@@ -428,6 +428,7 @@ impl Proc {
 }
 
 pub mod chaos;
+pub mod gateway;
 
 impl Proc {
     /// Starts a prepared command (e.g. `ip netns exec NS tunnel-agent ...`; `bin` gives the

@@ -126,6 +126,8 @@ pub struct ChannelConfig {
     pub connect_timeout: Duration,
     /// Which streams the peer may open when the session starts.
     pub inbound: Inbound,
+    /// Listeners share their port with other processes (`SO_REUSEPORT`).
+    pub reuse_port: bool,
 }
 
 impl Default for ChannelConfig {
@@ -134,6 +136,7 @@ impl Default for ChannelConfig {
             max_streams: defaults::MUX_MAX_STREAMS,
             connect_timeout: defaults::CONNECT_TIMEOUT,
             inbound: Inbound::Any,
+            reuse_port: false,
         }
     }
 }
@@ -249,10 +252,10 @@ impl Listener {
             }
         };
         let inner = match transport {
-            Transport::Tcp => ListenerInner::Tcp(TcpListener::bind(addr).await?, None),
+            Transport::Tcp => ListenerInner::Tcp(crate::socket::tcp_listener(addr, config.reuse_port)?, None),
             Transport::Tls => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_config.expect("checked above"));
-                ListenerInner::Tcp(TcpListener::bind(addr).await?, Some(acceptor))
+                ListenerInner::Tcp(crate::socket::tcp_listener(addr, config.reuse_port)?, Some(acceptor))
             }
             Transport::Quic => ListenerInner::Quic(quic::server(addr, server_config.expect("checked above"), &config)?),
         };

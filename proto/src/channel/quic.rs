@@ -41,7 +41,7 @@ fn transport_config(config: &ChannelConfig) -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr, reuse: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
@@ -49,6 +49,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
+    crate::socket::set_reuse_port(&socket, reuse)?;
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
@@ -59,7 +60,12 @@ pub(super) fn server(addr: SocketAddr, tls: Arc<rustls::ServerConfig>, config: &
     let crypto = QuicServerConfig::try_from(tls).map_err(io::Error::other)?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server_config.transport_config(transport_config(config));
-    Endpoint::new(EndpointConfig::default(), Some(server_config), udp_socket(addr)?, Arc::new(TokioRuntime))
+    Endpoint::new(
+        EndpointConfig::default(),
+        Some(server_config),
+        udp_socket(addr, config.reuse_port)?,
+        Arc::new(TokioRuntime),
+    )
 }
 
 /// Completes an incoming connection's handshake.
@@ -104,7 +110,7 @@ impl Dialer {
         let (cell, local) = if target.is_ipv4() { (&self.v4, "0.0.0.0:0") } else { (&self.v6, "[::]:0") };
         let endpoint = cell
             .get_or_try_init(|| async {
-                let socket = udp_socket(local.parse().expect("literal address"))?;
+                let socket = udp_socket(local.parse().expect("literal address"), false)?;
                 Endpoint::new(EndpointConfig::default(), None, socket, Arc::new(TokioRuntime))
             })
             .await?;
