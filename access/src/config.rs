@@ -176,7 +176,7 @@ impl ClientFile for FileConfig {
                 ttl = u.take_duration(&["ttl"])?;
                 read_buffer_size = u.take_with(&["readBufferSize"], str::parse::<usize>)?;
             }
-            let addrs = url::expand_ports(&u.addr).map_err(|e| UrlError::BadAddr(raw.clone(), e))?;
+            let addrs = url::expand_ports(&u.addr).map_err(|e| UrlError::BadAddr(u.raw.clone(), e))?;
             for addr in addrs {
                 let forwarder =
                     u.target.clone().map(|t| ForwarderFile { nodes: vec![NodeFile { name: None, addr: t }] });
