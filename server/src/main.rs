@@ -25,7 +25,7 @@ struct Cli {
     /// TOML configuration file (instead of -L).
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     config: Option<String>,
-    /// Token accepted for every tunnel (overrides the file's `token`).
+    /// Token accepted for every tunnel (overrides the file's `token` or `tokenFile`).
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(flatten)]
@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         _ => bail!("give a relay service with -L relay://ADDR?... or a config file with -C FILE (see --help)"),
     };
     if let Some(token) = cli.token {
-        file.token = Some(Secret::from(token));
+        file.set_token(Secret::from(token));
     }
     let config = file.validate(&source)?;
     // `Server::shutdown` logs "shutting down" once its listeners are closed.
