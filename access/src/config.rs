@@ -38,7 +38,8 @@ pub struct ServiceFile {
     /// `tcp` (or `udp`).
     #[serde(rename = "type")]
     pub kind: String,
-    /// Where to listen (`:8000`, `127.0.0.1:2222`).
+    /// Where to listen: `:8000` is loopback only (127.0.0.1); other interfaces must be named
+    /// (`0.0.0.0:8000`, `[::]:8000`, `192.0.2.1:8000`), and a warning says so.
     pub addr: String,
     /// Take the hostname from each connection (HTTP Host / TLS SNI).
     #[serde(default)]
@@ -182,7 +183,7 @@ impl ClientFile for FileConfig {
                 ttl = u.take_duration(&["ttl"])?;
                 read_buffer_size = u.take_with(&["readBufferSize"], str::parse::<usize>)?;
             }
-            let addrs = url::expand_ports(&u.addr).map_err(|e| UrlError::BadAddr(raw.clone(), e))?;
+            let addrs = url::expand_ports(&u.addr).map_err(|e| UrlError::BadAddr(u.raw.clone(), e))?;
             for addr in addrs {
                 let forwarder =
                     u.target.clone().map(|t| ForwarderFile { nodes: vec![NodeFile { name: None, addr: t }] });
@@ -226,7 +227,7 @@ impl ClientFile for FileConfig {
                     ))
                 }
             };
-            let addr = url::bind_addr(&svc.addr).map_err(|e| invalid(&format!("services[{i}].addr"), e))?;
+            let addr = url::local_bind_addr(&svc.addr).map_err(|e| invalid(&format!("services[{i}].addr"), e))?;
             let hostname = match svc.forwarder.as_ref().and_then(|f| f.nodes.first()) {
                 Some(node) => Some(host::canonicalize(&node.addr).map_err(|e| {
                     invalid(&format!("services[{i}].forwarder.nodes[0].addr"), format!("{:?}: {e}", node.addr))
@@ -287,7 +288,24 @@ impl ClientFile for FileConfig {
             max_visitors: l.max_visitors.unwrap_or(defaults::MAX_VISITORS),
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
         };
+        warn_exposed(&listeners);
         Ok(Config { relay, listeners, limits })
+    }
+}
+
+/// Warns once per configured listener (a port range is one) that binds something other than
+/// loopback: every machine that can reach that address can then use the tunnel.
+fn warn_exposed(listeners: &[ListenerConfig]) {
+    let mut warned = std::collections::HashSet::new();
+    for l in listeners.iter().filter(|l| !l.addr.ip().is_loopback()) {
+        if warned.insert(&l.name) {
+            tracing::warn!(
+                listener = %l.name,
+                ip = %l.addr.ip(),
+                "listener reachable from other machines: anyone who can connect to it uses the tunnel as you; \
+                 write :PORT or 127.0.0.1:PORT to listen on this machine only"
+            );
+        }
     }
 }
 
@@ -316,5 +334,16 @@ mod tests {
         );
         let big = FileConfig::from_urls(&["udp://:1/a?readBufferSize=70000".into()], relay).unwrap().validate("-L");
         assert!(big.unwrap_err().to_string().contains("readBufferSize"));
+    }
+
+    #[test]
+    fn listeners_without_a_host_are_loopback() {
+        let relay = "relay://:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a";
+        let urls = ["tcp://:8000-8001/a.local".into(), "udp://:1053/dns.local".into(), "tcp://0.0.0.0:2222/b".into()];
+        let cfg = FileConfig::from_urls(&urls, relay).unwrap().validate("-L").unwrap();
+        let addrs: Vec<String> = cfg.listeners.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:1053", "0.0.0.0:2222"]);
+        let err = FileConfig::from_urls(&["tcp://:99999/a?token=s3cret".into()], relay).unwrap_err().to_string();
+        assert!(err.contains("99999") && !err.contains("s3cret"), "{err}");
     }
 }

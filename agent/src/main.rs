@@ -14,7 +14,7 @@ use tunnel_runtime::cli::ClientArgs;
     tunnel-agent -L rtcp://:0/:22 -F \"relay://server:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a&token=SECRET\"\n  \
     tunnel-agent -C agent.toml",
     mut_arg("services", |a| a.help("Service: rtcp://:0/HOST:PORT[,HOST:PORT...] (a target for every hostname).")),
-    mut_arg("relay", |a| a.help("The server: relay://HOST:PORT?tunnel.id=UUID[&token=T][&weight=N]"))
+    mut_arg("relay", |a| a.help("The server: relay://HOST:PORT?tunnel.id=UUID[&token=T | &tokenFile=FILE][&weight=N]"))
 )]
 struct Cli {
     #[command(flatten)]

@@ -65,13 +65,13 @@ pub struct ClientArgs {
     /// Service or listener URL.
     #[arg(short = 'L', value_name = "URL")]
     pub services: Vec<String>,
-    /// The server: relay://HOST:PORT?tunnel.id=UUID[&token=T]
+    /// The server: relay://HOST:PORT?tunnel.id=UUID[&token=T | &tokenFile=FILE]
     #[arg(short = 'F', value_name = "URL", requires = "services")]
     pub relay: Option<String>,
     /// TOML configuration file (instead of -L/-F).
     #[arg(short = 'C', long = "config", value_name = "FILE", conflicts_with_all = ["services", "relay"])]
     pub config: Option<String>,
-    /// Token for the tunnel (overrides the URL's or file's token).
+    /// Token for the tunnel (overrides the URL's or file's token or tokenFile).
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     #[command(flatten)]
@@ -129,7 +129,7 @@ pub fn load_client<T: ClientFile>(
         _ => anyhow::bail!("{usage}"),
     };
     if let Some(token) = token {
-        config.relay_mut().token = Some(Secret::from(token));
+        config.relay_mut().set_token(Secret::from(token));
     }
     Ok((config.validate(&source)?, source))
 }

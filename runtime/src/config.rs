@@ -1,5 +1,9 @@
 //! What the three binaries' configuration loaders share: the error type that names the file
 //! or URL, the key and the reason, and TOML loading.
+//!
+//! No error here repeats a configured value that may be secret: a TOML error gives the file,
+//! line, column and what is wrong, never the offending line (it may hold a token), and URL
+//! errors show the URL with its token replaced by `***` ([`crate::url`]).
 
 use serde::de::DeserializeOwned;
 
@@ -35,6 +39,68 @@ pub enum ConfigError {
 pub fn load_toml<T: DeserializeOwned>(path: &str) -> Result<T, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string().trim_end().to_owned() })
+    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), why: describe(&text, &e) })
+}
+
+/// A TOML error as `line L, column C: message`. The `toml` crate's own `Display` quotes the
+/// offending line, which may be the one holding a token, so only its message is kept.
+fn describe(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    match err.span() {
+        Some(span) => {
+            let (line, column) = position(text, span.start);
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        addr: String,
+        token: crate::Secret,
+    }
+
+    fn load(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        load_toml::<File>(path.to_str().unwrap()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_give_the_place_not_the_line() {
+        let err = load("addr = \":1\"\ntoken = \"hunter2\n");
+        assert!(err.contains("c.toml: line 2, column 17: "), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load("addr = \":1\"\n  token = 'hunter2' x\n");
+        assert!(err.contains("line 2, column 21"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load("addr = \":1\"\ntoken = 1234567\n");
+        assert!(err.contains("line 2, column 9") && !err.contains("1234567"), "{err}");
+    }
+
+    #[test]
+    fn positions() {
+        assert_eq!(position("ab\ncd", 0), (1, 1));
+        assert_eq!(position("ab\ncd", 4), (2, 2));
+        assert_eq!(position("é\nx", 1), (1, 1));
+        assert_eq!(position("ab", 99), (1, 3));
+    }
 }

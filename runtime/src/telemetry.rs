@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use tracing_subscriber::filter::LevelFilter;
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -22,10 +24,35 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Installs the global tracing subscriber, writing to stderr. `RUST_LOG` overrides `level`.
+/// Libraries that log at warn level what any peer can repeat at will: rustls a malformed
+/// ClientHello on a TLS relay port (through the `log` bridge), quinn-proto an illegal packet or
+/// a handshake at the wrong encryption level. Our own log says once, at debug, that a handshake
+/// failed; these are held at the level given here unless named in the filter. (`quinn` covers
+/// quinn-udp too, whose warnings are about this host's sockets and stay.)
+const QUIET_LIBRARIES: [(&str, LevelFilter); 3] =
+    [("rustls", LevelFilter::ERROR), ("quinn", LevelFilter::WARN), ("quinn_proto", LevelFilter::ERROR)];
+
+/// The filter for `--log-level LEVEL`: `LEVEL` with the [`QUIET_LIBRARIES`] held at their
+/// level (never above `LEVEL`'s own default level), except the libraries `LEVEL` names itself
+/// (`--log-level info,rustls=debug`).
+pub fn default_filter(level: &str) -> String {
+    let directives: Vec<&str> = level.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let Some(base) = directives.iter().rev().find_map(|d| d.parse::<LevelFilter>().ok()) else {
+        return level.to_owned(); // no default level: libraries are off unless named
+    };
+    let named = |target: &str| directives.iter().any(|d| d.split(['=', '[', ':']).next() == Some(target));
+    let mut filter = level.to_owned();
+    for (target, quiet) in QUIET_LIBRARIES.iter().filter(|(t, _)| !named(t)) {
+        filter.push_str(&format!(",{target}={}", (*quiet).min(base).to_string().to_lowercase()));
+    }
+    filter
+}
+
+/// Installs the global tracing subscriber, writing to stderr. `RUST_LOG` overrides `level`
+/// and the quieter libraries of [`default_filter`].
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter(level)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
@@ -83,5 +110,25 @@ pub fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_libraries_unless_named() {
+        assert_eq!(default_filter("info"), "info,rustls=error,quinn=warn,quinn_proto=error");
+        assert_eq!(default_filter("debug,rustls=debug"), "debug,rustls=debug,quinn=warn,quinn_proto=error");
+        assert_eq!(default_filter("error"), "error,rustls=error,quinn=error,quinn_proto=error");
+        assert_eq!(default_filter("quinn_proto=trace"), "quinn_proto=trace");
+        assert_eq!(
+            default_filter("tunnel_server=debug,warn"),
+            "tunnel_server=debug,warn,rustls=error,quinn=warn,quinn_proto=error"
+        );
+        for filter in [default_filter("info"), default_filter("off")] {
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap();
+        }
     }
 }

@@ -214,10 +214,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Turns `:8443`, `0.0.0.0:80` or `[::1]:80` into a bind address (`:port` binds every IPv4
-/// interface, as in the seed).
+/// Turns `:8443`, `0.0.0.0:80` or `[::1]:80` into a bind address for a public listener
+/// (the server's relay listener and entrypoints): `:port` binds every IPv4 interface, as in
+/// the seed.
 pub fn bind_addr(addr: &str) -> Result<std::net::SocketAddr, String> {
-    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_owned() };
+    bind_addr_or(addr, std::net::Ipv4Addr::UNSPECIFIED)
+}
+
+/// Turns `:2222`, `0.0.0.0:2222` or `[::]:2222` into a bind address for a listener meant for
+/// this machine (an access client's): `:port` binds loopback only, as `ssh -L` does; other
+/// interfaces must be named.
+pub fn local_bind_addr(addr: &str) -> Result<std::net::SocketAddr, String> {
+    bind_addr_or(addr, std::net::Ipv4Addr::LOCALHOST)
+}
+
+fn bind_addr_or(addr: &str, empty_host: std::net::Ipv4Addr) -> Result<std::net::SocketAddr, String> {
+    let full = if addr.starts_with(':') { format!("{empty_host}{addr}") } else { addr.to_owned() };
     full.parse().map_err(|_| format!("{addr:?} is not host:port or :port with a numeric host"))
 }
 
@@ -323,5 +335,15 @@ mod tests {
         assert_eq!(pairs[1], (":8001".to_owned(), "10.0.0.1:9001".to_owned()));
         assert!(expand_ports(":9-1").is_err());
         assert_eq!(bind_addr(":80").unwrap().port(), 80);
+    }
+
+    #[test]
+    fn empty_hosts() {
+        assert_eq!(bind_addr(":80").unwrap().to_string(), "0.0.0.0:80");
+        assert_eq!(local_bind_addr(":2222").unwrap().to_string(), "127.0.0.1:2222");
+        for explicit in ["0.0.0.0:2222", "[::]:2222", "192.0.2.1:2222", "[::1]:2222"] {
+            assert_eq!(local_bind_addr(explicit).unwrap().to_string(), explicit);
+        }
+        assert!(local_bind_addr("localhost:2222").is_err());
     }
 }

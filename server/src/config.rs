@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// One token accepted for every tunnel.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A file holding the global token instead of `token`; it must be private to its owner.
+    #[serde(default)]
+    pub token_file: Option<String>,
     /// PEM certificate chain for `tls` / `quic` (with `keyFile`).
     #[serde(default)]
     pub cert_file: Option<String>,
@@ -127,7 +130,11 @@ pub struct TunnelToken {
     /// The tunnel.
     pub tunnel: String,
     /// The token.
-    pub token: Secret,
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the token instead; it must be private to its owner.
+    #[serde(default, rename = "tokenFile")]
+    pub token_file: Option<String>,
 }
 
 /// `[limits]` as written; every field optional.
@@ -262,6 +269,7 @@ impl FileConfig {
             state_dir: u.take(&["stateDir"]),
             entry_point: u.take(&["entryPoint"]).map(OneOrMany::One),
             token: u.take(&["token"]).map(Secret::from),
+            token_file: u.take(&["tokenFile"]),
             ..FileConfig::default()
         };
         fc.tunnel.direct = u.take_bool(&["tunnel.direct", "direct"])?.unwrap_or(false);
@@ -295,6 +303,13 @@ impl FileConfig {
         Ok(fc)
     }
 
+    /// Sets the global token from `--token` or `TUNNEL_TOKEN`, in place of `token` or
+    /// `tokenFile`.
+    pub fn set_token(&mut self, token: Secret) {
+        self.token = Some(token);
+        self.token_file = None;
+    }
+
     /// Checks every value and builds the runtime config. `source_name` (file path or URL)
     /// prefixes every error.
     pub fn validate(self, source_name: &str) -> Result<Config, ConfigError> {
@@ -308,7 +323,10 @@ impl FileConfig {
         let transport = Transport::from_scheme(listener)
             .ok_or_else(|| invalid("listener", format!("unknown listener {listener:?}, expected tcp, tls or quic")))?;
         let identity = match (&self.cert_file, &self.key_file) {
-            (Some(cert), Some(key)) => IdentitySource::Files { cert: cert.into(), key: key.into() },
+            (Some(cert), Some(key)) => {
+                tunnel_runtime::secret::check_private_file(key.as_ref()).map_err(|e| invalid("keyFile", e))?;
+                IdentitySource::Files { cert: cert.into(), key: key.into() }
+            }
             (None, None) => {
                 IdentitySource::SelfSigned { dir: state_dir(self.state_dir.as_deref()), names: self.cert_names.clone() }
             }
@@ -341,14 +359,12 @@ impl FileConfig {
         let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let id = parse_tunnel_id(&t.tunnel).map_err(|e| invalid(&format!("tokens[{i}].tunnel"), e))?;
-            t.token.check_token().map_err(|e| invalid(&format!("tokens[{i}].token"), e))?;
-            tunnel_tokens.entry(id).or_default().push(t.token.clone());
+            let token = token_or_file(t.token.clone(), t.token_file.as_deref(), &format!("tokens[{i}]"), &invalid)?
+                .ok_or_else(|| invalid(&format!("tokens[{i}]"), "missing: give token or tokenFile".into()))?;
+            tunnel_tokens.entry(id).or_default().push(token);
         }
-        let mut global_tokens = Vec::new();
-        if let Some(t) = &self.token {
-            t.check_token().map_err(|e| invalid("token", e))?;
-            global_tokens.push(t.clone());
-        }
+        let global_tokens: Vec<Secret> =
+            token_or_file(self.token.clone(), self.token_file.as_deref(), "", &invalid)?.into_iter().collect();
         let gateways = crate::gateway::config::validate_all(&self.gateway, source_name)?;
         let l = self.limits;
         let limits = Limits {
@@ -450,6 +466,19 @@ pub enum IdentitySource {
     },
 }
 
+/// The token of a `token` / `tokenFile` pair under `prefix` (`""` or `tokens[i]`); errors name
+/// the key.
+fn token_or_file(
+    token: Option<Secret>,
+    file: Option<&str>,
+    prefix: &str,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Option<Secret>, ConfigError> {
+    let key = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+    tunnel_runtime::secret::token_or_file(token, file, &key("token"), &key("tokenFile"))
+        .map_err(|(k, why)| invalid(&k, why))
+}
+
 fn state_dir(configured: Option<&str>) -> std::path::PathBuf {
     if let Some(dir) = configured {
         return dir.into();
@@ -496,6 +525,27 @@ mod tests {
         assert!(err.to_string().contains("unsupported scheme"), "{err}");
         let err: Result<FileConfig, _> = toml::from_str("addr = \":1\"\nbogus = 1\n");
         assert!(err.unwrap_err().to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn token_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = path.to_str().unwrap();
+        let id = "4d21094e-b74c-4916-86c1-d9fa36ea677b";
+        let text =
+            format!("addr = \":1\"\ntokenFile = \"{path}\"\n[[tokens]]\ntunnel = \"{id}\"\ntokenFile = \"{path}\"\n");
+        let cfg = toml::from_str::<FileConfig>(&text).unwrap().validate("f").unwrap();
+        assert_eq!(cfg.global_tokens[0].expose(), "from-a-file");
+        assert_eq!(cfg.tunnel_tokens[&id.parse().unwrap()][0].expose(), "from-a-file");
+        let mut file = FileConfig::from_url(&format!("relay://:1?tokenFile={path}")).unwrap();
+        file.set_token(Secret::from("flag"));
+        assert_eq!(file.validate("-L").unwrap().global_tokens[0].expose(), "flag", "--token wins over tokenFile");
+        let err = FileConfig::from_url(&format!("relay://:1?tokenFile={path}&token=x")).unwrap().validate("-L");
+        assert!(err.unwrap_err().to_string().contains("either token or tokenFile"));
     }
 
     #[test]

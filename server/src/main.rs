@@ -27,7 +27,7 @@ struct Cli {
     /// TOML configuration file (instead of -L).
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     config: Option<String>,
-    /// Token accepted for every tunnel (overrides the file's `token`).
+    /// Token accepted for every tunnel (overrides the file's `token` or `tokenFile`).
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Sealed-address gateway: gateway://ADDR?secretFile=FILE&retry=1&timeout=3s&allowAddresses=HOST:PORT,...
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         _ => bail!("give a relay service with -L relay://ADDR?... or a config file with -C FILE (see --help)"),
     };
     if let Some(token) = cli.token {
-        file.token = Some(Secret::from(token));
+        file.set_token(Secret::from(token));
     }
     for url in &cli.gateways {
         file.gateway.push(GatewayFile::from_url(url)?);

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,38 @@ fn collect(stream: impl Read + Send + 'static, lines: Lines) {
             cv.notify_all();
         }
     });
+}
+
+/// Runs `name` to its exit (killing it after [`WAIT`]) with backtraces off, as a user sees
+/// it; returns whether it succeeded and everything it printed.
+pub fn run_to_exit(name: &str, args: &[&str]) -> (bool, String) {
+    let child = Command::new(bin(name))
+        .args(args)
+        .env_remove("TUNNEL_TOKEN")
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(out) => {
+            let out = out.expect("wait for output");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("{name} {args:?} did not exit within {WAIT:?}");
+        }
+    }
 }
 
 /// Extracts `addr=HOST:PORT` from a log line.

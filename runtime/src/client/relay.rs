@@ -78,6 +78,10 @@ pub struct RelayFile {
     /// Token (the `TUNNEL_TOKEN` environment variable or `--token` override it).
     #[serde(default)]
     pub token: Option<Secret>,
+    /// A file holding the token instead (`token` and `tokenFile` exclude each other), read at
+    /// validation; it must be private to its owner (mode 0600 or 0400).
+    #[serde(default, rename = "tokenFile")]
+    pub token_file: Option<String>,
     /// Weight of this agent in its tunnel's pool (1-255).
     #[serde(default)]
     pub weight: Option<u8>,
@@ -121,6 +125,7 @@ impl RelayFile {
         u.expect_scheme(&["relay", "relay+tcp", "relay+tls", "relay+quic"], Transport::SCHEMES)?;
         let tunnel_id = u.take(&["tunnel.id", "tunnelID"]);
         let token = u.take(&["token"]).map(Secret::from);
+        let token_file = u.take(&["tokenFile"]);
         let weight = u.take_with(&["weight"], str::parse::<u8>)?;
         let (ca_file, pin, server_name) = (u.take(&["caFile"]), u.take(&["pin"]), u.take(&["serverName"]));
         let insecure = u.take_bool(&["insecure"])?.unwrap_or(false);
@@ -131,6 +136,7 @@ impl RelayFile {
             tunnel: None,
             tunnel_id,
             token,
+            token_file,
             weight,
             ca_file,
             pin,
@@ -142,7 +148,14 @@ impl RelayFile {
         Ok(file)
     }
 
-    /// Validates into [`RelayOptions`]; errors name the key.
+    /// Sets the token from `--token` or `TUNNEL_TOKEN`, in place of the file's or URL's
+    /// `token` or `tokenFile`.
+    pub fn set_token(&mut self, token: Secret) {
+        self.token = Some(token);
+        self.token_file = None;
+    }
+
+    /// Validates into [`RelayOptions`], reading `tokenFile`; errors name the key.
     pub fn validate(self) -> Result<RelayOptions, (String, String)> {
         let dialer = self.dialer.as_deref().unwrap_or("tcp");
         let transport = Transport::from_scheme(dialer)
@@ -170,9 +183,7 @@ impl RelayFile {
             return Err(("addr".into(), "missing: the server's host:port".into()));
         }
         url::split_host_port(&self.addr).map_err(|e| ("addr".to_owned(), e))?;
-        if let Some(t) = &self.token {
-            t.check_token().map_err(|e| ("token".to_owned(), e))?;
-        }
+        let token = crate::secret::token_or_file(self.token, self.token_file.as_deref(), "token", "tokenFile")?;
         let weight = self.weight.unwrap_or(1);
         if weight == 0 {
             return Err(("weight".into(), "must be between 1 and 255".into()));
@@ -181,14 +192,6 @@ impl RelayFile {
         if !(1..=16).contains(&sessions) {
             return Err(("sessions".into(), "must be between 1 and 16".into()));
         }
-        Ok(RelayOptions {
-            transport,
-            addr: url::dial_addr(&self.addr),
-            tunnel,
-            token: self.token,
-            weight,
-            tls,
-            sessions,
-        })
+        Ok(RelayOptions { transport, addr: url::dial_addr(&self.addr), tunnel, token, weight, tls, sessions })
     }
 }

@@ -3,45 +3,10 @@
 //! server is logged on every attempt and retried; tokens never appear in any output.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 
-use tunnel_tests::{bin, http_get, origin, tunnel_id, Proc, Server, WAIT};
+use tunnel_tests::{http_get, origin, run_to_exit, tunnel_id, Proc, Server};
 
 use super::{World, FAST};
-
-/// Runs `name` to its exit (killing it after [`WAIT`]) with backtraces off, as a user sees
-/// it; returns whether it succeeded and everything it printed.
-fn run_to_exit(name: &str, args: &[&str]) -> (bool, String) {
-    let child = Command::new(bin(name))
-        .args(args)
-        .env_remove("TUNNEL_TOKEN")
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "0")
-        .env("RUST_LIB_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(WAIT) {
-        Ok(out) => {
-            let out = out.expect("wait for output");
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            (out.status.success(), text)
-        }
-        Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
-            panic!("{name} {args:?} did not exit within {WAIT:?}");
-        }
-    }
-}
 
 /// Asserts a failed run that printed exactly one line containing every one of `needles`.
 fn assert_one_line_error(name: &str, (ok, out): (bool, String), needles: &[&str]) {
