@@ -53,5 +53,6 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
         drain(&shared, &session, &token, agent.idle()).await;
     }
     session.close();
+    shared.metrics.sessions.get_or_create(&gauge).dec();
     span.in_scope(|| tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent left: {outcome}"));
 }
