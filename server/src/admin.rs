@@ -16,6 +16,8 @@ use crate::Shared;
 pub(crate) struct ServerAdmin {
     pub(crate) shared: Arc<Shared>,
     pub(crate) registry: prometheus_client::registry::Registry,
+    /// The relay listener's bound address.
+    pub(crate) relay: std::net::SocketAddr,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -116,7 +118,7 @@ impl ServerAdmin {
             "version": s.config_version.load(Ordering::Relaxed),
             "file": s.config.origin.file,
             "transport": s.config.transport.to_string(),
-            "relay": s.config.relay_addr.to_string(),
+            "relay": self.relay.to_string(),
         })
     }
 }

@@ -163,7 +163,7 @@ impl Server {
                 let mut registry = tunnel_runtime::admin::registry();
                 shared.metrics.register(&mut registry);
                 shared.metrics.config_version.set(1);
-                let app = Arc::new(admin::ServerAdmin { shared: shared.clone(), registry });
+                let app = Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr });
                 Some(
                     tunnel_runtime::admin::Admin::spawn(config, app)
                         .await

@@ -257,3 +257,27 @@ pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
 }
+
+#[test]
+fn sighup_never_ends_an_agent_or_access_client_and_json_logs_are_flat() {
+    let id = tunnel_id();
+    let url = format!("relay://127.0.0.1:0?tunnel=h.local:{id}");
+    let server = Server::start(&["-L", &url], 0);
+    let service = format!("rtcp://:0/{}", origin::echo());
+    let relay = server.relay_url(&id, "");
+    let mut a = Proc::start("tunnel-agent", &["-L", &service, "-F", &relay, "--log-format", "json"]);
+    a.wait_for_nth("session established", 2);
+    let (mut access, _) = tunnel_tests::access(&server, &["tcp://127.0.0.1:0/h.local"], &id, "");
+    a.signal("HUP");
+    a.wait_for("SIGHUP");
+    access.signal("HUP");
+    access.wait_for("SIGHUP");
+    assert!(a.is_running() && access.is_running(), "SIGHUP must not end them");
+    for line in a.output().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["time"].is_string() && v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    let up = a.wait_for("session established");
+    let v: serde_json::Value = serde_json::from_str(&up).unwrap();
+    assert!(v["tunnel"] == id.as_str() && v["session"].is_number(), "fields are flat: {up}");
+}
