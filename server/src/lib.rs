@@ -79,7 +79,10 @@ impl Shared {
     /// The label of `tunnel` in metrics: its ID when the ingress names it, `direct` otherwise
     /// (labels stay bounded by the configuration).
     pub(crate) fn tunnel_label(&self, tunnel: &uuid::Uuid) -> String {
-        if self.routes.snapshot().ingress.knows(tunnel) {
+        if !self.metrics.on {
+            // Nobody reads the metrics: no label to build on the visitor path.
+            String::new()
+        } else if self.routes.snapshot().ingress.knows(tunnel) {
             tunnel.to_string()
         } else {
             "direct".to_owned()
@@ -131,7 +134,7 @@ impl Server {
             access_streams: Arc::new(Semaphore::new(config.limits.max_access_streams)),
             budgets: budget::Budgets::new(&config.limits),
             limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
-            metrics: metrics::Metrics::default(),
+            metrics: metrics::Metrics { on: config.admin.is_some(), ..metrics::Metrics::default() },
             access_sessions: dashmap::DashMap::new(),
             next_access_id: std::sync::atomic::AtomicU64::new(0),
             config_version: std::sync::atomic::AtomicU64::new(1),
