@@ -161,20 +161,15 @@ impl Server {
         }
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
-        let admin = match &shared.config.admin {
-            Some(config) => {
-                let mut registry = tunnel_runtime::admin::registry();
-                shared.metrics.register(&mut registry);
-                shared.metrics.config_version.set(1);
-                let app = Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr });
-                Some(
-                    tunnel_runtime::admin::Admin::spawn(config, app)
-                        .await
-                        .with_context(|| format!("cannot listen on admin address {}", config.addr))?,
-                )
-            }
-            None => None,
-        };
+        shared.metrics.config_version.set(1);
+        let admin = tunnel_runtime::admin::Admin::start(shared.config.admin.as_ref(), |mut registry| {
+            shared.metrics.register(&mut registry);
+            Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr })
+        })
+        .await
+        .with_context(|| {
+            format!("cannot listen on the admin address {:?}", shared.config.admin.as_ref().map(|a| a.addr))
+        })?;
         let reloading = shared.clone();
         listeners.spawn(tunnel_runtime::telemetry::on_sighup(reloading.life.stopping().clone(), move || {
             let _ = reload::reload(&reloading);
