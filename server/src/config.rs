@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// Public entrypoints: `:80`, or `:5201/iperf.local` for a raw entrypoint bound to a host.
     #[serde(default)]
     pub entry_point: Option<OneOrMany>,
+    /// `[[entrypoints]]`: entrypoints with options, after those of `entryPoint`.
+    #[serde(default)]
+    pub entrypoints: Vec<EntrypointFile>,
     /// One token accepted for every tunnel.
     #[serde(default)]
     pub token: Option<Secret>,
@@ -216,6 +219,24 @@ pub struct Limits {
     pub max_visitors_per_source: usize,
 }
 
+/// An `[[entrypoints]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntrypointFile {
+    /// Where to listen, as in `entryPoint` (`:80`, or `:5201/iperf.local` for a raw one).
+    pub addr: String,
+    /// CIDRs (or addresses) of proxies whose `X-Forwarded-For` is extended, not replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// One info line per HTTP request (default on).
+    #[serde(default = "on")]
+    pub access_log: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
 /// A public entrypoint.
 #[derive(Debug, Clone)]
 pub struct Entrypoint {
@@ -223,6 +244,17 @@ pub struct Entrypoint {
     pub addr: SocketAddr,
     /// For a raw entrypoint, the hostname every connection is routed as.
     pub hostname: Option<String>,
+    /// Visitors whose `X-Forwarded-For` is extended rather than replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// One info line per HTTP request.
+    pub access_log: bool,
+}
+
+impl Entrypoint {
+    /// What the HTTP path needs to know of this entrypoint.
+    pub fn http_options(&self) -> crate::http::HttpOptions {
+        crate::http::HttpOptions { trusted_proxies: self.trusted_proxies.clone(), access_log: self.access_log }
+    }
 }
 
 /// The validated configuration.
@@ -341,7 +373,9 @@ impl FileConfig {
             (None, Some(_)) => return Err(invalid("certFile", "keyFile needs certFile".into())),
         };
         let mut entrypoints = Vec::new();
-        for item in self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default() {
+        let plain = self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default();
+        let tables = self.entrypoints.iter().map(|t| (t.addr.clone(), Some(t)));
+        for (item, table) in plain.into_iter().map(|i| (i, None)).chain(tables) {
             let (addr, hostname) = match item.split_once('/') {
                 Some((a, h)) => {
                     (a, Some(host::canonicalize(h).map_err(|e| invalid("entryPoint", format!("{item:?}: {e}")))?))
@@ -349,7 +383,17 @@ impl FileConfig {
                 None => (item.as_str(), None),
             };
             let addr = url::bind_addr(addr).map_err(|e| invalid("entryPoint", e))?;
-            entrypoints.push(Entrypoint { addr, hostname });
+            let mut trusted_proxies = Vec::new();
+            for raw in table.map(|t| t.trusted_proxies.as_slice()).unwrap_or_default() {
+                let net = raw
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| invalid("entrypoints.trustedProxies", format!("{raw:?}: not a CIDR or an address")))?;
+                trusted_proxies.push(net);
+            }
+            // The plain `entryPoint` form keeps its log volume: no access log.
+            let access_log = table.is_some_and(|t| t.access_log);
+            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {
