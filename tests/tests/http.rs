@@ -136,3 +136,84 @@ endpoint = "{id}"
     let _ = c.read_to_end(&mut Vec::new());
     server.proc.wait_for("status=404");
 }
+
+/// An origin that switches every connection to a byte echo after a 101, and shuts its write
+/// half when the client shuts its own.
+fn upgrading_origin() -> SocketAddr {
+    let (l, addr) = tunnel_tests::listener();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                );
+                let mut buf = [0u8; 4096];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+const WS_CLIENT: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((host, port))
+s.sendall(b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk:
+        sys.exit("closed during the handshake: %r" % head)
+    head += chunk
+if not head.startswith(b"HTTP/1.1 101"):
+    sys.exit("no 101: %r" % head)
+frame = bytes([0x81, 0x85, 1, 2, 3, 4]) + bytes(b ^ [1, 2, 3, 4][i % 4] for i, b in enumerate(b"hello"))
+s.sendall(frame)
+s.shutdown(socket.SHUT_WR)
+echoed = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    echoed += chunk
+if echoed != frame:
+    sys.exit("echo %r != %r" % (echoed, frame))
+print("echoed")
+"#;
+
+#[test]
+fn a_websocket_upgrade_becomes_a_byte_pump_with_half_close() {
+    let id = tunnel_id();
+    let origin = upgrading_origin();
+    let server =
+        Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=ws.example:{id}")], 1);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    let out = std::process::Command::new("python3")
+        .args(["-c", WS_CLIENT, &ep.ip().to_string(), &ep.port().to_string()])
+        .output()
+        .expect("run python3");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("echoed"), "{stdout}{stderr}");
+}
