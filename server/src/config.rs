@@ -231,6 +231,9 @@ pub struct EntrypointFile {
     /// One info line per HTTP request (default on).
     #[serde(default = "on")]
     pub access_log: bool,
+    /// Keep HTTP origin connections for reuse across requests (default off).
+    #[serde(default)]
+    pub reuse_origins: bool,
 }
 
 fn on() -> bool {
@@ -248,12 +251,18 @@ pub struct Entrypoint {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// One info line per HTTP request.
     pub access_log: bool,
+    /// Keep HTTP origin connections for reuse.
+    pub reuse_origins: bool,
 }
 
 impl Entrypoint {
     /// What the HTTP path needs to know of this entrypoint.
     pub fn http_options(&self) -> crate::http::HttpOptions {
-        crate::http::HttpOptions { trusted_proxies: self.trusted_proxies.clone(), access_log: self.access_log }
+        crate::http::HttpOptions {
+            trusted_proxies: self.trusted_proxies.clone(),
+            access_log: self.access_log,
+            reuse_origins: self.reuse_origins,
+        }
     }
 }
 
@@ -393,7 +402,8 @@ impl FileConfig {
             }
             // The plain `entryPoint` form keeps its log volume: no access log.
             let access_log = table.is_some_and(|t| t.access_log);
-            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log });
+            let reuse_origins = table.is_some_and(|t| t.reuse_origins);
+            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {
@@ -662,5 +672,21 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.entrypoints.len(), 2);
         assert_eq!(cfg.entrypoints[1].hostname.as_deref(), Some("iperf.local"));
+    }
+
+    #[test]
+    fn entrypoint_tables_add_options_after_the_plain_list() {
+        let text = "addr = \":0\"\nentryPoint = [\":80\"]\n\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\n[[entrypoints]]\naddr = \":82/raw.local\"\naccessLog = false\n";
+        let cfg = toml::from_str::<FileConfig>(text).unwrap().validate("f").unwrap();
+        let ports: Vec<u16> = cfg.entrypoints.iter().map(|e| e.addr.port()).collect();
+        assert_eq!(ports, [80, 81, 82]);
+        assert!(cfg.entrypoints[0].trusted_proxies.is_empty() && !cfg.entrypoints[0].access_log);
+        assert_eq!(cfg.entrypoints[1].trusted_proxies.len(), 2);
+        assert!(cfg.entrypoints[1].access_log, "on by default in a table");
+        assert_eq!(cfg.entrypoints[2].hostname.as_deref(), Some("raw.local"));
+        assert!(!cfg.entrypoints[2].access_log);
+        let bad = "addr = \":0\"\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"nope\"]\n";
+        let err = toml::from_str::<FileConfig>(bad).unwrap().validate("f").unwrap_err();
+        assert!(err.to_string().contains("trustedProxies"), "{err}");
     }
 }

@@ -71,8 +71,13 @@ fn ambiguous_targets_get_400() {
 fn closing_visitors_reuse_origin_connections() {
     let id = tunnel_id();
     let (origin, seen) = origin::http_counting("A");
-    let server =
-        Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=a.example:{id}")], 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let toml = format!(
+        "addr = \"127.0.0.1:0\"\n[[entrypoints]]\naddr = \"127.0.0.1:0\"\nreuseOrigins = true\n[[ingress.rules]]\nhostname = \"a.example\"\nendpoint = \"{id}\"\n"
+    );
+    std::fs::write(&path, toml).unwrap();
+    let server = Server::start(&["-C", path.to_str().unwrap()], 1);
     let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
     let ep = server.entrypoints[0];
     for n in 0..200 {

@@ -29,6 +29,8 @@ pub struct HttpOptions {
     pub trusted_proxies: Vec<IpNet>,
     /// One info line per request.
     pub access_log: bool,
+    /// Keep origin connections for reuse (see [`pool`]).
+    pub reuse_origins: bool,
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` on a request from `peer` for `host`: the

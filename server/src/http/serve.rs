@@ -157,7 +157,8 @@ impl Visitor {
         let status = resp.status().as_u16();
         let shared = self.shared.clone();
         resp.map(move |body| {
-            let finish = Finish { shared, key, origin, line, status, up, label };
+            let reuse = self.options.reuse_origins;
+            let finish = Finish { shared, key, origin, line, status, up, label, reuse };
             Tracked { inner: Counted::new(body, down.clone()), down, ended: false, finish: Some(finish) }.boxed_unsync()
         })
     }
@@ -178,7 +179,7 @@ impl Visitor {
             (reply, "the origin connection failed".to_owned())
         };
         for attempt in 0..2 {
-            let reused = if attempt == 0 { self.shared.origins.take(key) } else { None };
+            let reused = if attempt == 0 && self.options.reuse_origins { self.shared.origins.take(key) } else { None };
             let mut origin = match reused {
                 Some(origin) => origin,
                 None => self.connect(key, label).await?,
@@ -295,6 +296,7 @@ struct Finish {
     status: u16,
     up: Arc<AtomicU64>,
     label: String,
+    reuse: bool,
 }
 
 /// A response body on its way to the visitor: counted, and its origin connection given back
@@ -331,7 +333,7 @@ impl Drop for Tracked {
         let (up, down) = (f.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed));
         f.shared.metrics.carried(&f.label, up, down);
         f.line.log(f.status, up, down);
-        if self.ended || self.inner.is_end_stream() {
+        if f.reuse && (self.ended || self.inner.is_end_stream()) {
             f.shared.origins.put(f.key, f.origin);
         }
     }
