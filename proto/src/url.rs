@@ -156,11 +156,16 @@ impl NodeUrl {
 /// The URL as shown in messages: the value of `token` and a `user:password@` password are
 /// replaced by `***`, since secrets are never printed.
 fn redact(raw: &str) -> String {
-    let (head, query) = match raw.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (raw, None),
+    // Scheme first, then the query, as `NodeUrl::parse` splits: a `?` before the `://` must not
+    // move the query (and its token) out of sight.
+    let (scheme, after) = match raw.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, raw),
     };
-    let (scheme, rest) = head.split_once("://").unwrap_or(("", head));
+    let (rest, query) = match after.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (after, None),
+    };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let rest = match rest[..authority_end].rsplit_once('@') {
         Some((user, addr)) if user.contains(':') => {
@@ -169,7 +174,10 @@ fn redact(raw: &str) -> String {
         }
         _ => rest.to_owned(),
     };
-    let mut out = if head.contains("://") { format!("{scheme}://{rest}") } else { rest };
+    let mut out = match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
+    };
     if let Some(q) = query {
         let pairs: Vec<String> = q
             .split('&')
