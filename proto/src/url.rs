@@ -277,7 +277,8 @@ pub fn pair_ports(listen: &str, target: &str) -> Result<Vec<(String, String)>, S
     let listens = expand_ports(listen)?;
     let (thost, ta, tb) = split_port(target)?;
     if ta == tb {
-        return Ok(listens.into_iter().map(|l| (l, target.to_owned())).collect());
+        // `host:port`, also when the target was written as a one-port range (`:9000-9000`).
+        return Ok(listens.into_iter().map(|l| (l, format!("{thost}:{ta}"))).collect());
     }
     let span = (tb - ta) as usize + 1;
     if span < listens.len() {
