@@ -48,6 +48,23 @@ pub fn fuzz_dir() -> PathBuf {
 /// Every file of `dir` (sorted by name), with its contents. A missing or empty folder is an
 /// error: a corpus that silently vanished would make its replay test pass without testing.
 pub fn inputs(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+    let found = files(dir)?;
+    if found.is_empty() {
+        return Err(format!("{}: no inputs", dir.display()));
+    }
+    Ok(found)
+}
+
+/// Every file of the folders that exist among `dirs`, with its contents; these may be empty.
+pub fn inputs_if_present(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+    let mut all = Vec::new();
+    for dir in dirs.iter().filter(|d| d.exists()) {
+        all.extend(files(dir)?);
+    }
+    Ok(all)
+}
+
+fn files(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut paths = Vec::new();
     for entry in entries {
@@ -56,21 +73,9 @@ pub fn inputs(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
             paths.push(path);
         }
     }
-    if paths.is_empty() {
-        return Err(format!("{}: no inputs", dir.display()));
-    }
     paths.sort();
     paths
         .into_iter()
         .map(|p| std::fs::read(&p).map(|data| (p.clone(), data)).map_err(|e| format!("{}: {e}", p.display())))
         .collect()
-}
-
-/// Every file of the folders that exist among `dirs`, with its contents.
-pub fn inputs_if_present(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
-    let mut all = Vec::new();
-    for dir in dirs.iter().filter(|d| d.exists()) {
-        all.extend(inputs(dir)?);
-    }
-    Ok(all)
 }
