@@ -22,11 +22,12 @@ enum End {
     Error(DecodeError),
 }
 
-/// The frames decoded from a buffer, in order, and how decoding stopped.
+/// The frames decoded from a buffer, in order, and how decoding stopped (`None`: it was
+/// stopped after as many frames as asked for).
 #[derive(Debug, PartialEq)]
 struct Outcome {
     frames: Vec<Frame>,
-    end: End,
+    end: Option<End>,
 }
 
 /// The declared length of the frame at the front of `rest`, if its header is there.
@@ -34,11 +35,12 @@ fn declared_len(rest: &[u8]) -> Option<usize> {
     (rest.len() >= HEADER_LEN).then(|| u16::from_be_bytes([rest[1], rest[2]]) as usize)
 }
 
-/// Decodes frames from `buf` until it needs more bytes or fails. `data` is the same bytes as
-/// one slice, to check each step against what the header says.
-fn decode_all(buf: &mut impl Buf, data: &[u8]) -> Outcome {
+/// Decodes at most `limit` frames from `buf`, stopping early when it needs more bytes or
+/// fails. `buf` holds the last bytes of `data`, which is there to check each step against what
+/// the header says.
+fn decode_all(buf: &mut impl Buf, data: &[u8], limit: usize) -> Outcome {
     let mut frames = Vec::new();
-    loop {
+    while frames.len() < limit {
         let before = buf.remaining();
         let rest = &data[data.len() - before..];
         match Frame::decode(buf) {
@@ -53,11 +55,12 @@ fn decode_all(buf: &mut impl Buf, data: &[u8]) -> Outcome {
                 if let Some(len) = declared_len(rest) {
                     assert!(before < HEADER_LEN + len, "Ok(None) with the whole frame present");
                 }
-                return Outcome { frames, end: End::NeedMore(before) };
+                return Outcome { frames, end: Some(End::NeedMore(before)) };
             }
-            Err(err) => return Outcome { frames, end: End::Error(err) },
+            Err(err) => return Outcome { frames, end: Some(End::Error(err)) },
         }
     }
+    Outcome { frames, end: None }
 }
 
 /// A decoded frame, encoded again, decodes to itself and to nothing more.
@@ -85,11 +88,11 @@ fn decode_incrementally(data: &[u8]) -> Outcome {
                     break;
                 }
                 // Later bytes cannot change an error about bytes already there.
-                Err(err) => return Outcome { frames, end: End::Error(err) },
+                Err(err) => return Outcome { frames, end: Some(End::Error(err)) },
             }
         }
     }
-    Outcome { frames, end: End::NeedMore(buf.len()) }
+    Outcome { frames, end: Some(End::NeedMore(buf.len())) }
 }
 
 /// Polls a future once; the readers here are byte slices, which never wait.
@@ -107,8 +110,8 @@ fn check_read_frame(data: &[u8], whole: &Outcome) {
     let read = poll_ready(read_frame(&mut reader));
     match (read, whole.frames.first(), &whole.end) {
         (Ok(frame), Some(first), _) => assert_eq!(&frame, first, "read_frame and decode disagree"),
-        (Err(FrameError::Decode(err)), None, End::Error(want)) => assert_eq!(&err, want, "different errors"),
-        (Err(FrameError::Io(err)), None, End::NeedMore(_)) => {
+        (Err(FrameError::Decode(err)), None, Some(End::Error(want))) => assert_eq!(&err, want, "different errors"),
+        (Err(FrameError::Io(err)), None, Some(End::NeedMore(_))) => {
             assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "short input: {err}")
         }
         (read, first, end) => panic!("read_frame gave {read:?}, decode gave {first:?} then {end:?}"),
@@ -117,12 +120,31 @@ fn check_read_frame(data: &[u8], whole: &Outcome) {
 
 /// The frame decoder on arbitrary bytes: whole, as two chained chunks split at every index,
 /// and appended byte by byte, the same frames and the same end come out.
+///
+/// For a split at `i`, decoding starts at the frame that holds byte `i` (or at the bytes left
+/// after the last whole frame): the frames before it lie wholly in the first chunk, and after
+/// decoding them a chain of slices is in exactly the state of a chain that starts there. Two
+/// frames are decoded from it: the one split in two and the next, read once the first chunk is
+/// used up. This keeps each input linear in its length instead of quadratic.
 pub fn frame(data: &[u8]) {
-    let whole = decode_all(&mut &data[..], data);
+    let whole = decode_all(&mut &data[..], data, usize::MAX);
+    let mut starts = vec![0];
+    for _ in &whole.frames {
+        let at = *starts.last().expect("starts at 0");
+        starts.push(at + HEADER_LEN + declared_len(&data[at..]).expect("a decoded frame has a header"));
+    }
+    let mut k = 0;
     for split in 0..=data.len() {
-        let (a, b) = data.split_at(split);
-        let chained = decode_all(&mut a.chain(b), data);
-        assert_eq!(chained, whole, "split at {split} decodes differently");
+        while k + 1 < starts.len() && starts[k + 1] <= split {
+            k += 1;
+        }
+        let (a, b) = (&data[starts[k]..split], &data[split..]);
+        let chained = decode_all(&mut a.chain(b), data, 2);
+        let want = &whole.frames[k..whole.frames.len().min(k + 2)];
+        assert_eq!(chained.frames, want, "split at {split} decodes other frames");
+        if chained.end.is_some() || want.len() < 2 {
+            assert_eq!(chained.end, whole.end, "split at {split} ends differently");
+        }
     }
     assert_eq!(decode_incrementally(data), whole, "byte-by-byte decode differs");
     check_read_frame(data, &whole);
