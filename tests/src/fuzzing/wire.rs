@@ -37,8 +37,9 @@ fn declared_len(rest: &[u8]) -> Option<usize> {
 
 /// Decodes at most `limit` frames from `buf`, stopping early when it needs more bytes or
 /// fails. `buf` holds the last bytes of `data`, which is there to check each step against what
-/// the header says.
-fn decode_all(buf: &mut impl Buf, data: &[u8], limit: usize) -> Outcome {
+/// the header says. With `reencode`, each frame is also checked to survive a re-encode (once
+/// per input is enough: the other decodes must give the same frames).
+fn decode_all(buf: &mut impl Buf, data: &[u8], limit: usize, reencode: bool) -> Outcome {
     let mut frames = Vec::new();
     while frames.len() < limit {
         let before = buf.remaining();
@@ -47,7 +48,9 @@ fn decode_all(buf: &mut impl Buf, data: &[u8], limit: usize) -> Outcome {
             Ok(Some(frame)) => {
                 let len = declared_len(rest).expect("a frame was decoded without a whole header");
                 assert_eq!(before - buf.remaining(), HEADER_LEN + len, "a frame consumed other than its length");
-                check_reencodes(&frame);
+                if reencode {
+                    check_reencodes(&frame);
+                }
                 frames.push(frame);
             }
             Ok(None) => {
@@ -127,7 +130,7 @@ fn check_read_frame(data: &[u8], whole: &Outcome) {
 /// frames are decoded from it: the one split in two and the next, read once the first chunk is
 /// used up. This keeps each input linear in its length instead of quadratic.
 pub fn frame(data: &[u8]) {
-    let whole = decode_all(&mut &data[..], data, usize::MAX);
+    let whole = decode_all(&mut &data[..], data, usize::MAX, true);
     let mut starts = vec![0];
     for _ in &whole.frames {
         let at = *starts.last().expect("starts at 0");
@@ -139,7 +142,7 @@ pub fn frame(data: &[u8]) {
             k += 1;
         }
         let (a, b) = (&data[starts[k]..split], &data[split..]);
-        let chained = decode_all(&mut a.chain(b), data, 2);
+        let chained = decode_all(&mut a.chain(b), data, 2, false);
         let want = &whole.frames[k..whole.frames.len().min(k + 2)];
         assert_eq!(chained.frames, want, "split at {split} decodes other frames");
         if chained.end.is_some() || want.len() < 2 {
