@@ -30,7 +30,8 @@ pub fn url(data: &[u8]) {
             assert!(!shown.contains(secret), "{shown:?} shows the password");
         }
     }
-    let token = u.clone().take(&["token"]);
+    // Only a value written as `token=VALUE`: a bare `token` means `true`, which is no secret.
+    let token = u.clone().take(&["token"]).filter(|t| text.contains(&format!("token={t}")));
     if let Some(secret) = token.as_deref().and_then(|t| hidden_secret(text, t)) {
         assert!(!shown.contains(secret), "{shown:?} shows the token");
     }
