@@ -35,7 +35,8 @@ pub fn canonicalize(raw: &str) -> Result<String, HostError> {
     } else {
         raw
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    // All trailing dots, so the result never ends in one (stripping one left `a.` of `a..`).
+    let host = host.trim_end_matches('.');
     if host.is_empty() {
         return Err(HostError::Empty);
     }

@@ -416,8 +416,9 @@ pub(crate) fn decode_body(kind: Kind, mut b: Bytes) -> Result<Frame, DecodeError
             if b.remaining() > MAX_MESSAGE {
                 return Err(short("message too long"));
             }
-            let message = String::from_utf8_lossy(&b).into_owned();
-            let reply = Reply { status, message };
+            // Reply::new cuts to MAX_MESSAGE: each invalid byte becomes a 3-byte U+FFFD, so
+            // the text can be longer than the body, and longer than the encoder sends.
+            let reply = Reply::new(status, String::from_utf8_lossy(&b));
             if kind == Kind::HelloReply {
                 Frame::HelloReply(reply)
             } else {

@@ -156,11 +156,16 @@ impl NodeUrl {
 /// The URL as shown in messages: the values of `token` and `secret` and a `user:password@`
 /// password are replaced by `***`, since secrets are never printed.
 fn redact(raw: &str) -> String {
-    let (head, query) = match raw.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (raw, None),
+    // Scheme first, then the query, as `NodeUrl::parse` splits: a `?` before the `://` must not
+    // move the query (and its token) out of sight.
+    let (scheme, after) = match raw.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, raw),
     };
-    let (scheme, rest) = head.split_once("://").unwrap_or(("", head));
+    let (rest, query) = match after.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (after, None),
+    };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let rest = match rest[..authority_end].rsplit_once('@') {
         Some((user, addr)) if user.contains(':') => {
@@ -169,7 +174,10 @@ fn redact(raw: &str) -> String {
         }
         _ => rest.to_owned(),
     };
-    let mut out = if head.contains("://") { format!("{scheme}://{rest}") } else { rest };
+    let mut out = match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
+    };
     if let Some(q) = query {
         let pairs: Vec<String> = q
             .split('&')
@@ -283,7 +291,8 @@ pub fn pair_ports(listen: &str, target: &str) -> Result<Vec<(String, String)>, S
     let listens = expand_ports(listen)?;
     let (thost, ta, tb) = split_port(target)?;
     if ta == tb {
-        return Ok(listens.into_iter().map(|l| (l, target.to_owned())).collect());
+        // `host:port`, also when the target was written as a one-port range (`:9000-9000`).
+        return Ok(listens.into_iter().map(|l| (l, format!("{thost}:{ta}"))).collect());
     }
     let span = (tb - ta) as usize + 1;
     if span < listens.len() {

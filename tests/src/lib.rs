@@ -4,6 +4,8 @@
 //!
 //! Synchronisation is by log line (`relay listening addr=...`, `session established`), never
 //! by sleeping. Every wait has a generous deadline so a broken build fails instead of hanging.
+//!
+//! [`fuzzing`] holds the bodies of the fuzz targets, shared by `fuzz/` and the corpus replay.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod fuzzing;
 pub mod origin;
 pub mod payload;
 
