@@ -8,6 +8,7 @@ use serde::Deserialize;
 use tunnel_proto::defaults;
 use tunnel_proto::host;
 use tunnel_proto::wire::Network;
+use tunnel_runtime::admin::{AdminConfig, AdminFile};
 use tunnel_runtime::cli::ClientFile;
 use tunnel_runtime::client::{KeeperTimings, RelayFile, RelayOptions};
 use tunnel_runtime::url::{self, NodeUrl, UrlError};
@@ -18,6 +19,9 @@ pub use tunnel_runtime::config::ConfigError;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// `[admin]`: the admin listener (off unless an address is set).
+    #[serde(default)]
+    pub admin: AdminFile,
     /// The server and tunnel.
     pub relay: RelayFile,
     /// Local listeners.
@@ -159,6 +163,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Limits.
     pub limits: Limits,
+    /// The admin listener, if any.
+    pub admin: Option<AdminConfig>,
 }
 
 impl ClientFile for FileConfig {
@@ -166,6 +172,10 @@ impl ClientFile for FileConfig {
 
     fn relay_mut(&mut self) -> &mut RelayFile {
         &mut self.relay
+    }
+
+    fn admin_mut(&mut self) -> &mut AdminFile {
+        &mut self.admin
     }
 
     /// Builds the config from `-L` listener URLs and the `-F` relay URL. A port range
@@ -289,7 +299,8 @@ impl ClientFile for FileConfig {
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
         };
         warn_exposed(&listeners);
-        Ok(Config { relay, listeners, limits })
+        let admin = self.admin.validate(source_name, None)?;
+        Ok(Config { relay, listeners, limits, admin })
     }
 }
 

@@ -29,6 +29,7 @@ use tunnel_runtime::client::{keep, Established, SessionUser};
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 use tunnel_runtime::Lifecycle;
 
+pub mod admin;
 pub mod config;
 mod udp;
 
@@ -43,6 +44,7 @@ pub struct Access {
     listeners: JoinSet<()>,
     keeper: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
+    admin: Option<tunnel_runtime::admin::Admin>,
 }
 
 enum Bound {
@@ -58,6 +60,7 @@ struct Shared {
     /// mux's stream limit, so that one visitor too many is refused alone instead of the
     /// server closing the whole session.
     streams: Arc<Semaphore>,
+    metrics: admin::Metrics,
 }
 
 /// Publishes the current session for visitors.
@@ -108,6 +111,7 @@ impl Access {
         let shared = Arc::new(Shared {
             visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
             streams: Arc::new(Semaphore::new(defaults::MAX_STREAMS_PER_SESSION)),
+            metrics: admin::Metrics::default(),
             config,
             session: rx,
         });
@@ -132,7 +136,20 @@ impl Access {
                 }
             }
         }
-        Ok(Access { addrs, life, listening, listeners, keeper, shared })
+        shared.metrics.listeners.set(addrs.len() as i64);
+        let admin = match &shared.config.admin {
+            Some(cfg) => {
+                let mut registry = tunnel_runtime::admin::registry();
+                shared.metrics.register(&mut registry);
+                let app = Arc::new(admin::AccessAdmin { shared: shared.clone(), registry });
+                Some(tunnel_runtime::admin::Admin::spawn(cfg, app).await?)
+            }
+            None => None,
+        };
+        listeners.spawn(tunnel_runtime::telemetry::on_sighup(listening.clone(), || {
+            tracing::info!("SIGHUP: the access client reloads nothing; restart it to apply a changed configuration");
+        }));
+        Ok(Access { addrs, life, listening, listeners, keeper, shared, admin })
     }
 
     /// The listeners' bound addresses, in configuration order.
@@ -152,6 +169,9 @@ impl Access {
         }
         self.life.begin_stop();
         let _ = self.keeper.await;
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
     }
 }
 
@@ -212,8 +232,12 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
     drop(message); // not kept for the life of the visitor
     let mut stream = match opened {
         Ok(stream) => stream,
-        Err(reply) => return visitor::refuse(tcp, peer, speaks, &host, reply, "").await,
+        Err(reply) => {
+            shared.metrics.failures.get_or_create(&admin::StatusLabel { status: reply.status.0 }).inc();
+            return visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
+        }
     };
+    shared.metrics.streams.inc();
     tracing::debug!(%peer, %host, "visitor connected");
     if let Err(err) = tunnel_proto::pump::pump_tcp(&mut tcp, &mut stream).await {
         tracing::debug!(%peer, %err, "visitor stream failed");

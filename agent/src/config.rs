@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tunnel_proto::host::HostPattern;
 use tunnel_proto::wire::Network;
 use tunnel_proto::{datagram, defaults};
+use tunnel_runtime::admin::{AdminConfig, AdminFile};
 use tunnel_runtime::cli::ClientFile;
 use tunnel_runtime::client::{KeeperTimings, RelayFile, RelayOptions};
 use tunnel_runtime::url::{self, NodeUrl};
@@ -17,6 +18,9 @@ pub use tunnel_runtime::config::ConfigError;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// `[admin]`: the admin listener (off unless an address is set).
+    #[serde(default)]
+    pub admin: AdminFile,
     /// The server to join.
     pub relay: RelayFile,
     /// `rtcp` / `rudp` services.
@@ -134,6 +138,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Limits.
     pub limits: Limits,
+    /// The admin listener, if any.
+    pub admin: Option<AdminConfig>,
 }
 
 impl ClientFile for FileConfig {
@@ -141,6 +147,10 @@ impl ClientFile for FileConfig {
 
     fn relay_mut(&mut self) -> &mut RelayFile {
         &mut self.relay
+    }
+
+    fn admin_mut(&mut self) -> &mut AdminFile {
+        &mut self.admin
     }
 
     /// Builds the config from `-L` service URLs and the `-F` relay URL.
@@ -242,7 +252,8 @@ impl ClientFile for FileConfig {
             handshake_timeout: l.handshake_timeout.unwrap_or(defaults::CONNECT_TIMEOUT),
             max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
         };
-        Ok(Config { relay, targets, limits })
+        let admin = self.admin.validate(source_name, None)?;
+        Ok(Config { relay, targets, limits, admin })
     }
 }
 

@@ -15,11 +15,11 @@
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
-use tunnel_proto::tls::TlsError;
 use tunnel_proto::wire::{Networks, Role};
 use tunnel_runtime::client::{keep, Established, SessionUser};
 use tunnel_runtime::Lifecycle;
 
+pub mod admin;
 pub mod config;
 mod stream;
 pub mod target;
@@ -30,12 +30,15 @@ pub use config::{Config, FileConfig, Target};
 /// A running agent.
 pub struct Agent {
     life: Lifecycle,
+    admin: Option<tunnel_runtime::admin::Admin>,
 }
 
 struct Shared {
     config: Config,
     targets: target::Targets,
     udp_flows: Semaphore,
+    metrics: admin::Metrics,
+    sessions: admin::Sessions,
 }
 
 /// Serves the streams the server opens on an established session.
@@ -43,6 +46,11 @@ struct Serve(Arc<Shared>);
 
 impl SessionUser for Serve {
     fn up(&self, here: &Established) {
+        self.0.metrics.sessions.inc();
+        self.0.sessions.up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let info =
+            admin::SessionInfo { server: here.session.peer_addr().to_string(), since: std::time::SystemTime::now() };
+        self.0.sessions.list.lock().expect("sessions lock").push((here.id, info));
         let (shared, here) = (self.0.clone(), here.clone());
         tokio::spawn(async move {
             loop {
@@ -56,13 +64,21 @@ impl SessionUser for Serve {
         });
     }
 
-    fn down(&self, _: &Established) {}
+    fn down(&self, here: &Established) {
+        self.0.metrics.sessions.dec();
+        self.0.sessions.up.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.sessions.list.lock().expect("sessions lock").retain(|(id, _)| *id != here.id);
+    }
+
+    fn reconnect(&self, reason: &'static str) {
+        self.0.metrics.reconnects.get_or_create(&admin::Reason { reason }).inc();
+    }
 }
 
 impl Agent {
     /// Starts the agent's session keepers. Fails only on unusable TLS settings (e.g. an
     /// unreadable `caFile`); an unreachable server is retried forever.
-    pub fn spawn(config: Config) -> Result<Agent, TlsError> {
+    pub async fn spawn(config: Config) -> anyhow::Result<Agent> {
         let mut networks = Networks::NONE;
         for t in &config.targets {
             networks = networks.with(t.network);
@@ -73,15 +89,29 @@ impl Agent {
         let shared = Arc::new(Shared {
             udp_flows: Semaphore::new(config.limits.max_udp_flows),
             targets: target::Targets::new(config.targets.clone()),
+            metrics: admin::Metrics::default(),
+            sessions: admin::Sessions::default(),
             config,
         });
+        let admin = match &shared.config.admin {
+            Some(cfg) => {
+                let mut registry = tunnel_runtime::admin::registry();
+                shared.metrics.register(&mut registry);
+                let app = Arc::new(admin::AgentAdmin { shared: shared.clone(), registry });
+                Some(tunnel_runtime::admin::Admin::spawn(cfg, app).await?)
+            }
+            None => None,
+        };
         let life = Lifecycle::new();
         let user: Arc<dyn SessionUser> = Arc::new(Serve(shared.clone()));
         for index in 0..shared.config.relay.sessions.max(1) {
             let stop = life.stopping().clone();
             life.tasks().spawn(keep(dialer.clone(), index, timings, user.clone(), stop));
         }
-        Ok(Agent { life })
+        life.tasks().spawn(tunnel_runtime::telemetry::on_sighup(life.stopping().clone(), || {
+            tracing::info!("SIGHUP: the agent reloads nothing; restart it to apply a changed configuration");
+        }));
+        Ok(Agent { life, admin })
     }
 
     /// Stops the agent: every session says going-away, finishes its streams (each within the
@@ -90,6 +120,14 @@ impl Agent {
         self.life.begin_stop();
         self.life.tasks().close();
         self.life.tasks().wait().await;
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
+    }
+
+    /// The admin listener's bound address, if it is on.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
     }
 }
 

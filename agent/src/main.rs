@@ -24,5 +24,5 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let usage = "give services and a server with -L rtcp://:0/HOST:PORT (or rudp://:0/HOST:PORT) -F relay://SERVER?tunnel.id=UUID, or a file with -C FILE (see --help)";
-    Cli::parse().args.main::<FileConfig, _, _, _>(usage, |config| async { Ok(Agent::spawn(config)?) })
+    Cli::parse().args.main::<FileConfig, _, _, _>(usage, Agent::spawn)
 }

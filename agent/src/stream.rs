@@ -32,6 +32,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream) {
     let Some(target) = shared.targets.select(&header) else {
         let host = if header.hostname.is_empty() { "(none)" } else { &header.hostname };
         tracing::info!(host, network = %header.network, "no target for stream");
+        shared.metrics.stream("(none)", "no_target");
         let why = format!("agent has no {} target for host {host}", header.network);
         return answer(&mut stream, Reply::new(Status::NOT_FOUND, why)).await;
     };
@@ -44,6 +45,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream) {
 
 async fn serve_tcp(shared: &Shared, mut stream: Stream, target: &Target) {
     let timeout = shared.config.limits.dial_timeout;
+    let started = std::time::Instant::now();
     let dial = tokio::time::timeout(timeout, TcpStream::connect(&target.addr));
     tokio::pin!(dial);
     let dialed = match tokio::time::timeout(ACK_DELAY, &mut dial).await {
@@ -58,13 +60,19 @@ async fn serve_tcp(shared: &Shared, mut stream: Stream, target: &Target) {
         }
     };
     let mut tcp = match dialed {
-        Ok(Ok(tcp)) => tcp,
+        Ok(Ok(tcp)) => {
+            shared.metrics.dial_seconds.observe(started.elapsed().as_secs_f64());
+            shared.metrics.stream(&target.name, "ok");
+            tcp
+        }
         Ok(Err(err)) => {
+            shared.metrics.stream(&target.name, "refused");
             tracing::info!(target = %target.name, addr = %target.addr, %err, "target dial failed");
             let why = format!("target {} is unreachable: {}", target.name, err.kind());
             return answer(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
         }
         Err(_) => {
+            shared.metrics.stream(&target.name, "timeout");
             tracing::info!(target = %target.name, addr = %target.addr, "target dial timed out");
             let why = format!("target {} did not answer within {timeout:?}", target.name);
             return answer(&mut stream, Reply::new(Status::GATEWAY_TIMEOUT, why)).await;

@@ -27,6 +27,10 @@ pub struct CommonArgs {
     /// Log level or filter (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Admin listener (health, readiness, metrics, API): ADDR such as 127.0.0.1:9100; overrides
+    /// the file's [admin] addr.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
     /// Worker threads: 1 = a single-threaded runtime (the cheapest per request), 0 = one per
     /// core. Default: 0 for the server, 1 for the agent and the access client.
     #[arg(long, env = "TUNNEL_THREADS")]
@@ -95,8 +99,14 @@ impl ClientArgs {
         Fut: Future<Output = anyhow::Result<C>>,
     {
         self.common.init();
-        let (config, source) =
-            load_client::<T>(&self.services, self.relay.as_deref(), self.config.as_deref(), self.token, usage)?;
+        let (config, source) = load_client::<T>(
+            &self.services,
+            self.relay.as_deref(),
+            self.config.as_deref(),
+            self.token,
+            self.common.admin.clone(),
+            usage,
+        )?;
         let on_signal = "shutting down: finishing connections in flight (a second signal stops at once)";
         self.common.check_or_run(&source, 1, || start(config), on_signal)
     }
@@ -115,6 +125,8 @@ pub trait ClientFile: Sized + serde::de::DeserializeOwned {
     }
     /// The `[relay]` table, where `--token` goes.
     fn relay_mut(&mut self) -> &mut RelayFile;
+    /// The `[admin]` table, where `--admin` goes.
+    fn admin_mut(&mut self) -> &mut crate::admin::AdminFile;
     /// Checks every value; errors name `source` and the key.
     fn validate(self, source: &str) -> Result<Self::Config, ConfigError>;
 }
@@ -126,6 +138,7 @@ pub fn load_client<T: ClientFile>(
     relay: Option<&str>,
     file: Option<&str>,
     token: Option<String>,
+    admin: Option<String>,
     usage: &str,
 ) -> anyhow::Result<(T::Config, String)> {
     let (mut config, source) = match (relay, file) {
@@ -135,6 +148,9 @@ pub fn load_client<T: ClientFile>(
     };
     if let Some(token) = token {
         config.relay_mut().set_token(Secret::from(token));
+    }
+    if let Some(admin) = admin {
+        config.admin_mut().addr = Some(admin);
     }
     Ok((config.validate(&source)?, source))
 }

@@ -56,7 +56,76 @@ pub fn init_logging(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.event_format(JsonLine).init(),
+    }
+}
+
+/// One JSON object per line, with `time`, `level` and `message` at the top and the event's
+/// fields beside them (the spans it happened in under `span`).
+struct JsonLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime;
+        let mut time = String::new();
+        let _ = tracing_subscriber::fmt::time::SystemTime
+            .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut time));
+        let mut line = serde_json::Map::new();
+        line.insert("time".into(), time.into());
+        line.insert("level".into(), event.metadata().level().as_str().to_ascii_lowercase().into());
+        let mut fields = JsonFields(serde_json::Map::new());
+        event.record(&mut fields);
+        line.insert("message".into(), fields.0.remove("message").unwrap_or_default());
+        if let Some(scope) = ctx.event_scope() {
+            let spans: Vec<String> = scope
+                .from_root()
+                .map(|span| {
+                    let ext = span.extensions();
+                    match ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+                        Some(f) if !f.is_empty() => format!("{}{{{}}}", span.name(), f),
+                        _ => span.name().to_owned(),
+                    }
+                })
+                .collect();
+            line.insert("span".into(), spans.join(":").into());
+        }
+        for (k, v) in fields.0 {
+            line.entry(k).or_insert(v);
+        }
+        writeln!(writer, "{}", serde_json::Value::Object(line))
+    }
+}
+
+/// Collects an event's fields as JSON values.
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
     }
 }
 
@@ -110,6 +179,26 @@ pub fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+/// Calls `on_signal` for every SIGHUP until `stop`; the signal never ends the process.
+pub async fn on_sighup(stop: tokio_util::sync::CancellationToken, on_signal: impl Fn() + Send + 'static) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { return },
+                _ = stop.cancelled() => return,
+            }
+            on_signal();
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (stop, on_signal);
     }
 }
 

@@ -47,6 +47,9 @@ impl OneOrMany {
 pub struct FileConfig {
     /// Relay listener address (`:8443`).
     pub addr: String,
+    /// `[admin]`: the admin listener (off unless an address is set).
+    #[serde(default)]
+    pub admin: tunnel_runtime::admin::AdminFile,
     /// Data-channel transport: `tcp` (default).
     #[serde(default)]
     pub listener: Option<String>,
@@ -249,6 +252,10 @@ pub struct Config {
     pub pid_file: Option<std::path::PathBuf>,
     /// Sealed-address gateways.
     pub gateways: Vec<crate::gateway::GatewayConfig>,
+    /// The admin listener, if any.
+    pub admin: Option<tunnel_runtime::admin::AdminConfig>,
+    /// Where the configuration came from, for a reload.
+    pub origin: Origin,
 }
 
 impl FileConfig {
@@ -436,7 +443,60 @@ impl FileConfig {
             reuse: self.reuse,
             pid_file: self.pid_file.map(Into::into),
             gateways,
+            admin: self.admin.validate(source_name, None)?,
+            origin: Origin::default(),
         })
+    }
+}
+
+/// Where a server's configuration came from: a reload reads the same file again and applies
+/// the same command-line overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The TOML file (`-C`); `None` for `-L`, which a reload cannot re-read.
+    pub file: Option<String>,
+    /// `--token` / `TUNNEL_TOKEN`.
+    pub token: Option<String>,
+    /// `--admin`.
+    pub admin: Option<String>,
+    /// `--gateway` URLs.
+    pub gateways: Vec<String>,
+    /// `--pid-file`.
+    pub pid_file: Option<String>,
+}
+
+impl Origin {
+    /// Reads and validates the configuration again, with the same overrides.
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        // A configuration from -L has no file to re-read.
+        let Some(path) = &self.file else {
+            return Err(ConfigError::File {
+                path: "-L".into(),
+                why: "a configuration given with -L cannot be re-read; start the server with -C FILE to reload".into(),
+            });
+        };
+        let mut file = FileConfig::load(path)?;
+        self.apply(&mut file)?;
+        let mut config = file.validate(path)?;
+        config.origin = self.clone();
+        Ok(config)
+    }
+
+    /// Puts the command-line overrides into a file's configuration.
+    pub fn apply(&self, file: &mut FileConfig) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            file.set_token(Secret::from(token.clone()));
+        }
+        if let Some(admin) = &self.admin {
+            file.admin.addr = Some(admin.clone());
+        }
+        for url in &self.gateways {
+            file.gateway.push(crate::gateway::config::GatewayFile::from_url(url)?);
+        }
+        if let Some(pid_file) = &self.pid_file {
+            file.pid_file = Some(pid_file.clone());
+        }
+        Ok(())
     }
 }
 

@@ -17,29 +17,33 @@ use tunnel_proto::pump::accept_until;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
+use crate::metrics::TunnelLabel;
 use crate::Shared;
 
 /// Accepts visitors on one entrypoint until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Option<String>) {
+pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Option<String>, label: Arc<str>) {
     loop {
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "entrypoint", || listener.accept()).await else {
             return;
         };
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
+            shared.metrics.visitor(&label, "refused");
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;
         };
         let Some(source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
+            shared.metrics.visitor(&label, "refused");
             tracing::debug!(%peer, "visitor refused: too many visitors from this address");
             continue;
         };
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
-        let raw_host = raw_host.clone();
+        let (raw_host, label) = (raw_host.clone(), label.clone());
         let span = tracing::debug_span!("visitor", %peer);
         shared.life.tasks().spawn(
             async move {
-                serve_visitor(&task_shared, tcp, peer, raw_host).await;
+                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host).await;
+                task_shared.metrics.visitor(&label, outcome);
                 drop((permit, source));
             }
             .instrument(span),
@@ -47,42 +51,67 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
     }
 }
 
-async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, raw_host: Option<String>) {
-    let limits = &shared.config.limits;
+/// Serves one visitor; returns its outcome for the metrics: `served`, `refused` or `left`.
+async fn serve_visitor(
+    shared: &Shared,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    raw_host: Option<String>,
+) -> &'static str {
+    let limits = shared.limits();
     let Named { host, prefix, speaks } = match raw_host {
         Some(host) => Named { host, prefix: Vec::new(), speaks: Speaks::Other },
         None => match visitor::sniff_host(&mut tcp, limits.sniff_timeout, limits.sniff_max_bytes).await {
             Ok(named) => named,
-            Err(Unnamed::Left(err)) => return tracing::debug!(%peer, %err, "visitor left before naming a host"),
-            Err(Unnamed::Refuse(speaks, reply)) => return visitor::refuse(tcp, peer, speaks, "", reply, "").await,
+            Err(Unnamed::Left(err)) => {
+                tracing::debug!(%peer, %err, "visitor left before naming a host");
+                return "left";
+            }
+            Err(Unnamed::Refuse(speaks, reply)) => {
+                visitor::refuse(tcp, peer, speaks, "", reply, "").await;
+                return "refused";
+            }
         },
     };
     let tunnel = match shared.routes.snapshot().route_public(&host) {
         Ok(rule) => rule.tunnel,
         Err(err) => {
             let reply = Reply::new(err.status(), err.to_string());
-            return visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
+            visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
+            return "refused";
         }
     };
     let Some(_tunnel_slot) = shared.budgets.streams_per_tunnel.take(&tunnel) else {
         let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
-        return visitor::refuse(tcp, peer, speaks, &host, reply, "tunnel is at its stream limit").await;
+        visitor::refuse(tcp, peer, speaks, &host, reply, "tunnel is at its stream limit").await;
+        return "refused";
     };
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
+    let label = shared.tunnel_label(&tunnel);
     let mut agent = match shared.registry.open(&tunnel, &header, &prefix, limits.reply_timeouts()).await {
         Ok(agent) => agent,
         Err(err) => {
+            shared.metrics.failed(&label, err.status().0);
             let detail = err.reply_for_tunnel(&tunnel).message;
-            return visitor::refuse(tcp, peer, speaks, &host, err.reply_for_public(&host), &detail).await;
+            visitor::refuse(tcp, peer, speaks, &host, err.reply_for_public(&host), &detail).await;
+            return "refused";
         }
     };
+    shared.metrics.streams_opened.get_or_create(&TunnelLabel { tunnel: label.clone() }).inc();
+    let prefix_len = prefix.len();
     drop(prefix); // sent with the header; not kept for the life of the visitor
     tracing::debug!(%peer, %host, %tunnel, session = agent.session_id, "visitor connected");
+    // The sniffed bytes went out with the header: they count as the visitor's.
+    let sent = prefix_len as u64;
     match tunnel_proto::pump::pump_tcp(&mut tcp, &mut agent.stream).await {
-        Ok((up, down)) => tracing::debug!(%peer, %host, up, down, "visitor done"),
+        Ok((up, down)) => {
+            shared.metrics.carried(&label, up + sent, down);
+            tracing::debug!(%peer, %host, up, down, "visitor done");
+        }
         Err(err) => {
             tracing::debug!(%peer, %host, %err, "visitor stream failed");
             tunnel_proto::pump::reset(tcp);
         }
     }
+    "served"
 }

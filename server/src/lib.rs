@@ -25,6 +25,7 @@ use tunnel_proto::channel::{ChannelConfig, Inbound, Listener};
 use tunnel_proto::pump::accept_until;
 use tunnel_runtime::Lifecycle;
 
+mod admin;
 pub mod auth;
 pub mod budget;
 pub mod config;
@@ -32,9 +33,11 @@ mod entrypoint;
 pub mod gateway;
 pub mod identity;
 pub mod ingress;
+pub mod metrics;
 pub mod pidfile;
 pub mod registry;
 mod relay;
+mod reload;
 pub mod routing;
 
 pub use config::{Config, FileConfig};
@@ -45,8 +48,17 @@ const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// State shared by every task of a server.
 pub(crate) struct Shared {
+    /// The configuration the server started with (listeners, transport, and what sizes the
+    /// server-wide budgets); the parts a reload changes are `routes` and `limits`.
     pub(crate) config: Config,
     pub(crate) routes: routing::RoutesCell,
+    pub(crate) limits: std::sync::RwLock<Arc<config::Limits>>,
+    pub(crate) metrics: metrics::Metrics,
+    /// Access-client sessions, for the API and for ending those a reload no longer admits.
+    pub(crate) access_sessions: dashmap::DashMap<u64, relay::AccessRecord>,
+    pub(crate) next_access_id: std::sync::atomic::AtomicU64,
+    /// Applied configurations: 1 at start, one more per applied reload.
+    pub(crate) config_version: std::sync::atomic::AtomicU64,
     pub(crate) registry: registry::Registry,
     pub(crate) visitors: Arc<Semaphore>,
     /// Access-client streams in flight, apart from public visitors.
@@ -58,9 +70,27 @@ pub(crate) struct Shared {
     pub(crate) life: Lifecycle,
 }
 
+impl Shared {
+    /// The limits in force now.
+    pub(crate) fn limits(&self) -> Arc<config::Limits> {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    /// The label of `tunnel` in metrics: its ID when the ingress names it, `direct` otherwise
+    /// (labels stay bounded by the configuration).
+    pub(crate) fn tunnel_label(&self, tunnel: &uuid::Uuid) -> String {
+        if self.routes.snapshot().ingress.knows(tunnel) {
+            tunnel.to_string()
+        } else {
+            "direct".to_owned()
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     relay_addr: SocketAddr,
+    admin: Option<tunnel_runtime::admin::Admin>,
     entrypoint_addrs: Vec<SocketAddr>,
     gateway_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
@@ -100,6 +130,11 @@ impl Server {
             visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
             access_streams: Arc::new(Semaphore::new(config.limits.max_access_streams)),
             budgets: budget::Budgets::new(&config.limits),
+            limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
+            metrics: metrics::Metrics::default(),
+            access_sessions: dashmap::DashMap::new(),
+            next_access_id: std::sync::atomic::AtomicU64::new(0),
+            config_version: std::sync::atomic::AtomicU64::new(1),
             registry: registry::Registry::default(),
             routes: routing::RoutesCell::new(routes),
             config,
@@ -119,11 +154,29 @@ impl Server {
             let addr = l.local_addr()?;
             tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");
             entrypoint_addrs.push(addr);
-            listeners.spawn(entrypoint::run(shared.clone(), l, hostname));
+            listeners.spawn(entrypoint::run(shared.clone(), l, hostname, Arc::from(addr.to_string())));
         }
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
-        Ok(Server { relay_addr, entrypoint_addrs, gateway_addrs, shared, listeners, _pid_file: pid_file })
+        let admin = match &shared.config.admin {
+            Some(config) => {
+                let mut registry = tunnel_runtime::admin::registry();
+                shared.metrics.register(&mut registry);
+                shared.metrics.config_version.set(1);
+                let app = Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr });
+                Some(
+                    tunnel_runtime::admin::Admin::spawn(config, app)
+                        .await
+                        .with_context(|| format!("cannot listen on admin address {}", config.addr))?,
+                )
+            }
+            None => None,
+        };
+        let reloading = shared.clone();
+        listeners.spawn(tunnel_runtime::telemetry::on_sighup(reloading.life.stopping().clone(), move || {
+            let _ = reload::reload(&reloading);
+        }));
+        Ok(Server { admin, relay_addr, entrypoint_addrs, gateway_addrs, shared, listeners, _pid_file: pid_file })
     }
 
     /// The relay listener's bound address.
@@ -152,11 +205,20 @@ impl Server {
         if !self.shared.life.drain(grace).await {
             tracing::warn!(?grace, "streams still open after the grace period are cut");
         }
+        // The admin listener answers (readiness 503) through the drain, and goes last.
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
+    }
+
+    /// The admin listener's bound address, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
     }
 
     /// The configured grace period.
     pub fn grace_period(&self) -> Duration {
-        self.shared.config.limits.grace_period
+        self.shared.limits().grace_period
     }
 }
 

@@ -3,8 +3,7 @@
 use anyhow::bail;
 use clap::Parser;
 use tunnel_runtime::cli::CommonArgs;
-use tunnel_runtime::Secret;
-use tunnel_server::gateway::GatewayFile;
+use tunnel_server::config::Origin;
 use tunnel_server::{FileConfig, Server};
 
 /// The public side of tunnel: agents and access clients connect to its relay listener,
@@ -49,14 +48,16 @@ fn main() -> anyhow::Result<()> {
         (None, Some(path)) => (FileConfig::load(path)?, path.clone()),
         _ => bail!("give a relay service with -L relay://ADDR?... or a config file with -C FILE (see --help)"),
     };
-    if let Some(token) = cli.token {
-        file.set_token(Secret::from(token));
-    }
-    for url in &cli.gateways {
-        file.gateway.push(GatewayFile::from_url(url)?);
-    }
-    file.pid_file = cli.pid_file.clone().or(file.pid_file);
-    let config = file.validate(&source)?;
+    let origin = Origin {
+        file: cli.config.clone(),
+        token: cli.token.clone(),
+        admin: cli.common.admin.clone(),
+        gateways: cli.gateways.clone(),
+        pid_file: cli.pid_file.clone(),
+    };
+    origin.apply(&mut file)?;
+    let mut config = file.validate(&source)?;
+    config.origin = origin;
     if cli.common.check {
         for warning in config.warnings().into_iter().chain(config.routes().token_warnings()) {
             println!("{source}: warning: {warning}");

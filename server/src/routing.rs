@@ -81,6 +81,16 @@ pub enum AdmitError {
 }
 
 impl AdmitError {
+    /// The reason as a metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AdmitError::Version(_) => "version",
+            AdmitError::Unauthorized => "unauthorized",
+            AdmitError::UnknownTunnel(_) => "unknown_tunnel",
+            AdmitError::NoNetworks => "no_networks",
+        }
+    }
+
     /// The status of the hello reply.
     pub fn status(&self) -> Status {
         match self {

@@ -61,6 +61,8 @@ impl KeeperTimings {
 /// One established session as the keeper hands it out.
 #[derive(Clone)]
 pub struct Established {
+    /// The keeper's slot number.
+    pub id: usize,
     /// The session.
     pub session: Arc<dyn Session>,
     /// Streams served on this session; a shutdown waits for them before closing it.
@@ -76,6 +78,11 @@ pub trait SessionUser: Send + Sync + 'static {
     fn up(&self, session: &Established);
     /// The session takes no new work from now on (lost, draining or shutting down).
     fn down(&self, session: &Established);
+    /// An attempt failed or a session was lost; `reason` is one of `refused`, `unreachable`,
+    /// `lost` and `going_away` (a bounded set, for metrics).
+    fn reconnect(&self, reason: &'static str) {
+        let _ = reason;
+    }
 }
 
 /// Keeps one session slot alive until `shutdown`; see the module documentation.
@@ -99,6 +106,7 @@ pub async fn keep(
         let c = match connected {
             Ok(c) => c,
             Err(err) => {
+                user.reconnect(if err.status().is_some() { "refused" } else { "unreachable" });
                 let delay = failed(&dialer, index, &target, &mut backoff, &err);
                 if sleep_or_shutdown(delay, &shutdown).await {
                     break;
@@ -109,7 +117,8 @@ pub async fn keep(
         dialer.refusals.clear();
         let started = Instant::now();
         tracing::info!(%tunnel, server = %target, session = index, "session established");
-        let here = Established { session: c.session, streams: TaskTracker::new(), done: CancellationToken::new() };
+        let here =
+            Established { id: index, session: c.session, streams: TaskTracker::new(), done: CancellationToken::new() };
         user.up(&here);
         let end =
             run_control(&here.session, c.control, timings.keepalive_interval, timings.keepalive_timeout, &shutdown)
@@ -118,6 +127,7 @@ pub async fn keep(
         backoff.session_ended(started.elapsed());
         match end {
             ControlEnd::ServerGoingAway => {
+                user.reconnect("going_away");
                 tracing::info!(%tunnel, server = %target, session = index, "server is going away: replacing the session while it drains");
                 drains.spawn(drain(here, false, timings.grace_period));
             }
@@ -126,6 +136,7 @@ pub async fn keep(
                 break;
             }
             ControlEnd::Lost(why) => {
+                user.reconnect("lost");
                 here.session.close();
                 here.done.cancel();
                 if shutdown.is_cancelled() {

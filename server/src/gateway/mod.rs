@@ -264,7 +264,7 @@ async fn through_tunnel(
     peer: SocketAddr,
 ) -> Result<Upstream, Failure> {
     let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(peer) };
-    let opening = shared.registry.open(tunnel, &header, early, shared.config.limits.reply_timeouts());
+    let opening = shared.registry.open(tunnel, &header, early, shared.limits().reply_timeouts());
     match tokio::time::timeout(timeout, opening).await {
         Ok(Ok(agent)) => Ok(Upstream::Tunnel(agent)),
         Ok(Err(err)) => {

@@ -52,12 +52,13 @@ impl Registry {
         keep: bool,
     ) -> Result<Arc<AgentSession>, PoolFull> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let max_sessions = join.max_sessions;
         let agent = Arc::new(AgentSession::new(id, tunnel, session, join, token));
         // The map entry stays locked while the session is added: `leave` drops an empty
         // record, and must not drop one that is about to receive a session.
         let record =
             self.tunnels.entry(tunnel).or_insert_with(|| Arc::new(TunnelRecord { pool: Pool::default(), keep }));
-        record.pool.add(agent.clone(), join.max_sessions)?;
+        record.pool.add(agent.clone(), max_sessions)?;
         Ok(agent)
     }
 
@@ -67,6 +68,11 @@ impl Registry {
             record.pool.remove(id);
         }
         self.tunnels.remove_if(tunnel, |_, r| !r.keep && r.pool.is_empty());
+    }
+
+    /// Every tunnel with a record, and its record.
+    pub fn tunnels(&self) -> Vec<(Uuid, Arc<TunnelRecord>)> {
+        self.tunnels.iter().map(|e| (*e.key(), e.value().clone())).collect()
     }
 
     /// The record of a tunnel, if any session ever joined it.

@@ -24,6 +24,10 @@ pub struct AgentSession {
     pub weight: u8,
     /// Cancelled to end this session alone (eviction, the hard stop).
     pub token: CancellationToken,
+    /// The token it joined with, for a reload to check it again.
+    pub credential: tunnel_proto::wire::Token,
+    /// When it joined.
+    pub since: std::time::SystemTime,
     pub(super) budget: Arc<Semaphore>,
     max_streams: usize,
 }
@@ -38,6 +42,8 @@ impl AgentSession {
             networks: join.networks,
             weight: join.weight.max(1),
             token,
+            credential: join.credential,
+            since: std::time::SystemTime::now(),
             budget: Arc::new(Semaphore::new(join.max_streams)),
             max_streams: join.max_streams,
         }
@@ -56,12 +62,14 @@ impl AgentSession {
 }
 
 /// What a joining agent session asks for, and the limits it gets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Join {
     /// Networks served.
     pub networks: Networks,
     /// Weight in the pool.
     pub weight: u8,
+    /// The token it joined with.
+    pub credential: tunnel_proto::wire::Token,
     /// Streams at once on the session.
     pub max_streams: usize,
     /// Sessions the pool may hold.

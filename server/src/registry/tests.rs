@@ -54,7 +54,7 @@ fn session(agent: Agent) -> Arc<dyn Session> {
 }
 
 fn join(registry: &Registry, agent: Agent, networks: Networks, max_streams: usize) -> u64 {
-    let j = Join { networks, weight: 1, max_streams, max_sessions: 8 };
+    let j = Join { networks, weight: 1, credential: Default::default(), max_streams, max_sessions: 8 };
     registry.join(TUNNEL, session(agent), j, CancellationToken::new(), true).unwrap().id
 }
 
@@ -108,9 +108,10 @@ async fn no_session_for_the_network_and_spent_budgets() {
 #[tokio::test]
 async fn records_of_unnamed_tunnels_go_with_their_last_session() {
     let registry = Registry::default();
-    let j = Join { networks: Networks::TCP, weight: 1, max_streams: 1, max_sessions: 1 };
-    let a = registry.join(TUNNEL, session(Agent::Silent), j, CancellationToken::new(), false).unwrap();
-    let full = registry.join(TUNNEL, session(Agent::Silent), j, CancellationToken::new(), false);
+    let j =
+        Join { networks: Networks::TCP, weight: 1, credential: Default::default(), max_streams: 1, max_sessions: 1 };
+    let a = registry.join(TUNNEL, session(Agent::Silent), j.clone(), CancellationToken::new(), false).unwrap();
+    let full = registry.join(TUNNEL, session(Agent::Silent), j.clone(), CancellationToken::new(), false);
     assert!(full.is_err(), "the pool holds one session");
     registry.leave(&TUNNEL, a.id);
     assert!(registry.tunnel(&TUNNEL).is_none());

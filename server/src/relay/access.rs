@@ -2,6 +2,7 @@
 //! its header names a hostname, [`crate::routing::Routes::route_private`] decides whether
 //! this client's tunnel may reach it, and the registry carries it to an agent.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -12,6 +13,8 @@ use tunnel_proto::wire::{Frame, Hello, Reply, Status, StreamHeader};
 use uuid::Uuid;
 
 use super::control::{control_loop, drain, ControlOutcome};
+use super::{transport_label, AccessRecord};
+use crate::metrics::{SessionLabels, TunnelLabel};
 use crate::routing::carried;
 use crate::Shared;
 
@@ -28,8 +31,24 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     let span = tracing::info_span!("session", tunnel = %hello.tunnel, role = "access", peer = %session.peer_addr());
     span.in_scope(|| tracing::info!("access client connected"));
     let token = shared.life.session_token();
-    let max = shared.config.limits.max_streams_per_session;
+    let max = shared.limits().max_streams_per_session;
     let budget = Arc::new(Semaphore::new(max));
+    let id = shared.next_access_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let record = AccessRecord {
+        hello: hello.clone(),
+        peer: session.peer_addr(),
+        since: std::time::SystemTime::now(),
+        token: token.clone(),
+        budget: budget.clone(),
+        max_streams: max,
+    };
+    shared.access_sessions.insert(id, record);
+    let gauge = SessionLabels {
+        tunnel: shared.tunnel_label(&hello.tunnel),
+        role: "access",
+        transport: transport_label(&shared),
+    };
+    shared.metrics.sessions.get_or_create(&gauge).inc();
     let accept = async {
         while let Ok(Some(mut stream)) = session.accept_stream().await {
             // Three budgets: the session's, the tunnel's (all its access clients and public
@@ -77,12 +96,14 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
         }
     }
     session.close();
+    shared.access_sessions.remove(&id);
+    shared.metrics.sessions.get_or_create(&gauge).dec();
     span.in_scope(|| tracing::info!(reason = %outcome, "access client left"));
 }
 
 /// One stream from an access client: a visitor of the private entrypoint.
 async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stream) {
-    let limits = &shared.config.limits;
+    let limits = shared.limits();
     let header = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
         Ok(Ok(Frame::StreamHeader(h))) => h,
         Ok(Ok(other)) => {
@@ -107,14 +128,19 @@ async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stre
         }
     };
     let header = StreamHeader { hostname: route.host, ..header };
+    let label = shared.tunnel_label(&route.tunnel);
     match shared.registry.open(&route.tunnel, &header, &[], limits.reply_timeouts()).await {
         Ok(mut agent) => {
+            shared.metrics.streams_opened.get_or_create(&TunnelLabel { tunnel: label.clone() }).inc();
             if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
                 return;
             }
-            let _ = tunnel_proto::pump::pump(&mut stream, &mut agent.stream).await;
+            if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut agent.stream).await {
+                shared.metrics.carried(&label, from_visitor, to_visitor);
+            }
         }
         Err(err) => {
+            shared.metrics.failed(&label, err.status().0);
             let reply = err.reply_for_tunnel(&route.tunnel);
             tracing::info!(tunnel = %route.tunnel, host = header.hostname.as_str(), status = reply.status.0, reason = %reply.message, "private stream failed");
             let _ = write_frame(&mut stream, &Frame::StreamReply(reply)).await;

@@ -49,7 +49,7 @@ pub(super) async fn control_loop(
     mut control: Stream,
     token: &CancellationToken,
 ) -> ControlOutcome {
-    let idle = shared.config.limits.keepalive_timeout;
+    let idle = shared.limits().keepalive_timeout;
     let stopping = shared.life.stopping();
     loop {
         let frame = tokio::select! {
@@ -90,6 +90,6 @@ pub(super) async fn drain(
         _ = idle => {}
         _ = session.closed() => {}
         _ = token.cancelled() => {}
-        _ = tokio::time::sleep(shared.config.limits.grace_period) => {}
+        _ = tokio::time::sleep(shared.limits().grace_period) => {}
     }
 }

@@ -28,6 +28,27 @@ mod access;
 mod agent;
 mod control;
 
+/// An access-client session, as the API lists it and a reload checks it.
+pub(crate) struct AccessRecord {
+    /// Its hello (tunnel and token).
+    pub(crate) hello: Hello,
+    /// The client's address.
+    pub(crate) peer: std::net::SocketAddr,
+    /// When it was admitted.
+    pub(crate) since: std::time::SystemTime,
+    /// Ends this session alone.
+    pub(crate) token: tokio_util::sync::CancellationToken,
+    /// Its stream budget: streams in flight are what is taken from it.
+    pub(crate) budget: Arc<tokio::sync::Semaphore>,
+    /// The budget's size.
+    pub(crate) max_streams: usize,
+}
+
+/// The `transport` label of this server's sessions.
+pub(crate) fn transport_label(shared: &Shared) -> &'static str {
+    shared.config.transport.scheme().strip_prefix("relay+").unwrap_or("tcp")
+}
+
 /// A connection's places among the handshakes in progress: one of the server's, one of its
 /// source address's. Both are given back when the hello has been read (or the handshake
 /// failed).
@@ -39,20 +60,28 @@ pub(crate) struct HandshakeSlots {
 /// Serves one accepted connection until its session ends.
 pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots: HandshakeSlots) {
     let peer = incoming.peer_addr();
-    let timeout = shared.config.limits.handshake_timeout;
+    let timeout = shared.limits().handshake_timeout;
     // A real client speaks at once; an idle connection gives its slots back early.
     let first = tunnel_proto::defaults::FIRST_BYTES_TIMEOUT.min(timeout);
     if !matches!(tokio::time::timeout(first, incoming.readable()).await, Ok(Ok(()))) {
+        shared.metrics.handshake_failed("silent");
         return tracing::debug!(%peer, reason = "nothing sent in time", ?first, "session refused");
     }
     let (session, mut control, hello) = match tokio::time::timeout(timeout, handshake(incoming)).await {
         Ok(Ok(parts)) => parts,
-        Ok(Err(why)) => return tracing::debug!(%peer, reason = %why, "session refused"),
-        Err(_) => return tracing::debug!(%peer, reason = "no hello in time", ?timeout, "session refused"),
+        Ok(Err(why)) => {
+            shared.metrics.handshake_failed("malformed");
+            return tracing::debug!(%peer, reason = %why, "session refused");
+        }
+        Err(_) => {
+            shared.metrics.handshake_failed("timeout");
+            return tracing::debug!(%peer, reason = "no hello in time", ?timeout, "session refused");
+        }
     };
     drop(slots);
     if let Err(err) = shared.routes.snapshot().admit(&hello) {
         let status = err.status().0;
+        shared.metrics.handshake_failed(err.label());
         match REFUSALS.take() {
             Some(suppressed) => {
                 tracing::info!(%peer, tunnel = %hello.tunnel, status, reason = %err, suppressed, "session refused")
@@ -63,6 +92,7 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots
         return;
     }
     let Some(_source) = shared.budgets.sessions_per_source.take(&peer.ip()) else {
+        shared.metrics.handshake_failed("per_source");
         let reply = Reply::new(Status::FORBIDDEN, "too many sessions from this address");
         tracing::debug!(%peer, tunnel = %hello.tunnel, "session refused: too many sessions from this address");
         return refuse(&shared, &session, &mut control, reply).await;
@@ -95,6 +125,6 @@ async fn refuse(shared: &Shared, session: &Arc<dyn Session>, control: &mut Strea
     let _ = write_frame(control, &Frame::HelloReply(reply)).await;
     let _ = control.shutdown().await;
     // Let the reply leave before the connection goes.
-    let _ = tokio::time::timeout(shared.config.limits.handshake_timeout, session.closed()).await;
+    let _ = tokio::time::timeout(shared.limits().handshake_timeout, session.closed()).await;
     session.close();
 }

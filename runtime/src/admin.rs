@@ -1,0 +1,263 @@
+//! The admin listener each binary can open (`--admin 127.0.0.1:9100`, TOML `[admin]`): health
+//! and readiness probes, Prometheus metrics, a JSON API and, on the server, a status page.
+//!
+//! Off by default. An address that is not loopback needs a token (`[admin] token` or
+//! `tokenFile`), sent as `Authorization: Bearer TOKEN`; `/healthz` and `/readyz` never need it,
+//! everything else does once a token is set. What each binary serves comes from its
+//! [`AdminApp`]; this module only speaks HTTP (hyper) and checks the token.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+pub use hyper::Method;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ConfigError;
+use crate::secret::Secret;
+
+/// Largest request body the admin listener reads.
+const MAX_BODY: usize = 64 * 1024;
+/// A request must arrive whole within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `[admin]` as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdminFile {
+    /// Where to listen, `host:port`.
+    #[serde(default)]
+    pub addr: Option<String>,
+    /// Token required for everything but the probes.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// File holding the token.
+    #[serde(default)]
+    pub token_file: Option<String>,
+}
+
+/// A validated admin listener.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Token for everything but the probes.
+    pub token: Option<Secret>,
+}
+
+impl AdminFile {
+    /// Validates; `None` when no address is set (the listener is off). `--admin` overrides
+    /// the file's address.
+    pub fn validate(&self, source: &str, cli_addr: Option<&str>) -> Result<Option<AdminConfig>, ConfigError> {
+        let invalid =
+            |key: &str, why: String| ConfigError::Invalid { source_name: source.to_owned(), key: key.to_owned(), why };
+        let Some(raw) = cli_addr.or(self.addr.as_deref()) else { return Ok(None) };
+        let addr: SocketAddr = raw
+            .parse()
+            .map_err(|_| invalid("admin.addr", format!("{raw:?} is not an address (write 127.0.0.1:9100)")))?;
+        let token = crate::secret::token_or_file(
+            self.token.clone(),
+            self.token_file.as_deref(),
+            "admin.token",
+            "admin.tokenFile",
+        )
+        .map_err(|(key, why)| invalid(&key, why))?;
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(invalid(
+                "admin.token",
+                format!("the admin listener on {addr} is reachable from other machines: set [admin] token or tokenFile, or listen on 127.0.0.1"),
+            ));
+        }
+        Ok(Some(AdminConfig { addr, token }))
+    }
+}
+
+/// An HTTP answer of the admin listener.
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> Answer {
+        Answer { status, content_type: "application/json", body: value.to_string() + "\n" }
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+    }
+}
+
+/// What a binary serves on its admin listener.
+pub trait AdminApp: Send + Sync + 'static {
+    /// Whether the binary is ready, with a JSON body saying why (`{"ready":true,...}`).
+    fn ready(&self) -> (bool, serde_json::Value);
+    /// A page served at `/` without the token (it holds no data; it reads the API, passing
+    /// the token from its URL fragment `#token=...`).
+    fn page(&self) -> Option<&'static str> {
+        None
+    }
+    /// The Prometheus text exposition of its metrics.
+    fn metrics(&self) -> String;
+    /// Any other path (`/`, `/api/v1/...`); `None` for 404. `body` is the request body.
+    fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Option<Answer>;
+}
+
+/// A running admin listener.
+pub struct Admin {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Admin {
+    /// Binds the listener and serves `app` until [`Admin::stop`].
+    pub async fn spawn(config: &AdminConfig, app: Arc<dyn AdminApp>) -> std::io::Result<Admin> {
+        let listener = TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, token = config.token.is_some(), "admin listening");
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let shared = Arc::new((app, config.token.clone()));
+        tasks.spawn(accept(listener, shared, stop.clone(), tasks.clone()));
+        Ok(Admin { addr, stop, tasks })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening and ends the connections.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+type Shared = Arc<(Arc<dyn AdminApp>, Option<Secret>)>;
+
+async fn accept(listener: TcpListener, shared: Shared, stop: CancellationToken, tasks: TaskTracker) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::debug!(%err, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tasks.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(&shared, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (app, token) = (&shared.0, &shared.1);
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let answer = match path.as_str() {
+        "/healthz" => Answer::json(200, &serde_json::json!({ "alive": true })),
+        "/readyz" => {
+            let (ready, body) = app.ready();
+            Answer::json(if ready { 200 } else { 503 }, &body)
+        }
+        "/" if method == Method::GET && app.page().is_some() => Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: app.page().unwrap_or_default().to_owned(),
+        },
+        _ if !authorized(token.as_ref(), &req) => {
+            Answer::text(401, "401 Unauthorized: send Authorization: Bearer TOKEN\n")
+        }
+        "/metrics" => Answer {
+            status: 200,
+            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: app.metrics(),
+        },
+        _ => {
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return build(Answer::text(413, "413 request body too large\n")),
+            };
+            app.handle(&method, &path, &body).unwrap_or_else(|| Answer::text(404, "404 Not Found\n"))
+        }
+    };
+    build(answer)
+}
+
+fn authorized(token: Option<&Secret>, req: &Request<Incoming>) -> bool {
+    let Some(token) = token else { return true };
+    let sent = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    bool::from(sent.as_bytes().ct_eq(token.expose().as_bytes()))
+}
+
+fn build(answer: Answer) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(answer.body)));
+    *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(answer.content_type));
+    r.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `tunnel_build_info{version,commit}` and a registry to add the rest to.
+pub fn registry() -> prometheus_client::registry::Registry {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let mut r = prometheus_client::registry::Registry::default();
+    let info = Family::<Vec<(String, String)>, Gauge>::default();
+    let labels = vec![
+        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("commit".to_owned(), option_env!("TUNNEL_COMMIT").unwrap_or("unknown").to_owned()),
+    ];
+    info.get_or_create(&labels).set(1);
+    r.register("tunnel_build_info", "Version and commit of this build", info);
+    r
+}
+
+/// The text exposition of `registry`.
+pub fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

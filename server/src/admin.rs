@@ -1,0 +1,159 @@
+//! What the server serves on its admin listener: readiness, metrics, the JSON API
+//! (`/api/v1/tunnels`, `/api/v1/rules`, `/api/v1/config`, `POST /api/v1/reload`) and the status
+//! page at `/`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tunnel_runtime::admin::{AdminApp, Answer, Method};
+use uuid::Uuid;
+
+use crate::Shared;
+
+/// The server's admin application.
+pub(crate) struct ServerAdmin {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) registry: prometheus_client::registry::Registry,
+    /// The relay listener's bound address.
+    pub(crate) relay: std::net::SocketAddr,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl ServerAdmin {
+    fn tunnels(&self) -> Value {
+        let s = &self.shared;
+        let routes = s.routes.snapshot();
+        let mut ids: Vec<Uuid> = routes.ingress.rules().iter().map(|r| r.tunnel).collect();
+        ids.extend(s.registry.tunnels().into_iter().map(|(id, _)| id));
+        ids.extend(s.access_sessions.iter().map(|a| a.hello.tunnel));
+        ids.sort();
+        ids.dedup();
+        let transport = crate::relay::transport_label(s);
+        let tunnels: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let rules: Vec<Value> = routes
+                    .ingress
+                    .rules()
+                    .iter()
+                    .filter(|r| &r.tunnel == id)
+                    .map(|r| json!({ "hostname": r.pattern.to_string(), "private": r.private }))
+                    .collect();
+                let agents: Vec<Value> = s
+                    .registry
+                    .tunnel(id)
+                    .map(|t| t.pool.sessions())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| {
+                        let mut networks = Vec::new();
+                        for n in [tunnel_proto::wire::Network::Tcp, tunnel_proto::wire::Network::Udp] {
+                            if a.networks.contains(n) {
+                                networks.push(n.to_string());
+                            }
+                        }
+                        json!({
+                            "id": a.id,
+                            "agent": a.session.peer_addr().to_string(),
+                            "transport": transport,
+                            "weight": a.weight,
+                            "networks": networks,
+                            "since": unix(a.since),
+                            "streams": a.streams_in_flight(),
+                        })
+                    })
+                    .collect();
+                let access: Vec<Value> = s
+                    .access_sessions
+                    .iter()
+                    .filter(|a| &a.hello.tunnel == id)
+                    .map(|a| {
+                        json!({
+                            "client": a.peer.to_string(),
+                            "transport": transport,
+                            "since": unix(a.since),
+                            "streams": a.max_streams - a.budget.available_permits(),
+                        })
+                    })
+                    .collect();
+                let label = s.tunnel_label(id);
+                let bytes = |direction| {
+                    s.metrics
+                        .bytes
+                        .get_or_create(&crate::metrics::TunnelDirection { tunnel: label.clone(), direction })
+                        .get()
+                };
+                json!({
+                    "tunnel": id.to_string(),
+                    "rules": rules,
+                    "agents": agents,
+                    "accessClients": access,
+                    "bytesIn": bytes("in"),
+                    "bytesOut": bytes("out"),
+                })
+            })
+            .collect();
+        json!({ "tunnels": tunnels })
+    }
+
+    fn rules(&self) -> Value {
+        let routes = self.shared.routes.snapshot();
+        let rules: Vec<Value> = routes
+            .ingress
+            .rules()
+            .iter()
+            .map(|r| json!({ "hostname": r.pattern.to_string(), "tunnel": r.tunnel.to_string(), "private": r.private }))
+            .collect();
+        json!({ "rules": rules, "direct": routes.direct })
+    }
+
+    fn config(&self) -> Value {
+        let s = &self.shared;
+        json!({
+            "version": s.config_version.load(Ordering::Relaxed),
+            "file": s.config.origin.file,
+            "transport": s.config.transport.to_string(),
+            "relay": self.relay.to_string(),
+        })
+    }
+}
+
+impl AdminApp for ServerAdmin {
+    fn ready(&self) -> (bool, Value) {
+        let s = &self.shared;
+        let draining = s.life.stopping().is_cancelled();
+        let sessions: usize =
+            s.registry.tunnels().iter().map(|(_, t)| t.pool.len()).sum::<usize>() + s.access_sessions.len();
+        (!draining, json!({ "ready": !draining, "draining": draining, "sessions": sessions }))
+    }
+
+    fn page(&self) -> Option<&'static str> {
+        Some(STATUS_PAGE)
+    }
+
+    fn metrics(&self) -> String {
+        tunnel_runtime::admin::encode(&self.registry)
+    }
+
+    fn handle(&self, method: &Method, path: &str, _body: &[u8]) -> Option<Answer> {
+        Some(match (method.as_str(), path) {
+            ("GET", "/api/v1/tunnels") => Answer::json(200, &self.tunnels()),
+            ("GET", "/api/v1/rules") => Answer::json(200, &self.rules()),
+            ("GET", "/api/v1/config") => Answer::json(200, &self.config()),
+            ("POST", "/api/v1/reload") => match crate::reload::reload(&self.shared) {
+                Ok(report) => Answer::json(200, &report),
+                Err(why) => Answer::json(422, &json!({ "applied": false, "error": why })),
+            },
+            (_, "/api/v1/reload") => Answer::text(405, "405 use POST\n"),
+            _ => return None,
+        })
+    }
+}
+
+/// The status page: one self-contained HTML document that reads the API and refreshes itself.
+const STATUS_PAGE: &str = include_str!("status.html");

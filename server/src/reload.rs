@@ -1,0 +1,122 @@
+//! Live reload (SIGHUP, `POST /api/v1/reload`): the configuration file is read and validated
+//! again; ingress rules, direct routing, tokens and timeouts swap at once; sessions the new
+//! configuration no longer admits (their tunnel left the ingress, their token was revoked) are
+//! closed with that reason; streams of rules that remain are never touched. What needs a
+//! restart (listen addresses, transport, what sizes the server-wide budgets) is reported, not
+//! half-applied. A file that does not validate changes nothing.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::{json, Value};
+use tunnel_proto::wire::{self, Hello, Networks, Role};
+use uuid::Uuid;
+
+use crate::config::{Config, Limits};
+use crate::metrics::Outcome;
+use crate::routing::{AdmitError, Routes};
+use crate::Shared;
+
+/// Reloads the configuration; returns the report (also logged) or why nothing changed.
+pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
+    let new = match shared.config.origin.reload() {
+        Ok(config) => config,
+        Err(err) => {
+            shared.metrics.reloads.get_or_create(&Outcome { result: "failure" }).inc();
+            tracing::warn!(error = %err, "reload refused; the configuration in force stays");
+            return Err(err.to_string());
+        }
+    };
+    let restart = needs_restart(&shared.config, &new, &shared.limits());
+    let routes = new.routes();
+    let mut limits = new.limits.clone();
+    keep_sized_limits(&mut limits, &shared.config.limits);
+    shared.routes.replace(routes.clone());
+    *shared.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
+    let version = shared.config_version.fetch_add(1, Ordering::Relaxed) + 1;
+    shared.metrics.config_version.set(version as i64);
+    let closed = close_unadmitted(shared, &routes);
+    shared.metrics.reloads.get_or_create(&Outcome { result: "success" }).inc();
+    tracing::info!(version, rules = routes.ingress.rules().len(), closed, "configuration reloaded");
+    if !restart.is_empty() {
+        tracing::warn!(settings = %restart.join(", "), "reload: these settings need a restart and were not applied");
+    }
+    Ok(json!({ "applied": true, "version": version, "closedSessions": closed, "needsRestart": restart }))
+}
+
+/// The settings that differ and cannot change without a restart.
+fn needs_restart(old: &Config, new: &Config, limits: &Limits) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut differ = |key: &str, changed: bool| {
+        if changed {
+            keys.push(key.to_owned());
+        }
+    };
+    differ("addr", old.relay_addr != new.relay_addr);
+    differ("listener", old.transport != new.transport);
+    let eps = |c: &Config| c.entrypoints.iter().map(|e| (e.addr, e.hostname.clone())).collect::<Vec<_>>();
+    differ("entryPoint", eps(old) != eps(new));
+    differ("gateway", old.gateways.len() != new.gateways.len());
+    differ("reuse", old.reuse != new.reuse);
+    differ("pidFile", old.pid_file != new.pid_file);
+    differ("admin.addr", old.admin.as_ref().map(|a| a.addr) != new.admin.as_ref().map(|a| a.addr));
+    differ("certFile", format!("{:?}", old.identity) != format!("{:?}", new.identity));
+    let (a, b) = (limits, &new.limits);
+    for (key, changed) in [
+        ("limits.maxVisitors", a.max_visitors != b.max_visitors),
+        ("limits.maxAccessStreams", a.max_access_streams != b.max_access_streams),
+        ("limits.maxHandshakesPerSource", a.max_handshakes_per_source != b.max_handshakes_per_source),
+        ("limits.maxSessionsPerSource", a.max_sessions_per_source != b.max_sessions_per_source),
+        ("limits.maxAccessSessionsPerTunnel", a.max_access_sessions_per_tunnel != b.max_access_sessions_per_tunnel),
+        ("limits.maxStreamsPerTunnel", a.max_streams_per_tunnel != b.max_streams_per_tunnel),
+        ("limits.maxVisitorsPerSource", a.max_visitors_per_source != b.max_visitors_per_source),
+    ] {
+        differ(key, changed);
+    }
+    keys
+}
+
+/// Keeps the limits that sized the server-wide budgets at start as they are.
+fn keep_sized_limits(new: &mut Limits, start: &Limits) {
+    new.max_visitors = start.max_visitors;
+    new.max_access_streams = start.max_access_streams;
+    new.max_handshakes_per_source = start.max_handshakes_per_source;
+    new.max_sessions_per_source = start.max_sessions_per_source;
+    new.max_access_sessions_per_tunnel = start.max_access_sessions_per_tunnel;
+    new.max_streams_per_tunnel = start.max_streams_per_tunnel;
+    new.max_visitors_per_source = start.max_visitors_per_source;
+}
+
+/// Why `routes` no longer admits a session of `tunnel` with `token`, if it does not.
+fn refusal(routes: &Routes, role: Role, tunnel: Uuid, networks: Networks, token: &wire::Token) -> Option<&'static str> {
+    let hello = Hello { version: wire::VERSION, role, tunnel, networks, weight: 1, token: token.clone() };
+    match routes.admit(&hello) {
+        Ok(()) => None,
+        Err(AdmitError::UnknownTunnel(_)) => Some("its tunnel left the ingress"),
+        Err(_) if !routes.direct && !routes.ingress.knows(&tunnel) => Some("its tunnel left the ingress"),
+        Err(_) => Some("its token was revoked"),
+    }
+}
+
+/// Ends every session the new routes refuse; returns how many.
+fn close_unadmitted(shared: &Shared, routes: &Routes) -> usize {
+    let mut closed = 0;
+    for (tunnel, record) in shared.registry.tunnels() {
+        for agent in record.pool.sessions() {
+            if let Some(why) = refusal(routes, Role::Agent, tunnel, agent.networks, &agent.credential) {
+                tracing::info!(%tunnel, session = agent.id, reason = why, "agent session closed by the reload");
+                shared.registry.leave(&tunnel, agent.id);
+                agent.token.cancel();
+                closed += 1;
+            }
+        }
+    }
+    for access in shared.access_sessions.iter() {
+        let hello = &access.hello;
+        if let Some(why) = refusal(routes, Role::Access, hello.tunnel, Networks::NONE, &hello.token) {
+            tracing::info!(tunnel = %hello.tunnel, peer = %access.peer, reason = why, "access session closed by the reload");
+            access.token.cancel();
+            closed += 1;
+        }
+    }
+    closed
+}
