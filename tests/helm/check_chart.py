@@ -205,6 +205,13 @@ def run_checks(case, docs, bin_dir, workdir):
             if run.returncode != 0 or "configuration is valid" not in output:
                 fail(case, f"{' '.join(command)} refused the rendered configuration:\n{output}")
             checked += 1
+            # The Secret's files are group-readable (fsGroup): only CREDENTIALS_DIRECTORY, the
+            # directory the platform made private to this container, lets them through.
+            if "CREDENTIALS_DIRECTORY" in env:
+                del env["CREDENTIALS_DIRECTORY"]
+                run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+                if run.returncode == 0 or "chmod" not in run.stdout + run.stderr:
+                    fail(case, f"group-readable secrets were taken outside CREDENTIALS_DIRECTORY:\n{run.stdout}{run.stderr}")
     return checked
 
 

@@ -146,3 +146,24 @@ readinessProbe:
   timeoutSeconds: 3
   failureThreshold: 2
 {{- end -}}
+
+{{/* The Secret holding the admin token. */}}
+{{- define "tunnel.adminSecret" -}}
+{{- default (include "tunnel.component" (dict "root" . "name" "admin")) .Values.admin.token.existingSecret -}}
+{{- end -}}
+
+{{/* The admin token as a projected volume source, at admin-token. */}}
+{{- define "tunnel.adminTokenSource" -}}
+- secret:
+    name: {{ include "tunnel.adminSecret" . }}
+    items:
+      - key: {{ .Values.admin.token.key }}
+        path: admin-token
+{{- end -}}
+
+{{/* The [admin] table: on the pod's address, so with a token. */}}
+{{- define "tunnel.adminToml" -}}
+[admin]
+addr = {{ printf "0.0.0.0:%d" (int .Values.admin.port) | toJson }}
+tokenFile = {{ printf "%s/admin-token" (include "tunnel.credentials" .) | toJson }}
+{{- end -}}
