@@ -137,15 +137,11 @@ impl Access {
             }
         }
         shared.metrics.listeners.set(addrs.len() as i64);
-        let admin = match &shared.config.admin {
-            Some(cfg) => {
-                let mut registry = tunnel_runtime::admin::registry();
-                shared.metrics.register(&mut registry);
-                let app = Arc::new(admin::AccessAdmin { shared: shared.clone(), registry });
-                Some(tunnel_runtime::admin::Admin::spawn(cfg, app).await?)
-            }
-            None => None,
-        };
+        let admin = tunnel_runtime::admin::Admin::start(shared.config.admin.as_ref(), |mut registry| {
+            shared.metrics.register(&mut registry);
+            Arc::new(admin::AccessAdmin { shared: shared.clone(), registry })
+        })
+        .await?;
         listeners.spawn(tunnel_runtime::telemetry::on_sighup(listening.clone(), || {
             tracing::info!("SIGHUP: the access client reloads nothing; restart it to apply a changed configuration");
         }));

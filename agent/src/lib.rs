@@ -93,15 +93,11 @@ impl Agent {
             sessions: admin::Sessions::default(),
             config,
         });
-        let admin = match &shared.config.admin {
-            Some(cfg) => {
-                let mut registry = tunnel_runtime::admin::registry();
-                shared.metrics.register(&mut registry);
-                let app = Arc::new(admin::AgentAdmin { shared: shared.clone(), registry });
-                Some(tunnel_runtime::admin::Admin::spawn(cfg, app).await?)
-            }
-            None => None,
-        };
+        let admin = tunnel_runtime::admin::Admin::start(shared.config.admin.as_ref(), |mut registry| {
+            shared.metrics.register(&mut registry);
+            Arc::new(admin::AgentAdmin { shared: shared.clone(), registry })
+        })
+        .await?;
         let life = Lifecycle::new();
         let user: Arc<dyn SessionUser> = Arc::new(Serve(shared.clone()));
         for index in 0..shared.config.relay.sessions.max(1) {

@@ -30,7 +30,7 @@ LOOP = "127.0.0.1"
 NCPU = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "rathole", "rathole-noise", "bore"]
+SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "rathole", "rathole-noise", "bore"]
 LABELS = {
     "direct": "direct",
     "tunnel-tcp": "relay://",
@@ -39,6 +39,9 @@ LABELS = {
     # The same as relay:// with the server on one thread (--threads 1), as on a small machine
     # shared with busy neighbours; not a default, so no target row uses it.
     "tunnel-tcp-1t": "relay://, server --threads 1",
+    # The same as relay:// with the admin listener on, so every stream is counted in the
+    # metrics: what the counters cost on the hot path.
+    "tunnel-tcp-metrics": "relay://, metrics on",
     "rathole": "rathole (tcp)",
     "rathole-noise": "rathole (noise)",
     "bore": "bore",
@@ -372,6 +375,8 @@ class Bench:
     def start_tunnel(self, system, env):
         transport = system.split("-")[1]
         server_flags = ["--threads", "1"] if system.endswith("-1t") else []
+        if system.endswith("-metrics"):
+            server_flags = ["--admin", f"{LOOP}:0"]
         scheme = {"tcp": "relay", "tls": "relay+tls", "quic": "relay+quic"}[transport]
         url = (f"{scheme}://{LOOP}:0?entryPoint={LOOP}:0,{LOOP}:0/{IPERF_HOST}"
                f"&tunnel={WEB_HOST}:{self.uuid},{IPERF_HOST}:{self.uuid}")
@@ -872,6 +877,8 @@ def targets(results):
         ratio_row(f"relay+tls:// vs rathole (noise), {label}", "tunnel-tls", "rathole-noise", key, 2.0)
         ratio_row(f"relay+quic:// vs rathole (noise), {label}", "tunnel-quic", "rathole-noise", key, 1.0)
     ratio_row("relay:// keep-alive req/s vs direct", "tunnel-tcp", "direct", "ka_rps", 0.7)
+    ratio_row("relay://, metrics on vs off: keep-alive req/s", "tunnel-tcp-metrics", "tunnel-tcp", "ka_rps", 0.95)
+    ratio_row("relay://, metrics on vs off: Connection: close req/s", "tunnel-tcp-metrics", "tunnel-tcp", "close_rps", 0.95)
     ratio_row("relay:// keep-alive p99 vs direct", "tunnel-tcp", "direct", "ka_p99", 2.0, higher=False)
     ratio_row("relay:// Connection: close req/s vs direct", "tunnel-tcp", "direct", "close_rps", 0.5)
     ratio_row("relay:// one-at-a-time added p50 vs rathole (tcp)", "tunnel-tcp", "rathole", "c1_add50", 0.5,

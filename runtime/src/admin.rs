@@ -138,6 +138,18 @@ impl Admin {
         Ok(Admin { addr, stop, tasks })
     }
 
+    /// Starts the listener `config` asks for, if any. `app` makes the application from a
+    /// registry that already holds the build info (it registers its own metrics there).
+    pub async fn start(
+        config: Option<&AdminConfig>,
+        app: impl FnOnce(prometheus_client::registry::Registry) -> Arc<dyn AdminApp>,
+    ) -> std::io::Result<Option<Admin>> {
+        match config {
+            Some(config) => Ok(Some(Admin::spawn(config, app(registry())).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

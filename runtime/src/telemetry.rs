@@ -60,8 +60,8 @@ pub fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-/// One JSON object per line, with `time`, `level` and `message` at the top and the event's
-/// fields beside them (the spans it happened in under `span`).
+/// One JSON object per line: `time`, `level` and `message` first, then the event's fields in
+/// the order written, then the spans it happened in under `span`.
 struct JsonLine;
 
 impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
@@ -84,7 +84,10 @@ where
         line.insert("level".into(), event.metadata().level().as_str().to_ascii_lowercase().into());
         let mut fields = JsonFields(serde_json::Map::new());
         event.record(&mut fields);
-        line.insert("message".into(), fields.0.remove("message").unwrap_or_default());
+        line.insert("message".into(), fields.0.shift_remove("message").unwrap_or_default());
+        for (k, v) in fields.0 {
+            line.entry(k).or_insert(v);
+        }
         if let Some(scope) = ctx.event_scope() {
             let spans: Vec<String> = scope
                 .from_root()
@@ -97,9 +100,6 @@ where
                 })
                 .collect();
             line.insert("span".into(), spans.join(":").into());
-        }
-        for (k, v) in fields.0 {
-            line.entry(k).or_insert(v);
         }
         writeln!(writer, "{}", serde_json::Value::Object(line))
     }

@@ -136,9 +136,15 @@ pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: 
     let response = http::error_response(reply.status, &reply.message);
     let _ = tcp.write_all(&response).await;
     let _ = tcp.shutdown().await;
+    read_out(&mut tcp, REFUSE_DRAIN_BYTES, REFUSE_DRAIN_TIME).await;
+}
+
+/// Reads (and drops) what a visitor still sends after its answer, at most `max` bytes for at
+/// most `time`, so that closing is not a reset that destroys the answer before it is read.
+pub async fn read_out(tcp: &mut TcpStream, max: usize, time: Duration) {
     let drain = async {
         let mut buf = [0u8; 4096];
-        let mut left = REFUSE_DRAIN_BYTES;
+        let mut left = max;
         while left > 0 {
             match tcp.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -146,7 +152,7 @@ pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: 
             }
         }
     };
-    let _ = tokio::time::timeout(REFUSE_DRAIN_TIME, drain).await;
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ impl ServerAdmin {
             "file": s.config.origin.file,
             "transport": s.config.transport.to_string(),
             "relay": self.relay.to_string(),
+            "tasks": s.life.tasks().len(),
         })
     }
 }

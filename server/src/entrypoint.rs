@@ -17,7 +17,6 @@ use tunnel_proto::pump::accept_until;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
-use crate::metrics::TunnelLabel;
 use crate::Shared;
 
 /// Accepts visitors on one entrypoint until shutdown.
@@ -97,7 +96,7 @@ async fn serve_visitor(
             return "refused";
         }
     };
-    shared.metrics.streams_opened.get_or_create(&TunnelLabel { tunnel: label.clone() }).inc();
+    shared.metrics.opened(&label);
     let prefix_len = prefix.len();
     drop(prefix); // sent with the header; not kept for the life of the visitor
     tracing::debug!(%peer, %host, %tunnel, session = agent.session_id, "visitor connected");

@@ -79,7 +79,10 @@ impl Shared {
     /// The label of `tunnel` in metrics: its ID when the ingress names it, `direct` otherwise
     /// (labels stay bounded by the configuration).
     pub(crate) fn tunnel_label(&self, tunnel: &uuid::Uuid) -> String {
-        if self.routes.snapshot().ingress.knows(tunnel) {
+        if !self.metrics.on {
+            // Nobody reads the metrics: no label to build on the visitor path.
+            String::new()
+        } else if self.routes.snapshot().ingress.knows(tunnel) {
             tunnel.to_string()
         } else {
             "direct".to_owned()
@@ -131,7 +134,7 @@ impl Server {
             access_streams: Arc::new(Semaphore::new(config.limits.max_access_streams)),
             budgets: budget::Budgets::new(&config.limits),
             limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
-            metrics: metrics::Metrics::default(),
+            metrics: metrics::Metrics { on: config.admin.is_some(), ..metrics::Metrics::default() },
             access_sessions: dashmap::DashMap::new(),
             next_access_id: std::sync::atomic::AtomicU64::new(0),
             config_version: std::sync::atomic::AtomicU64::new(1),
@@ -158,20 +161,15 @@ impl Server {
         }
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
-        let admin = match &shared.config.admin {
-            Some(config) => {
-                let mut registry = tunnel_runtime::admin::registry();
-                shared.metrics.register(&mut registry);
-                shared.metrics.config_version.set(1);
-                let app = Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr });
-                Some(
-                    tunnel_runtime::admin::Admin::spawn(config, app)
-                        .await
-                        .with_context(|| format!("cannot listen on admin address {}", config.addr))?,
-                )
-            }
-            None => None,
-        };
+        shared.metrics.config_version.set(1);
+        let admin = tunnel_runtime::admin::Admin::start(shared.config.admin.as_ref(), |mut registry| {
+            shared.metrics.register(&mut registry);
+            Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr })
+        })
+        .await
+        .with_context(|| {
+            format!("cannot listen on the admin address {:?}", shared.config.admin.as_ref().map(|a| a.addr))
+        })?;
         let reloading = shared.clone();
         listeners.spawn(tunnel_runtime::telemetry::on_sighup(reloading.life.stopping().clone(), move || {
             let _ = reload::reload(&reloading);

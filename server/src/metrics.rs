@@ -69,9 +69,12 @@ pub struct Outcome {
     pub result: &'static str,
 }
 
-/// Every metric of the server.
+/// Every metric of the server. Per-stream counting happens only while `on` (the admin listener
+/// is configured), so a server nobody scrapes pays nothing for it.
 #[derive(Default)]
 pub struct Metrics {
+    /// Whether per-stream counters are kept.
+    pub on: bool,
     /// Sessions now, by tunnel, role and transport.
     pub sessions: Family<SessionLabels, Gauge>,
     /// Streams opened to agents, by tunnel.
@@ -111,8 +114,18 @@ impl Metrics {
         );
     }
 
+    /// Counts a stream opened to an agent of `tunnel`.
+    pub fn opened(&self, tunnel: &str) {
+        if self.on {
+            self.streams_opened.get_or_create(&TunnelLabel { tunnel: tunnel.to_owned() }).inc();
+        }
+    }
+
     /// Counts a stream's bytes once it is done.
     pub fn carried(&self, tunnel: &str, from_visitor: u64, to_visitor: u64) {
+        if !self.on {
+            return;
+        }
         let label = |direction| TunnelDirection { tunnel: tunnel.to_owned(), direction };
         self.bytes.get_or_create(&label("in")).inc_by(from_visitor);
         self.bytes.get_or_create(&label("out")).inc_by(to_visitor);
@@ -120,11 +133,17 @@ impl Metrics {
 
     /// Counts a stream that failed with `status`.
     pub fn failed(&self, tunnel: &str, status: u16) {
+        if !self.on {
+            return;
+        }
         self.streams_failed.get_or_create(&TunnelStatus { tunnel: tunnel.to_owned(), status }).inc();
     }
 
     /// Counts a public visitor's outcome on `entrypoint`.
     pub fn visitor(&self, entrypoint: &str, outcome: &'static str) {
+        if !self.on {
+            return;
+        }
         self.visitors.get_or_create(&VisitorOutcome { entrypoint: entrypoint.to_owned(), outcome }).inc();
     }
 

@@ -51,6 +51,27 @@ pub async fn session(relay: SocketAddr) -> (Arc<dyn Session>, Stream) {
     (session, stream)
 }
 
+/// Opens a session to the relay as an access client of `tunnel` (no token) and returns it once
+/// admitted, or `None` when refused.
+pub async fn access_session(relay: SocketAddr, tunnel: &str) -> Option<(Arc<dyn Session>, Stream)> {
+    use tunnel_proto::framed::{read_frame, write_frame};
+    use tunnel_proto::wire::{self, Frame, Hello, Networks, Role, Token};
+    let (s, mut control) = session(relay).await;
+    let hello = Hello {
+        version: wire::VERSION,
+        role: Role::Access,
+        tunnel: tunnel_proto::Uuid::parse_str(tunnel).unwrap(),
+        networks: Networks::NONE,
+        weight: 0,
+        token: Token::default(),
+    };
+    write_frame(&mut control, &Frame::Hello(hello)).await.unwrap();
+    match read_frame(&mut control).await {
+        Ok(Frame::HelloReply(r)) if r.status.is_ok() => Some((s, control)),
+        _ => None,
+    }
+}
+
 /// Sends `n` requests for `host` to `ep` and counts the 200s.
 pub fn served(ep: SocketAddr, host: &str, n: usize) -> usize {
     (0..n).filter(|_| http_get(ep, host, "/").0 == 200).count()

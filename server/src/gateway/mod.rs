@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -299,15 +299,5 @@ async fn refuse(mut tcp: TcpStream, peer: SocketAddr, failure: Failure) {
     if !matches!(tokio::time::timeout(WRITE_TIMEOUT, answer).await, Ok(Ok(()))) {
         return;
     }
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut left = DRAIN_BYTES;
-        while left > 0 {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    tunnel_runtime::visitor::read_out(&mut tcp, DRAIN_BYTES, DRAIN_TIMEOUT).await;
 }

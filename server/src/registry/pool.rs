@@ -61,6 +61,10 @@ impl AgentSession {
     }
 }
 
+/// The weight that makes a session exclusive: the others of its pool take streams only while
+/// no exclusive session can.
+pub const EXCLUSIVE: u8 = 255;
+
 /// What a joining agent session asks for, and the limits it gets.
 #[derive(Debug, Clone)]
 pub struct Join {
@@ -122,10 +126,15 @@ impl Pool {
     /// Picks a live session serving `network`, skipping `tried`, by weighted round-robin.
     pub fn pick(&self, network: Network, tried: &[u64]) -> Option<Arc<AgentSession>> {
         let sessions = self.sessions.read().expect("pool lock");
-        let candidates: Vec<&Arc<AgentSession>> = sessions
+        let mut candidates: Vec<&Arc<AgentSession>> = sessions
             .iter()
             .filter(|s| s.networks.contains(network) && !tried.contains(&s.id) && !s.session.is_closed())
             .collect();
+        // Weight 255 is exclusive (active/standby): while a session of that weight can take
+        // the stream, the others are standbys.
+        if candidates.iter().any(|s| s.weight == EXCLUSIVE) {
+            candidates.retain(|s| s.weight == EXCLUSIVE);
+        }
         let weights: Vec<u8> = candidates.iter().map(|s| s.weight).collect();
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         weighted_pick(&weights, turn).map(|i| candidates[i].clone())

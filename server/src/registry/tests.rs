@@ -54,7 +54,11 @@ fn session(agent: Agent) -> Arc<dyn Session> {
 }
 
 fn join(registry: &Registry, agent: Agent, networks: Networks, max_streams: usize) -> u64 {
-    let j = Join { networks, weight: 1, credential: Default::default(), max_streams, max_sessions: 8 };
+    join_weighted(registry, agent, networks, max_streams, 1)
+}
+
+fn join_weighted(registry: &Registry, agent: Agent, networks: Networks, max_streams: usize, weight: u8) -> u64 {
+    let j = Join { networks, weight, credential: Default::default(), max_streams, max_sessions: 8 };
     registry.join(TUNNEL, session(agent), j, CancellationToken::new(), true).unwrap().id
 }
 
@@ -118,4 +122,18 @@ async fn records_of_unnamed_tunnels_go_with_their_last_session() {
     let kept = registry.join(TUNNEL, session(Agent::Silent), j, CancellationToken::new(), true).unwrap();
     registry.leave(&TUNNEL, kept.id);
     assert!(registry.tunnel(&TUNNEL).is_some(), "a tunnel named by ingress keeps its record");
+}
+
+#[tokio::test]
+async fn weight_255_is_exclusive_while_it_can_take_streams() {
+    let registry = Registry::default();
+    let standby = join(&registry, Agent::Answers(200), Networks::TCP, 10);
+    let active = join_weighted(&registry, Agent::Answers(200), Networks::TCP, 10, 255);
+    for _ in 0..6 {
+        let s = registry.open(&TUNNEL, &header(Network::Tcp), &[], QUICK).await.unwrap();
+        assert_eq!(s.session_id, active, "the standby takes nothing while the exclusive session is up");
+    }
+    registry.leave(&TUNNEL, active);
+    let s = registry.open(&TUNNEL, &header(Network::Tcp), &[], QUICK).await.unwrap();
+    assert_eq!(s.session_id, standby, "the standby takes over");
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::control::{control_loop, drain, ControlOutcome};
 use super::{transport_label, AccessRecord};
-use crate::metrics::{SessionLabels, TunnelLabel};
+use crate::metrics::SessionLabels;
 use crate::routing::carried;
 use crate::Shared;
 
@@ -131,7 +131,7 @@ async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stre
     let label = shared.tunnel_label(&route.tunnel);
     match shared.registry.open(&route.tunnel, &header, &[], limits.reply_timeouts()).await {
         Ok(mut agent) => {
-            shared.metrics.streams_opened.get_or_create(&TunnelLabel { tunnel: label.clone() }).inc();
+            shared.metrics.opened(&label);
             if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
                 return;
             }

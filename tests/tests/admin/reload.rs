@@ -104,13 +104,15 @@ fn a_reload_under_load_adds_and_removes_rules_without_touching_live_streams() {
     // Twenty reloads in a row leak nothing.
     std::fs::write(&path, config(&a, &c, true, false)).unwrap();
     let pid = server.proc.pid();
-    let (fd0, rss0) = (fds(pid), super::rss_kib(pid));
+    let tasks = |cfg: &str| serde_json::from_str::<serde_json::Value>(cfg).unwrap()["tasks"].as_u64().unwrap();
+    let (fd0, rss0, tasks0) = (fds(pid), super::rss_kib(pid), tasks(&admin_get(admin, "/api/v1/config", &[]).1));
     for n in 0..20 {
         let (status, body) = admin_get(admin, "/api/v1/reload", &["-X", "POST"]);
         assert_eq!(status, 200, "reload {n}: {body}");
     }
     let (_, cfg) = admin_get(admin, "/api/v1/config", &[]);
     assert!(cfg.contains("\"version\":22"), "{cfg}");
+    assert!(tasks(&cfg) <= tasks0, "tasks {tasks0} -> {}", tasks(&cfg));
     assert!(fds(pid) <= fd0 + 2, "file descriptors {fd0} -> {}", fds(pid));
     assert!(super::rss_kib(pid) <= rss0 + 4096, "RSS {rss0} KiB -> {} KiB", super::rss_kib(pid));
     assert_eq!(http_get(web, "a.local", "/").0, 200);

@@ -3,11 +3,10 @@
 
 use tokio::io::AsyncWriteExt;
 use tunnel_proto::framed::{read_frame, write_frame};
-use tunnel_proto::wire::{self, Frame, Hello, Network, Networks, Role, StreamHeader, Token};
-use tunnel_proto::Uuid;
+use tunnel_proto::wire::{Frame, Network, StreamHeader};
 use tunnel_tests::{tunnel_id, Server};
 
-use super::{assert_clean_log, runtime, session};
+use super::{access_session, assert_clean_log, runtime};
 
 #[test]
 fn peer_supplied_hostnames_are_logged_escaped() {
@@ -15,17 +14,7 @@ fn peer_supplied_hostnames_are_logged_escaped() {
     let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?tunnel=ok.example:{id}")], 0);
     let forged = "x.example\n2026-12-01T00:00:00.000000Z  INFO agent joined tunnel=forged\u{1b}[2K";
     runtime().block_on(async {
-        let (s, mut control) = session(server.relay).await;
-        let hello = Hello {
-            version: wire::VERSION,
-            role: Role::Access,
-            tunnel: Uuid::parse_str(&id).unwrap(),
-            networks: Networks::NONE,
-            weight: 0,
-            token: Token::default(),
-        };
-        write_frame(&mut control, &Frame::Hello(hello)).await.unwrap();
-        assert!(matches!(read_frame(&mut control).await, Ok(Frame::HelloReply(r)) if r.status.is_ok()));
+        let (s, _control) = access_session(server.relay, &id).await.expect("admitted");
         for network in [Network::Tcp, Network::Udp] {
             let mut stream = s.open_stream().await.unwrap();
             let header = StreamHeader { network, hostname: forged.to_owned(), visitor: None };

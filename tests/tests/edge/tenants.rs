@@ -5,12 +5,9 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tunnel_proto::framed::{read_frame, write_frame};
-use tunnel_proto::wire::{self, Frame, Hello, Networks, Role, Token};
-use tunnel_proto::Uuid;
 use tunnel_tests::{access, agent, http_get, origin, tunnel_id, Server};
 
-use super::{runtime, served, session};
+use super::{access_session, runtime, served};
 
 /// Attacking access sessions, and the streams each tries to hold (the mux lets a session
 /// have 256 unanswered streams in flight, so this many sessions hold more than the server's
@@ -34,19 +31,7 @@ fn streams_that_never_send_a_header_do_not_starve_other_tenants() {
         let mut held = Vec::new();
         let mut streams = 0;
         for _ in 0..SESSIONS {
-            let (s, mut control) = session(server.relay).await;
-            let hello = Hello {
-                version: wire::VERSION,
-                role: Role::Access,
-                tunnel: Uuid::parse_str(&noisy).unwrap(),
-                networks: Networks::NONE,
-                weight: 0,
-                token: Token::default(),
-            };
-            write_frame(&mut control, &Frame::Hello(hello)).await.unwrap();
-            if !matches!(read_frame(&mut control).await, Ok(Frame::HelloReply(r)) if r.status.is_ok()) {
-                continue;
-            }
+            let Some((s, control)) = access_session(server.relay, &noisy).await else { continue };
             for _ in 0..STREAMS {
                 let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(300), s.open_stream()).await else {
                     break;
