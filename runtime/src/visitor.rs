@@ -2,10 +2,10 @@
 //! listeners: learn the hostname (sniffed from the HTTP `Host` or the TLS SNI, or fixed by
 //! the listener), and refuse a visitor that cannot be served with an answer it can read.
 //!
-//! A refusal is one log line with the reason and the status the visitor is shown. HTTP visitors get an HTTP error response; the
-//! connection is then half-closed and what the visitor still sends is read (bounded in bytes
-//! and time), so the close is not a reset that destroys the response before it is read. TLS
-//! and other visitors are closed.
+//! A refusal is one log line with the reason and the status the visitor is shown. HTTP
+//! visitors get an HTTP error response; the connection is then half-closed and what the
+//! visitor still sends is read (bounded in bytes and time), so the close is not a reset that
+//! destroys the response before it is read. TLS and other visitors are closed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
