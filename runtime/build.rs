@@ -1,6 +1,8 @@
-//! Build facts for `--version`: the commit (from `git rev-parse` when the source is a git
-//! checkout, else `$TUNNEL_COMMIT`, else "unknown") and the build date (UTC, from
-//! `$SOURCE_DATE_EPOCH` when set, for reproducible builds, else now).
+//! Build facts for `--version`: the commit (`$TUNNEL_COMMIT` when set, as the Dockerfile does
+//! for a context without `.git`; else `git rev-parse` in a checkout; else "unknown") and the
+//! build date (UTC, from
+//! `$SOURCE_DATE_EPOCH` when set, for reproducible builds, else the day this crate was built at
+//! this commit).
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,9 +26,12 @@ fn git_commit() -> Option<String> {
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
-    for path in ["HEAD", "refs", "packed-refs"] {
+    // HEAD, the branch it names (not every ref: other branches move without changing this
+    // build) and packed-refs.
+    let branch = git(&["rev-parse", "--symbolic-full-name", "HEAD"]).filter(|b| b.starts_with("refs/"));
+    for path in ["HEAD".to_owned(), "packed-refs".to_owned()].into_iter().chain(branch) {
         // Only files that exist: cargo would take a missing one as changed at every build.
-        match git(&["rev-parse", "--path-format=absolute", "--git-path", path]) {
+        match git(&["rev-parse", "--path-format=absolute", "--git-path", &path]) {
             Some(file) if std::path::Path::new(&file).exists() => println!("cargo:rerun-if-changed={file}"),
             _ => {}
         }
