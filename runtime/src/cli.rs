@@ -10,6 +10,11 @@ use crate::config::ConfigError;
 use crate::telemetry::{self, LogFormat};
 use crate::Secret;
 
+/// What `--version` prints after the binary's name: the version, the commit it was built from
+/// and the build date (see `build.rs`; "unknown" when built outside a git checkout).
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TUNNEL_COMMIT"), ", built ", env!("TUNNEL_BUILD_DATE"), ")");
+
 /// Flags every binary takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {

@@ -2,10 +2,10 @@
 //! listeners: learn the hostname (sniffed from the HTTP `Host` or the TLS SNI, or fixed by
 //! the listener), and refuse a visitor that cannot be served with an answer it can read.
 //!
-//! A refusal is one log line with the reason. HTTP visitors get an HTTP error response; the
-//! connection is then half-closed and what the visitor still sends is read (bounded in bytes
-//! and time), so the close is not a reset that destroys the response before it is read. TLS
-//! and other visitors are closed.
+//! A refusal is one log line with the reason and the status the visitor is shown. HTTP
+//! visitors get an HTTP error response; the connection is then half-closed and what the
+//! visitor still sends is read (bounded in bytes and time), so the close is not a reset that
+//! destroys the response before it is read. TLS and other visitors are closed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,11 +121,14 @@ pub async fn sniff_host(tcp: &mut TcpStream, timeout: Duration, max: usize) -> R
 /// flood of bad visitors cannot flood the log.
 pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: &str, reply: Reply, detail: &str) {
     let reason = if detail.is_empty() { reply.message.as_str() } else { detail };
+    // The status logged is the one the visitor is shown (an HTTP visitor's response; the
+    // same code for a visitor that is only closed), so the log and what a user reports agree.
+    let status = http::http_status(reply.status).0;
     match REFUSALS.take() {
         Some(suppressed) => {
-            tracing::info!(%peer, host, status = reply.status.0, reason, suppressed, "visitor refused")
+            tracing::info!(%peer, host, status, reason, suppressed, "visitor refused")
         }
-        None => tracing::debug!(%peer, host, status = reply.status.0, reason, "visitor refused"),
+        None => tracing::debug!(%peer, host, status, reason, "visitor refused"),
     }
     if speaks != Speaks::Http {
         return;

@@ -361,6 +361,17 @@ impl FileConfig {
                 None => (false, r.endpoint.trim()),
             };
             let tunnel = parse_tunnel_id(id).map_err(|e| invalid(&format!("{key}.endpoint"), e))?;
+            if let Some(j) =
+                rules.iter().position(|earlier: &Rule| earlier.pattern == pattern && earlier.tunnel != tunnel)
+            {
+                return Err(invalid(
+                    &format!("{key}.hostname"),
+                    format!(
+                        "{:?} is already ruled to tunnel {} by ingress.rules[{j}]; a hostname goes to one tunnel (the first rule would win and this one never be used): remove one of the two rules",
+                        r.hostname, rules[j].tunnel
+                    ),
+                ));
+            }
             rules.push(Rule { pattern, tunnel, private });
         }
         let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
@@ -490,6 +501,27 @@ impl Origin {
 }
 
 impl Config {
+    /// What this configuration leaves unusable without being wrong, for `--check` and the log
+    /// at start: a raw entrypoint whose hostname no public rule routes refuses every
+    /// connection. (The token table's warnings are [`Routes::token_warnings`].)
+    pub fn warnings(&self) -> Vec<String> {
+        self.entrypoints
+            .iter()
+            .filter_map(|ep| {
+                let host = ep.hostname.as_deref()?;
+                let why = match self.ingress.lookup(host) {
+                    None => "no ingress rule routes it",
+                    Some(rule) if rule.private => "its only rule is private (access clients only)",
+                    Some(_) => return None,
+                };
+                Some(format!(
+                    "entryPoint {addr}/{host}: {why}, so every connection to {addr} is refused; add a public rule ([[ingress.rules]] hostname = \"{host}\", endpoint = \"TUNNEL-ID\", or tunnel={host}:TUNNEL-ID in -L)",
+                    addr = ep.addr
+                ))
+            })
+            .collect()
+    }
+
     /// The routing decisions this configuration makes.
     pub fn routes(&self) -> Routes {
         Routes {
@@ -618,5 +650,37 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.entrypoints.len(), 2);
         assert_eq!(cfg.entrypoints[1].hostname.as_deref(), Some("iperf.local"));
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+    }
+
+    #[test]
+    fn a_hostname_ruled_to_two_tunnels_is_an_error_naming_both_rules() {
+        let (a, b) = ("4d21094e-b74c-4916-86c1-d9fa36ea677b", "ac74d9dd-3125-442a-a7c1-f9e49e05faca");
+        let err = FileConfig::from_url(&format!("relay://:0?tunnel=x.example:{a},y.example:{a},X.Example:${b}"))
+            .unwrap()
+            .validate("-L")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingress.rules[2].hostname") && err.contains("ingress.rules[0]"), "{err}");
+        assert!(err.contains(a) && err.contains("X.Example"), "{err}");
+        // The same hostname twice for one tunnel, or as overlapping patterns, is not a conflict.
+        let ok = format!("relay://:0?tunnel=x.example:{a},x.example:${a},.x.example:{b},*.x.example:{a}");
+        FileConfig::from_url(&ok).unwrap().validate("-L").unwrap();
+    }
+
+    #[test]
+    fn a_raw_entrypoint_without_a_public_rule_is_a_warning_naming_the_missing_rule() {
+        let id = "22f43305-42f7-4232-bbbc-aa6c042e3bc3";
+        let cfg = FileConfig::from_url(&format!(
+            "relay://:0?entryPoint=127.0.0.1:5201/iperf.local,127.0.0.1:5202/private.local,127.0.0.1:80&tunnel=private.local:${id}"
+        ))
+        .unwrap()
+        .validate("-L")
+        .unwrap();
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("127.0.0.1:5201/iperf.local") && warnings[0].contains("no ingress rule"));
+        assert!(warnings[0].contains("hostname = \"iperf.local\""), "{}", warnings[0]);
+        assert!(warnings[1].contains("private.local") && warnings[1].contains("private"), "{}", warnings[1]);
     }
 }

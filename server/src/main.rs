@@ -10,7 +10,7 @@ use tunnel_server::{FileConfig, Server};
 /// visitors to its entrypoints.
 #[derive(Parser, Debug)]
 #[command(
-    version,
+    version = tunnel_runtime::cli::VERSION,
     after_help = "Examples:\n  \
     tunnel-server -L \"relay://:8443?entryPoint=:80&tunnel=.example.com:4d21094e-b74c-4916-86c1-d9fa36ea677b,example.org:ac74d9dd-3125-442a-a7c1-f9e49e05faca\"\n  \
     tunnel-server -L \"relay://:8443?tunnel.direct=true\"\n  \
@@ -59,8 +59,13 @@ fn main() -> anyhow::Result<()> {
     let mut config = file.validate(&source)?;
     config.origin = origin;
     if cli.common.check {
-        for warning in config.routes().token_warnings() {
+        for warning in config.warnings().into_iter().chain(config.routes().token_warnings()) {
             println!("{source}: warning: {warning}");
+        }
+    } else {
+        // The token table's warnings are logged by `Server::spawn`.
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
         }
     }
     // `Server::shutdown` logs "shutting down" once its listeners are closed.

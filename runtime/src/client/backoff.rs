@@ -30,6 +30,12 @@ impl Backoff {
         half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
+    /// The largest delay, with the same jitter: for failures that a retry soon will not cure.
+    pub fn max_delay(&self) -> Duration {
+        let half = self.max / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
     /// Records that a session lasted `lived`; a long enough one resets the backoff.
     pub fn session_ended(&mut self, lived: Duration) {
         if lived >= self.reset_after {
@@ -51,5 +57,6 @@ mod tests {
         assert!(d.iter().all(|x| *x <= Duration::from_secs(2)));
         b.session_ended(Duration::from_secs(61));
         assert!(b.next_delay() <= Duration::from_millis(100));
+        assert!((0..20).all(|_| (Duration::from_secs(1)..=Duration::from_secs(2)).contains(&b.max_delay())));
     }
 }

@@ -60,6 +60,8 @@ pub struct Dialer {
     pub hello: Hello,
     /// Limit for connect plus hello reply.
     pub handshake_timeout: Duration,
+    /// Lasting refusals, counted across the client's session slots.
+    pub refusals: super::refusal::Refusals,
 }
 
 /// An established session and its control stream.

@@ -10,7 +10,9 @@
 //!   period), close, stop;
 //! - the session was lost: close it and reconnect after a backoff with jitter.
 //!
-//! Reconnects never stop; each failed attempt is one warning that says why.
+//! Reconnects never stop; each failed attempt is one warning that says why. A refusal that
+//! only a configuration change ends ([`super::refusal`]) says its fix once, then each attempt
+//! is one short line with its number, at the largest backoff.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::Session;
 
-use super::{run_control, Backoff, ControlEnd, Dialer};
+use super::{refusal, run_control, Backoff, ConnectError, ControlEnd, Dialer};
 
 /// Timings of a keeper.
 #[derive(Debug, Clone, Copy)]
@@ -105,14 +107,14 @@ pub async fn keep(
             Ok(c) => c,
             Err(err) => {
                 user.reconnect(if err.status().is_some() { "refused" } else { "unreachable" });
-                let delay = backoff.next_delay();
-                tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, error = %err, "cannot join tunnel");
+                let delay = failed(&dialer, index, &target, &mut backoff, &err);
                 if sleep_or_shutdown(delay, &shutdown).await {
                     break;
                 }
                 continue;
             }
         };
+        dialer.refusals.clear();
         let started = Instant::now();
         tracing::info!(%tunnel, server = %target, session = index, "session established");
         let here =
@@ -150,6 +152,30 @@ pub async fn keep(
     }
     drains.close();
     drains.wait().await;
+}
+
+/// Logs a failed attempt of slot `index` and returns the delay before the next. A refusal
+/// that only a configuration change ends is told with its fix once (across the slots), then
+/// in one short line per attempt with its number, retried at the largest backoff; anything
+/// else is one line with the reason and the usual backoff.
+fn failed(dialer: &Dialer, index: usize, target: &str, backoff: &mut Backoff, err: &ConnectError) -> Duration {
+    let tunnel = dialer.hello.tunnel;
+    let Some(status) = err.status().filter(|s| refusal::is_lasting(*s)) else {
+        let delay = backoff.next_delay();
+        tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, error = %err, "cannot join tunnel");
+        return delay;
+    };
+    let delay = backoff.max_delay();
+    match dialer.refusals.record() {
+        1 => {
+            let fix = refusal::fix(status, dialer.hello.role, tunnel);
+            tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, error = %err, fix = %fix, "cannot join tunnel; retrying at the largest backoff until the configuration changes");
+        }
+        attempt => {
+            tracing::warn!(%tunnel, server = %target, session = index, attempt, status = status.0, retry_in = ?delay, "cannot join tunnel: still refused")
+        }
+    }
+    delay
 }
 
 /// Sleeps for `delay`; true if shutdown came first.

@@ -1,11 +1,12 @@
 //! The client side of a session, shared by the agent and the access client: where to connect
 //! ([`relay`]), dialing and the hello ([`dial`]), the control stream ([`control`]), reconnect
-//! delays ([`backoff`]) and the loop that keeps a session alive ([`keeper`]).
+//! delays ([`backoff`]), refusals that only a configuration change ends ([`refusal`]) and the loop that keeps a session alive ([`keeper`]).
 
 pub mod backoff;
 pub mod control;
 pub mod dial;
 pub mod keeper;
+pub mod refusal;
 pub mod relay;
 
 pub use backoff::Backoff;

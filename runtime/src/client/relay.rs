@@ -56,7 +56,7 @@ impl RelayOptions {
         if self.transport.is_encrypted() && self.tls.verify == Verify::Insecure {
             tracing::warn!(server = %self.addr, "insecure=true: the server's certificate is not verified");
         }
-        Ok(Dialer { connector, addr: self.addr.clone(), hello, handshake_timeout })
+        Ok(Dialer { connector, addr: self.addr.clone(), hello, handshake_timeout, refusals: Default::default() })
     }
 }
 
@@ -114,8 +114,23 @@ pub struct TunnelIdTable {
 /// Parses a tunnel ID with a message showing the expected form.
 pub fn parse_tunnel_id(raw: &str) -> Result<uuid::Uuid, String> {
     uuid::Uuid::parse_str(raw.trim()).map_err(|e| {
-        format!("invalid tunnel ID {raw:?} ({e}); expected a UUID like 4d21094e-b74c-4916-86c1-d9fa36ea677b")
+        let hint = if shell_ate_a_dollar(raw.trim()) {
+            "; it looks like a shell replaced \"$...\" inside double quotes (\"$4d21...\" is $4, the 4th argument, \
+             then d21...): put the URL in single quotes, or write \\$"
+        } else {
+            ""
+        };
+        format!("invalid tunnel ID {raw:?} ({e}); expected a UUID like 4d21094e-b74c-4916-86c1-d9fa36ea677b{hint}")
     })
+}
+
+/// Whether `id` is a UUID whose start a shell expanded away: `$4d21094e-...` in double quotes
+/// loses `$4` (a positional parameter), `$ac74d9dd-...` its whole first group (a variable).
+fn shell_ate_a_dollar(id: &str) -> bool {
+    let first_group = id.split('-').next().unwrap_or_default();
+    let lost_a_digit = first_group.len() == 7 && uuid::Uuid::parse_str(&format!("0{id}")).is_ok();
+    let lost_the_group = id.starts_with('-') && uuid::Uuid::parse_str(&format!("00000000{id}")).is_ok();
+    lost_a_digit || lost_the_group
 }
 
 impl RelayFile {
@@ -193,5 +208,23 @@ impl RelayFile {
             return Err(("sessions".into(), "must be between 1 and 16".into()));
         }
         Ok(RelayOptions { transport, addr: url::dial_addr(&self.addr), tunnel, token, weight, tls, sessions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tunnel_id_eaten_by_a_shell_gets_the_single_quotes_hint() {
+        for eaten in ["d21094e-b74c-4916-86c1-d9fa36ea677b", "-3125-442a-a7c1-f9e49e05faca"] {
+            let err = parse_tunnel_id(eaten).unwrap_err();
+            assert!(err.contains(eaten) && err.contains("single quotes"), "{err}");
+        }
+        for wrong in ["not-a-uuid", "4d21094e-b74c-4916-86c1-d9fa36ea677", "xd21094e-b74c-4916-86c1-d9fa36ea677b"] {
+            let err = parse_tunnel_id(wrong).unwrap_err();
+            assert!(!err.contains("single quotes"), "{err}");
+        }
+        assert!(parse_tunnel_id("4d21094e-b74c-4916-86c1-d9fa36ea677b").is_ok());
     }
 }

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart offline with the real Helm engine (helm-python-sdk) and the real
+Kubernetes schemas (kubernetes-validate), then feeds every configuration it renders to the
+binaries' own `--check`.
+
+    check_chart.py CHART BIN_DIR REFUSED_DIR
+
+For the default values and each CHART/ci/*-values.yaml: lint (strict), render, validate every
+manifest with `kubernetes-validate --strict`, check what the chart promises (probes, security,
+Services, checksum), then lay out each Deployment's volumes as the kubelet would (ConfigMap
+and Secret files, the projected volume's mode) in a temporary root and run the container's own
+command and arguments with `--check`. Each REFUSED_DIR/*.yaml must be refused at render with a
+message containing its `# expect:` line. Exits non-zero, naming what failed, on any problem.
+"""
+
+import copy
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import yaml
+
+RELEASE, NAMESPACE = "edge", "tunnel"
+CREDENTIALS = "/etc/tunnel/credentials"
+failures = []
+
+
+def fail(case, message):
+    failures.append(f"{case}: {message}")
+    print(f"FAIL {case}: {message}", file=sys.stderr)
+
+
+def render(chart, values):
+    """The rendered manifests as (template, document) pairs, NOTES.txt and empty ones left out."""
+    out = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    docs = []
+    for template, text in sorted(out.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                docs.append((template, doc))
+    return docs
+
+
+def kubernetes_validate(case, docs, workdir):
+    path = pathlib.Path(workdir) / f"{case}.yaml"
+    path.write_text(yaml.safe_dump_all([d for _, d in docs]))
+    venv_bin = pathlib.Path(sys.executable).parent
+    run = subprocess.run(
+        [str(venv_bin / "kubernetes-validate"), "--strict", str(path)], capture_output=True, text=True
+    )
+    output = run.stdout + run.stderr
+    for line in output.splitlines():
+        # ServiceMonitor is a CRD of the Prometheus Operator: no schema in kubernetes-validate;
+        # check_service_monitor checks what it refers to.
+        if "Couldn't find schema" in line and "kind ServiceMonitor" not in line:
+            fail(case, f"not validated: {line}")
+        elif " ERROR " in f" {line} ":
+            fail(case, line)
+    if run.returncode != 0:
+        fail(case, f"kubernetes-validate --strict exited {run.returncode}:\n{output}")
+
+
+def kinds(docs, kind):
+    return [d for _, d in docs if d["kind"] == kind]
+
+
+def by_name(docs, kind, name):
+    found = [d for d in kinds(docs, kind) if d["metadata"]["name"] == name]
+    return found[0] if found else None
+
+
+def check_pods(case, docs, values):
+    for deploy in kinds(docs, "Deployment"):
+        name = deploy["metadata"]["name"]
+        pod = deploy["spec"]["template"]["spec"]
+        annotations = deploy["spec"]["template"]["metadata"].get("annotations", {})
+        if "checksum/config" not in annotations:
+            fail(case, f"{name}: no checksum/config annotation")
+        if pod["securityContext"].get("runAsNonRoot") is not True:
+            fail(case, f"{name}: the pod may run as root")
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            if not (sc.get("runAsNonRoot") and sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False):
+                fail(case, f"{name}: container {c['name']} is not non-root with a read-only root")
+            caps = sc.get("capabilities", {})
+            if caps.get("drop") != ["ALL"]:
+                fail(case, f"{name}: capabilities not all dropped: {caps}")
+            low = [p["containerPort"] for p in c["ports"] if p["containerPort"] < 1024]
+            if caps.get("add", []) != (["NET_BIND_SERVICE"] if low else []):
+                fail(case, f"{name}: capabilities added {caps.get('add')} with ports below 1024 {low}")
+            probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("livenessProbe", "readinessProbe", "startupProbe")}
+            if probes["livenessProbe"].get("path") != "/healthz":
+                fail(case, f"{name}: liveness must be /healthz alone, not {probes['livenessProbe']}")
+            if probes["readinessProbe"].get("path") != "/readyz":
+                fail(case, f"{name}: readiness must be /readyz, not {probes['readinessProbe']}")
+            if not probes["startupProbe"]:
+                fail(case, f"{name}: no startup probe")
+            if any(p["port"] != "admin" for p in probes.values()):
+                fail(case, f"{name}: a probe not on the admin port: {probes}")
+        replicas = deploy["spec"]["replicas"]
+        if replicas > 1 and name.endswith("-server") and not pod.get("topologySpreadConstraints"):
+            fail(case, f"{name}: {replicas} replicas without topology spread")
+    for svc in kinds(docs, "Service"):
+        admin = [p for p in svc["spec"]["ports"] if p.get("targetPort") == "admin"]
+        public = svc["spec"].get("type") != "ClusterIP"
+        if admin and (public or svc["metadata"]["labels"].get("tunnel.admin/scrape") != "true"):
+            fail(case, f"Service {svc['metadata']['name']} exposes the admin port")
+        if public and svc["spec"].get("externalTrafficPolicy") != "Local" and values.get("server", {}).get("service", {}).get("externalTrafficPolicy", "Local") == "Local":
+            fail(case, f"Service {svc['metadata']['name']} loses the visitors' source addresses")
+    if values.get("server", {}).get("enabled", True) and not kinds(docs, "PodDisruptionBudget"):
+        fail(case, "no PodDisruptionBudget for the server")
+
+
+def check_service_monitor(case, docs):
+    for sm in kinds(docs, "ServiceMonitor"):
+        wanted = sm["spec"]["selector"]["matchLabels"]
+        ports = {e["port"] for e in sm["spec"]["endpoints"]}
+        matched = [
+            s for s in kinds(docs, "Service")
+            if wanted.items() <= s["metadata"]["labels"].items()
+            and ports <= {p["name"] for p in s["spec"]["ports"]}
+        ]
+        if not matched:
+            fail(case, f"ServiceMonitor selects no Service with ports {ports}")
+
+
+def secret_files(docs, name, items):
+    """The files of Secret `name` (rendered, or made up for one the operator manages)."""
+    secret = by_name(docs, "Secret", name)
+    files = {}
+    for item in items:
+        key = item["key"]
+        if secret is None:
+            files[item["path"]] = f"from-the-operators-secret-{key}\n".encode()
+        elif key in secret.get("stringData", {}):
+            files[item["path"]] = secret["stringData"][key].encode()
+        else:
+            import base64
+
+            files[item["path"]] = base64.b64decode(secret["data"][key])
+    return files
+
+
+def lay_out_volume(docs, volume, mount, root):
+    """Writes the files `volume` would show at `mount` under `root`, with the kubelet's modes."""
+    target = root / mount["mountPath"].lstrip("/")
+    if "configMap" in volume:
+        cm = by_name(docs, "ConfigMap", volume["configMap"]["name"])
+        data = cm["data"]
+        if "subPath" in mount:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(data[mount["subPath"]])
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            for k, v in data.items():
+                (target / k).write_text(v)
+    elif "projected" in volume:
+        mode = volume["projected"].get("defaultMode", 0o644)
+        target.mkdir(parents=True, exist_ok=True)
+        for source in volume["projected"]["sources"]:
+            s = source["secret"]
+            for path, content in secret_files(docs, s["name"], s["items"]).items():
+                (target / path).write_bytes(content)
+                os.chmod(target / path, mode)
+    elif "persistentVolumeClaim" in volume:
+        target.mkdir(parents=True, exist_ok=True)
+        os.chmod(target, 0o700)
+    else:
+        raise ValueError(f"unhandled volume {volume}")
+
+
+def run_checks(case, docs, bin_dir, workdir):
+    """Runs each Deployment's container command with --check in its laid-out volumes."""
+    checked = 0
+    for deploy in kinds(docs, "Deployment"):
+        pod = deploy["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            root = pathlib.Path(tempfile.mkdtemp(dir=workdir, prefix=f"{case}-{c['name']}-"))
+            mounts = c.get("volumeMounts", [])
+            for m in mounts:
+                lay_out_volume(docs, volumes[m["name"]], m, root)
+
+            def local(text):
+                for m in sorted(mounts, key=lambda m: -len(m["mountPath"])):
+                    text = text.replace(m["mountPath"], str(root / m["mountPath"].lstrip("/")))
+                return text
+
+            for m in mounts:
+                if "subPath" in m:
+                    path = root / m["mountPath"].lstrip("/")
+                    path.write_text(local(path.read_text()))
+            env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "TUNNEL_TOKEN")}
+            env.update({e["name"]: local(e["value"]) for e in c.get("env", [])})
+            command = [str(pathlib.Path(bin_dir) / c["command"][0])] + [local(a) for a in c["args"]] + ["--check"]
+            run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+            output = run.stdout + run.stderr
+            print(f"{case}: {c['command'][0]} --check: {output.strip()}")
+            if run.returncode != 0 or "configuration is valid" not in output:
+                fail(case, f"{' '.join(command)} refused the rendered configuration:\n{output}")
+            checked += 1
+            # The Secret's files are group-readable (fsGroup): only CREDENTIALS_DIRECTORY, the
+            # directory the platform made private to this container, lets them through.
+            if "CREDENTIALS_DIRECTORY" in env:
+                del env["CREDENTIALS_DIRECTORY"]
+                run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+                if run.returncode == 0 or "chmod" not in run.stdout + run.stderr:
+                    fail(case, f"group-readable secrets were taken outside CREDENTIALS_DIRECTORY:\n{run.stdout}{run.stderr}")
+    return checked
+
+
+def check_rolls_on_change(chart):
+    """A changed configuration or token changes the pod template (so the pods roll)."""
+    base = {"server": {"tokens": {"global": {"enabled": True, "value": "a"}}}}
+    changed_config = copy.deepcopy(base)
+    changed_config["server"]["limits"] = {"sniffTimeout": "3s"}
+    changed_token = copy.deepcopy(base)
+    changed_token["server"]["tokens"]["global"]["value"] = "b"
+
+    def template(values):
+        deploy = [d for _, d in render(chart, values) if d["kind"] == "Deployment"][0]
+        return hashlib.sha256(yaml.safe_dump(deploy["spec"]["template"]).encode()).hexdigest()
+
+    if template(base) == template(changed_config):
+        fail("checksum", "a changed ConfigMap leaves the pod template as it was")
+    if template(base) == template(changed_token):
+        fail("checksum", "a changed token Secret leaves the pod template as it was")
+
+
+def check_refused(chart, refused_dir):
+    files = sorted(pathlib.Path(refused_dir).glob("*.yaml"))
+    if not files:
+        fail("refused", f"no values files in {refused_dir}")
+    for path in files:
+        text = path.read_text()
+        expect = text.splitlines()[0].removeprefix("# expect:").strip()
+        try:
+            render(chart, helm.values_from_yaml(text))
+        except helm.HelmError as err:
+            if expect not in str(err):
+                fail(path.name, f"refused, but the message does not say {expect!r}: {err}")
+            else:
+                print(f"{path.name}: refused: {str(err).splitlines()[0][:200]}")
+            continue
+        fail(path.name, "rendered: these values should have been refused")
+
+
+def main():
+    chart_dir, bin_dir, refused_dir = sys.argv[1:4]
+    report = helm.lint(chart_dir, strict=True)
+    for m in report["messages"]:
+        if m["severity"] >= 2:
+            fail("lint", f"{m['path']}: {m['error']}")
+    chart = helm.Chart.load(chart_dir)
+    cases = [("default", {})]
+    for path in sorted(pathlib.Path(chart_dir, "ci").glob("*-values.yaml")):
+        cases.append((path.name.removesuffix("-values.yaml"), helm.values_from_yaml(path.read_text())))
+    if len(cases) < 4:
+        fail("cases", f"expected the default values and at least three values files, found {len(cases)}")
+    with tempfile.TemporaryDirectory() as workdir:
+        for case, values in cases:
+            lint = helm.lint(chart_dir, values, strict=True)
+            for m in lint["messages"]:
+                if m["severity"] >= 2:
+                    fail(case, f"lint: {m['path']}: {m['error']}")
+            docs = render(chart, values)
+            kubernetes_validate(case, docs, workdir)
+            check_pods(case, docs, values)
+            check_service_monitor(case, docs)
+            checked = run_checks(case, docs, bin_dir, workdir)
+            expected = len(kinds(docs, "Deployment"))
+            if checked == 0 or checked != expected:
+                fail(case, f"{checked} configurations checked for {expected} Deployments")
+            print(f"{case}: {len(docs)} manifests valid, {checked} configurations checked")
+    check_rolls_on_change(chart)
+    check_refused(chart, refused_dir)
+    print(f"chart: {len(cases)} value sets rendered and checked; {len(failures)} problems")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
