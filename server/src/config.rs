@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// Public entrypoints: `:80`, or `:5201/iperf.local` for a raw entrypoint bound to a host.
     #[serde(default)]
     pub entry_point: Option<OneOrMany>,
+    /// `[[entrypoints]]`: entrypoints with options, after those of `entryPoint`.
+    #[serde(default)]
+    pub entrypoints: Vec<EntrypointFile>,
     /// One token accepted for every tunnel.
     #[serde(default)]
     pub token: Option<Secret>,
@@ -216,6 +219,27 @@ pub struct Limits {
     pub max_visitors_per_source: usize,
 }
 
+/// An `[[entrypoints]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntrypointFile {
+    /// Where to listen, as in `entryPoint` (`:80`, or `:5201/iperf.local` for a raw one).
+    pub addr: String,
+    /// CIDRs (or addresses) of proxies whose `X-Forwarded-For` is extended, not replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// One info line per HTTP request (default on).
+    #[serde(default = "on")]
+    pub access_log: bool,
+    /// Keep HTTP origin connections for reuse across requests (default off).
+    #[serde(default)]
+    pub reuse_origins: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
 /// A public entrypoint.
 #[derive(Debug, Clone)]
 pub struct Entrypoint {
@@ -223,6 +247,23 @@ pub struct Entrypoint {
     pub addr: SocketAddr,
     /// For a raw entrypoint, the hostname every connection is routed as.
     pub hostname: Option<String>,
+    /// Visitors whose `X-Forwarded-For` is extended rather than replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// One info line per HTTP request.
+    pub access_log: bool,
+    /// Keep HTTP origin connections for reuse.
+    pub reuse_origins: bool,
+}
+
+impl Entrypoint {
+    /// What the HTTP path needs to know of this entrypoint.
+    pub fn http_options(&self) -> crate::http::HttpOptions {
+        crate::http::HttpOptions {
+            trusted_proxies: self.trusted_proxies.clone(),
+            access_log: self.access_log,
+            reuse_origins: self.reuse_origins,
+        }
+    }
 }
 
 /// The validated configuration.
@@ -341,7 +382,9 @@ impl FileConfig {
             (None, Some(_)) => return Err(invalid("certFile", "keyFile needs certFile".into())),
         };
         let mut entrypoints = Vec::new();
-        for item in self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default() {
+        let plain = self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default();
+        let tables = self.entrypoints.iter().map(|t| (t.addr.clone(), Some(t)));
+        for (item, table) in plain.into_iter().map(|i| (i, None)).chain(tables) {
             let (addr, hostname) = match item.split_once('/') {
                 Some((a, h)) => {
                     (a, Some(host::canonicalize(h).map_err(|e| invalid("entryPoint", format!("{item:?}: {e}")))?))
@@ -349,7 +392,18 @@ impl FileConfig {
                 None => (item.as_str(), None),
             };
             let addr = url::bind_addr(addr).map_err(|e| invalid("entryPoint", e))?;
-            entrypoints.push(Entrypoint { addr, hostname });
+            let mut trusted_proxies = Vec::new();
+            for raw in table.map(|t| t.trusted_proxies.as_slice()).unwrap_or_default() {
+                let net = raw
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| invalid("entrypoints.trustedProxies", format!("{raw:?}: not a CIDR or an address")))?;
+                trusted_proxies.push(net);
+            }
+            // The plain `entryPoint` form keeps its log volume: no access log.
+            let access_log = table.is_some_and(|t| t.access_log);
+            let reuse_origins = table.is_some_and(|t| t.reuse_origins);
+            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {
@@ -682,5 +736,21 @@ mod tests {
         assert!(warnings[0].contains("127.0.0.1:5201/iperf.local") && warnings[0].contains("no ingress rule"));
         assert!(warnings[0].contains("hostname = \"iperf.local\""), "{}", warnings[0]);
         assert!(warnings[1].contains("private.local") && warnings[1].contains("private"), "{}", warnings[1]);
+    }
+
+    #[test]
+    fn entrypoint_tables_add_options_after_the_plain_list() {
+        let text = "addr = \":0\"\nentryPoint = [\":80\"]\n\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\n[[entrypoints]]\naddr = \":82/raw.local\"\naccessLog = false\n";
+        let cfg = toml::from_str::<FileConfig>(text).unwrap().validate("f").unwrap();
+        let ports: Vec<u16> = cfg.entrypoints.iter().map(|e| e.addr.port()).collect();
+        assert_eq!(ports, [80, 81, 82]);
+        assert!(cfg.entrypoints[0].trusted_proxies.is_empty() && !cfg.entrypoints[0].access_log);
+        assert_eq!(cfg.entrypoints[1].trusted_proxies.len(), 2);
+        assert!(cfg.entrypoints[1].access_log, "on by default in a table");
+        assert_eq!(cfg.entrypoints[2].hostname.as_deref(), Some("raw.local"));
+        assert!(!cfg.entrypoints[2].access_log);
+        let bad = "addr = \":0\"\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"nope\"]\n";
+        let err = toml::from_str::<FileConfig>(bad).unwrap().validate("f").unwrap_err();
+        assert!(err.to_string().contains("trustedProxies"), "{err}");
     }
 }

@@ -17,10 +17,17 @@ use tunnel_proto::pump::accept_until;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
+use crate::http::HttpOptions;
 use crate::Shared;
 
 /// Accepts visitors on one entrypoint until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Option<String>, label: Arc<str>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    raw_host: Option<String>,
+    label: Arc<str>,
+    options: Arc<HttpOptions>,
+) {
     loop {
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "entrypoint", || listener.accept()).await else {
             return;
@@ -37,11 +44,11 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
         };
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
-        let (raw_host, label) = (raw_host.clone(), label.clone());
+        let (raw_host, label, options) = (raw_host.clone(), label.clone(), options.clone());
         let span = tracing::debug_span!("visitor", %peer);
         shared.life.tasks().spawn(
             async move {
-                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host).await;
+                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host, options).await;
                 task_shared.metrics.visitor(&label, outcome);
                 drop((permit, source));
             }
@@ -52,10 +59,11 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
 
 /// Serves one visitor; returns its outcome for the metrics: `served`, `refused` or `left`.
 async fn serve_visitor(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut tcp: TcpStream,
     peer: SocketAddr,
     raw_host: Option<String>,
+    options: Arc<HttpOptions>,
 ) -> &'static str {
     let limits = shared.limits();
     let Named { host, prefix, speaks } = match raw_host {
@@ -72,6 +80,10 @@ async fn serve_visitor(
             }
         },
     };
+    if speaks == Speaks::Http {
+        // Every request is routed on its own, by its own target.
+        return crate::http::serve(shared.clone(), tcp, prefix, peer, options).await;
+    }
     let tunnel = match shared.routes.snapshot().route_public(&host) {
         Ok(rule) => rule.tunnel,
         Err(err) => {

@@ -1,0 +1,340 @@
+//! One HTTP visitor connection: the hyper server, and each request's way to its origin.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
+use tunnel_runtime::{http, visitor};
+use uuid::Uuid;
+
+use super::io::{Counted, Prefixed};
+use super::pool::{Key, Origin};
+use super::{set_forwarded, target, HttpOptions};
+use crate::Shared;
+
+type Out = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Hop-by-hop headers, never forwarded (an upgrade keeps `Connection` and `Upgrade`).
+const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate"];
+
+/// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer; returns its
+/// outcome for the metrics.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    prefix: Vec<u8>,
+    peer: SocketAddr,
+    options: Arc<HttpOptions>,
+) -> &'static str {
+    let limits = shared.limits();
+    let stop = shared.life.stopping().clone();
+    let hard = shared.life.hard_stop().clone();
+    let visitor = Arc::new(Visitor { shared, peer, options });
+    let svc = service_fn(move |req| {
+        let visitor = visitor.clone();
+        async move { Ok::<_, Infallible>(visitor.handle(req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.sniff_timeout)
+        .max_buf_size(limits.sniff_max_bytes.max(8192))
+        .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
+    let conn = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, tcp)), svc).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = hard.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "HTTP visitor connection ended");
+    }
+    "served"
+}
+
+/// What every request of one visitor connection shares.
+struct Visitor {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    options: Arc<HttpOptions>,
+}
+
+/// The fields of a request's access-log line.
+struct Line {
+    peer: SocketAddr,
+    method: String,
+    host: String,
+    path: String,
+    tunnel: Option<Uuid>,
+    start: Instant,
+    on: bool,
+}
+
+impl Line {
+    fn log(&self, status: u16, bytes_in: u64, bytes_out: u64) {
+        if !self.on {
+            return;
+        }
+        let tunnel = self.tunnel.map(|t| t.to_string()).unwrap_or_default();
+        tracing::info!(
+            peer = %self.peer, method = %self.method, host = %self.host, path = %self.path, status,
+            bytes_in, bytes_out, duration_ms = self.start.elapsed().as_millis() as u64, tunnel,
+            "request"
+        );
+    }
+}
+
+impl Visitor {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Out> {
+        let mut line = Line {
+            peer: self.peer,
+            method: req.method().to_string(),
+            host: String::new(),
+            path: req.uri().path().to_owned(),
+            tunnel: None,
+            start: Instant::now(),
+            on: self.options.access_log,
+        };
+        let host = match target::request_host(&req) {
+            Ok(host) => host,
+            Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
+        };
+        line.host = host.clone();
+        let tunnel = match self.shared.routes.snapshot().route_public(&host) {
+            Ok(rule) => rule.tunnel,
+            Err(err) => return self.error(&line, Reply::new(err.status(), err.to_string()), ""),
+        };
+        line.tunnel = Some(tunnel);
+        let upgrading = req.headers().contains_key(UPGRADE);
+        let visitor_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let origin_form = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        *req.uri_mut() = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers, upgrading);
+        headers.insert(HOST, HeaderValue::from_str(&host).expect("a canonical host is a header value"));
+        set_forwarded(headers, self.peer.ip(), &host, &self.options.trusted_proxies);
+        let up = Arc::new(AtomicU64::new(0));
+        let req = req.map(|body| Counted::new(body, up.clone()));
+        let label = self.shared.tunnel_label(&tunnel);
+        let (origin, mut resp) = match self.send(tunnel, host, &label, req).await {
+            Ok(sent) => sent,
+            Err((reply, detail)) => return self.error(&line, reply, &detail),
+        };
+        self.shared.metrics.opened(&label);
+        let key = (tunnel, line.host.clone(), origin.session_id);
+        tracing::debug!(peer = %self.peer, host = %key.1, %tunnel, session = origin.session_id, "request forwarded");
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            line.log(101, 0, 0);
+            if let Some(visitor_upgrade) = visitor_upgrade {
+                let origin_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(pump_upgraded(visitor_upgrade, origin_upgrade, origin));
+            }
+            return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
+        }
+        strip_hop_by_hop(resp.headers_mut(), false);
+        let down = Arc::new(AtomicU64::new(0));
+        let status = resp.status().as_u16();
+        let shared = self.shared.clone();
+        resp.map(move |body| {
+            let reuse = self.options.reuse_origins;
+            let finish = Finish { shared, key, origin, line, status, up, label, reuse };
+            Tracked { inner: Counted::new(body, down.clone()), down, ended: false, finish: Some(finish) }.boxed_unsync()
+        })
+    }
+
+    /// Sends `req` on an idle origin connection or a new one; a connection that fails before
+    /// the request went out is replaced by a fresh stream, once.
+    async fn send(
+        &self,
+        tunnel: Uuid,
+        host: String,
+        label: &str,
+        mut req: Request<Counted>,
+    ) -> Result<(Origin, Response<Incoming>), (Reply, String)> {
+        let session = self.shared.registry.pick_session(&tunnel, Network::Tcp).unwrap_or(u64::MAX);
+        let key = &(tunnel, host, session);
+        let failed = || {
+            let reply = Reply::new(Status::BAD_GATEWAY, format!("{}: no agent could take the request", key.1));
+            (reply, "the origin connection failed".to_owned())
+        };
+        for attempt in 0..2 {
+            let reused = if attempt == 0 && self.options.reuse_origins { self.shared.origins.take(key) } else { None };
+            let mut origin = match reused {
+                Some(origin) => origin,
+                None => self.connect(key, label).await?,
+            };
+            if origin.sender.ready().await.is_err() {
+                continue;
+            }
+            match origin.sender.try_send_request(req).await {
+                Ok(resp) => return Ok((origin, resp)),
+                Err(mut err) => match err.take_message() {
+                    Some(back) => {
+                        tracing::debug!(host = %key.1, error = %err.into_error(), "origin connection failed; retrying on a new stream");
+                        req = back;
+                    }
+                    None => {
+                        tracing::debug!(host = %key.1, error = %err.into_error(), "origin connection failed mid-request");
+                        return Err(failed());
+                    }
+                },
+            }
+        }
+        Err(failed())
+    }
+
+    /// Opens a stream to the tunnel and an HTTP/1.1 client connection over it.
+    async fn connect(&self, (tunnel, host, session): &Key, label: &str) -> Result<Origin, (Reply, String)> {
+        let Some(slot) = self.shared.budgets.streams_per_tunnel.take(tunnel) else {
+            let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
+            return Err((reply, "tunnel is at its stream limit".into()));
+        };
+        let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(self.peer) };
+        let timeouts = self.shared.limits().reply_timeouts();
+        let agent = match self.shared.registry.open_preferring(tunnel, Some(*session), &header, &[], timeouts).await {
+            Ok(agent) => agent,
+            Err(err) => {
+                self.shared.metrics.failed(label, err.status().0);
+                return Err((err.reply_for_public(host), err.reply_for_tunnel(tunnel).message));
+            }
+        };
+        let session_id = agent.session_id;
+        let (sender, conn) =
+            match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(agent.stream)).await {
+                Ok(pair) => pair,
+                Err(err) => {
+                    let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
+                    return Err((reply, format!("origin handshake failed: {err}")));
+                }
+            };
+        let permit = agent.permit;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(%err, "origin connection ended");
+            }
+            drop((permit, slot));
+        });
+        Ok(Origin::new(sender, session_id))
+    }
+
+    fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {
+        visitor::log_refusal(self.peer, &line.host, &reply, detail);
+        let (code, _, body) = http::error_body(reply.status, &reply.message);
+        line.log(code, 0, body.len() as u64);
+        Response::builder()
+            .status(code)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(CONNECTION, "close")
+            .header("server", "tunnel")
+            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
+            .expect("a well-formed error response")
+    }
+}
+
+/// Removes hop-by-hop headers, and those `Connection` names; an upgrade keeps `Connection`
+/// and `Upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    if !upgrading {
+        let named: Vec<String> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        for name in named {
+            headers.remove(name.as_str());
+        }
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Pumps bytes between the two sides of an accepted upgrade, half-close kept.
+async fn pump_upgraded(visitor: OnUpgrade, origin: OnUpgrade, conn: Origin) {
+    let (visitor, origin) = match (visitor.await, origin.await) {
+        (Ok(v), Ok(o)) => (v, o),
+        _ => return,
+    };
+    let (mut visitor, mut origin) = (TokioIo::new(visitor), TokioIo::new(origin));
+    if let Err(err) = tokio::io::copy_bidirectional(&mut visitor, &mut origin).await {
+        tracing::debug!(%err, "upgraded connection failed");
+    }
+    drop(conn);
+}
+
+/// What is done once a response body is finished or dropped.
+struct Finish {
+    shared: Arc<Shared>,
+    key: Key,
+    origin: Origin,
+    line: Line,
+    status: u16,
+    up: Arc<AtomicU64>,
+    label: String,
+    reuse: bool,
+}
+
+/// A response body on its way to the visitor: counted, and its origin connection given back
+/// to the pool when it was read to the end.
+struct Tracked {
+    inner: Counted,
+    down: Arc<AtomicU64>,
+    ended: bool,
+    finish: Option<Finish>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let Some(f) = self.finish.take() else { return };
+        let (up, down) = (f.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed));
+        f.shared.metrics.carried(&f.label, up, down);
+        f.line.log(f.status, up, down);
+        if f.reuse && (self.ended || self.inner.is_end_stream()) {
+            f.shared.origins.put(f.key, f.origin);
+        }
+    }
+}
