@@ -231,8 +231,8 @@ pub struct EntrypointFile {
     /// One info line per HTTP request (default on).
     #[serde(default = "on")]
     pub access_log: bool,
-    /// Keep HTTP origin connections for reuse across requests (default off).
-    #[serde(default)]
+    /// Keep HTTP origin connections for reuse across requests (default on).
+    #[serde(default = "on")]
     pub reuse_origins: bool,
 }
 
@@ -402,7 +402,7 @@ impl FileConfig {
             }
             // The plain `entryPoint` form keeps its log volume: no access log.
             let access_log = table.is_some_and(|t| t.access_log);
-            let reuse_origins = table.is_some_and(|t| t.reuse_origins);
+            let reuse_origins = table.is_none_or(|t| t.reuse_origins);
             entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins });
         }
         let mut rules = Vec::new();

@@ -158,6 +158,8 @@ impl Server {
         listeners.spawn(accept_sessions(shared.clone(), listener));
         let mut entrypoint_addrs = Vec::new();
         listeners.spawn(http::pool::run_expiry(shared.origins.clone(), shared.life.stopping().clone()));
+        let origins = shared.origins.clone();
+        shared.registry.on_leave(move |session| origins.drop_session(session));
         for (l, hostname, options) in entrypoints {
             let addr = l.local_addr()?;
             tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");

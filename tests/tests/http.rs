@@ -74,7 +74,7 @@ fn closing_visitors_reuse_origin_connections() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.toml");
     let toml = format!(
-        "addr = \"127.0.0.1:0\"\n[[entrypoints]]\naddr = \"127.0.0.1:0\"\nreuseOrigins = true\n[[ingress.rules]]\nhostname = \"a.example\"\nendpoint = \"{id}\"\n"
+        "addr = \"127.0.0.1:0\"\n[[entrypoints]]\naddr = \"127.0.0.1:0\"\n[[ingress.rules]]\nhostname = \"a.example\"\nendpoint = \"{id}\"\n"
     );
     std::fs::write(&path, toml).unwrap();
     let server = Server::start(&["-C", path.to_str().unwrap()], 1);

@@ -66,14 +66,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// A body streamed through unchanged (never buffered) that counts its data bytes.
 pub struct Counted {
-    inner: Incoming,
+    inner: Option<Incoming>,
     count: Arc<AtomicU64>,
 }
 
 impl Counted {
     /// Counts `inner`'s data bytes into `count`.
     pub fn new(inner: Incoming, count: Arc<AtomicU64>) -> Counted {
-        Counted { inner, count }
+        Counted { inner: Some(inner), count }
+    }
+
+    /// An empty body (a bodiless request sent again).
+    pub fn empty(count: Arc<AtomicU64>) -> Counted {
+        Counted { inner: None, count }
     }
 }
 
@@ -82,7 +87,8 @@ impl Body for Counted {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -91,9 +97,9 @@ impl Body for Counted {
         polled
     }
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map(|b| b.size_hint()).unwrap_or_else(|| SizeHint::with_exact(0))
     }
 }

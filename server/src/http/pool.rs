@@ -71,13 +71,18 @@ impl OriginPool {
         found
     }
 
-    /// Gives a connection back after a complete response.
-    pub fn put(&self, key: Key, mut origin: Origin) {
+    /// Gives a connection back after a complete response, unless it is closed or `live` says
+    /// its session has left the pool. `live` is asked under the pool's lock, so a session
+    /// that leaves (and then calls [`OriginPool::drop_session`]) keeps nothing here.
+    pub fn put(&self, key: Key, mut origin: Origin, live: impl FnOnce() -> bool) {
         if origin.sender.is_closed() {
             return;
         }
         origin.idle_since = Instant::now();
         let mut idle = self.idle.lock().expect("origin pool lock");
+        if !live() {
+            return;
+        }
         let list = idle.entry(key).or_default();
         if list.len() < MAX_IDLE_PER_KEY {
             list.push(origin);
@@ -92,6 +97,12 @@ impl OriginPool {
             list.retain(|o| o.usable(now));
             !list.is_empty()
         });
+    }
+
+    /// Drops the idle connections carried by session `id`: it left its pool (drained, closed
+    /// or found dead), and its idle streams would hold its drain or fail the next request.
+    pub fn drop_session(&self, id: u64) {
+        self.idle.lock().expect("origin pool lock").retain(|key, _| key.2 != id);
     }
 
     /// Drops every idle connection.

@@ -15,9 +15,10 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tunnel_proto::defaults;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 use tunnel_runtime::{http, visitor};
 use uuid::Uuid;
@@ -163,60 +164,96 @@ impl Visitor {
         })
     }
 
-    /// Sends `req` on an idle origin connection or a new one; a connection that fails before
-    /// the request went out is replaced by a fresh stream, once.
+    /// Sends `req` on an idle origin connection or a new stream. A connection that fails
+    /// before the request went out is replaced; one that fails after it went out but before
+    /// any byte of the response came back is replaced too when the request can be sent again
+    /// (an idempotent method without a body), on another session. At most
+    /// [`defaults::OPEN_ATTEMPTS`] tries.
     async fn send(
         &self,
         tunnel: Uuid,
         host: String,
         label: &str,
-        mut req: Request<Counted>,
+        req: Request<Counted>,
     ) -> Result<(Origin, Response<Incoming>), (Reply, String)> {
-        let session = self.shared.registry.pick_session(&tunnel, Network::Tcp).unwrap_or(u64::MAX);
-        let key = &(tunnel, host, session);
-        let failed = || {
-            let reply = Reply::new(Status::BAD_GATEWAY, format!("{}: no agent could take the request", key.1));
-            (reply, "the origin connection failed".to_owned())
+        let replay = Replay::of(&req);
+        let mut req = Some(req);
+        let mut avoid = Vec::new();
+        let failed = |detail: String| {
+            let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
+            (reply, detail)
         };
-        for attempt in 0..2 {
-            let reused = if attempt == 0 && self.options.reuse_origins { self.shared.origins.take(key) } else { None };
-            let mut origin = match reused {
+        let mut last = String::from("the origin connection failed");
+        for attempt in 0..defaults::OPEN_ATTEMPTS {
+            let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else { break };
+            let prefer = if attempt == 0 { self.shared.registry.pick_session(&tunnel, Network::Tcp) } else { None };
+            let pooled = match prefer {
+                Some(session) if self.options.reuse_origins => {
+                    self.shared.origins.take(&(tunnel, host.clone(), session))
+                }
+                _ => None,
+            };
+            let fresh = pooled.is_none();
+            let mut origin = match pooled {
                 Some(origin) => origin,
-                None => self.connect(key, label).await?,
+                None => self.connect(tunnel, &host, prefer, &avoid, label).await?,
             };
             if origin.sender.ready().await.is_err() {
+                req = Some(request);
+                if fresh {
+                    avoid.push(origin.session_id);
+                }
                 continue;
             }
-            match origin.sender.try_send_request(req).await {
+            match origin.sender.try_send_request(request).await {
                 Ok(resp) => return Ok((origin, resp)),
-                Err(mut err) => match err.take_message() {
-                    Some(back) => {
-                        tracing::debug!(host = %key.1, error = %err.into_error(), "origin connection failed; retrying on a new stream");
-                        req = back;
+                Err(mut err) => {
+                    let back = err.take_message();
+                    let error = err.into_error();
+                    last = format!("the origin connection failed: {error}");
+                    if fresh {
+                        avoid.push(origin.session_id);
                     }
-                    None => {
-                        tracing::debug!(host = %key.1, error = %err.into_error(), "origin connection failed mid-request");
-                        return Err(failed());
+                    match back {
+                        Some(back) => {
+                            tracing::debug!(%host, %error, "origin connection failed before the request went out; retrying");
+                            req = Some(back);
+                        }
+                        None if replay.is_some() => {
+                            tracing::debug!(%host, %error, "origin connection failed before the response; sending the request again");
+                        }
+                        None => {
+                            tracing::debug!(%host, %error, "origin connection failed mid-request");
+                            return Err(failed(last));
+                        }
                     }
-                },
+                }
             }
         }
-        Err(failed())
+        Err(failed(last))
     }
 
-    /// Opens a stream to the tunnel and an HTTP/1.1 client connection over it.
-    async fn connect(&self, (tunnel, host, session): &Key, label: &str) -> Result<Origin, (Reply, String)> {
-        let Some(slot) = self.shared.budgets.streams_per_tunnel.take(tunnel) else {
+    /// Opens a stream to the tunnel (session `prefer` first, none of `avoid`) and an
+    /// HTTP/1.1 client connection over it.
+    async fn connect(
+        &self,
+        tunnel: Uuid,
+        host: &str,
+        prefer: Option<u64>,
+        avoid: &[u64],
+        label: &str,
+    ) -> Result<Origin, (Reply, String)> {
+        let Some(slot) = self.shared.budgets.streams_per_tunnel.take(&tunnel) else {
             let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
             return Err((reply, "tunnel is at its stream limit".into()));
         };
-        let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(self.peer) };
+        let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(self.peer) };
         let timeouts = self.shared.limits().reply_timeouts();
-        let agent = match self.shared.registry.open_preferring(tunnel, Some(*session), &header, &[], timeouts).await {
+        let agent = match self.shared.registry.open_preferring(&tunnel, prefer, avoid, &header, &[], timeouts).await {
             Ok(agent) => agent,
             Err(err) => {
                 self.shared.metrics.failed(label, err.status().0);
-                return Err((err.reply_for_public(host), err.reply_for_tunnel(tunnel).message));
+                return Err((err.reply_for_public(host), err.reply_for_tunnel(&tunnel).message));
             }
         };
         let session_id = agent.session_id;
@@ -271,6 +308,44 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// What is needed to send a request again: an idempotent method and no body (the request
+/// line and headers are kept; the body is empty by definition).
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: hyper::Version,
+    headers: HeaderMap,
+    up: Arc<AtomicU64>,
+}
+
+impl Replay {
+    fn of(req: &Request<Counted>) -> Option<Replay> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        );
+        if !idempotent || !req.body().is_end_stream() || req.headers().contains_key(UPGRADE) {
+            return None;
+        }
+        Some(Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            up: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn request(&self) -> Request<Counted> {
+        let mut req = Request::new(Counted::empty(self.up.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
     }
 }
 
@@ -334,7 +409,9 @@ impl Drop for Tracked {
         f.shared.metrics.carried(&f.label, up, down);
         f.line.log(f.status, up, down);
         if f.reuse && (self.ended || self.inner.is_end_stream()) {
-            f.shared.origins.put(f.key, f.origin);
+            let (registry, (tunnel, _, session)) = (&f.shared.registry, &f.key);
+            let live = || registry.is_live(tunnel, Network::Tcp, *session);
+            f.shared.origins.put(f.key.clone(), f.origin, live);
         }
     }
 }
