@@ -121,12 +121,35 @@ pub struct IngressTable {
 
 /// One ingress rule as written.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleFile {
     /// `example.org`, `.example.com` or `*.example.com`.
     pub hostname: String,
     /// Tunnel UUID; `$UUID` makes the rule private.
     pub endpoint: String,
+    /// A path prefix (`/api`): the rule takes the host's HTTP requests under it.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `user:$argon2id$...` entries (hashes from `tunnel-server --hash-password`): HTTP
+    /// requests need basic authentication as one of them.
+    #[serde(default)]
+    pub basic_auth: Vec<String>,
+}
+
+/// A rule's `path`: absolute, without query, fragment, dot segments, repeated slashes or
+/// percent-escapes, so that it means the same to the server and to the origin.
+fn validate_rule_path(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("{raw:?}: a path starts with /"));
+    }
+    if let Some(c) = raw.chars().find(|c| matches!(c, '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control()) {
+        return Err(format!("{raw:?}: {c:?} is not allowed in a rule's path"));
+    }
+    if raw.contains("//") || raw.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("{raw:?}: no empty, . or .. segments in a rule's path"));
+    }
+    let path = raw.trim_end_matches('/');
+    Ok(if path.is_empty() { "/".to_owned() } else { path.to_owned() })
 }
 
 /// A per-tunnel token.
@@ -325,7 +348,12 @@ impl FileConfig {
             for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                 let (hostname, endpoint) =
                     rule.rsplit_once(':').ok_or_else(|| u.bad("tunnel", rule, "expected hostname:tunnel-id"))?;
-                fc.ingress.rules.push(RuleFile { hostname: hostname.into(), endpoint: endpoint.into() });
+                fc.ingress.rules.push(RuleFile {
+                    hostname: hostname.into(),
+                    endpoint: endpoint.into(),
+                    path: None,
+                    basic_auth: Vec::new(),
+                });
             }
         }
         let l = &mut fc.limits;
@@ -415,18 +443,38 @@ impl FileConfig {
                 None => (false, r.endpoint.trim()),
             };
             let tunnel = parse_tunnel_id(id).map_err(|e| invalid(&format!("{key}.endpoint"), e))?;
-            if let Some(j) =
-                rules.iter().position(|earlier: &Rule| earlier.pattern == pattern && earlier.tunnel != tunnel)
-            {
+            let path = match &r.path {
+                None => None,
+                Some(raw) => Some(validate_rule_path(raw).map_err(|e| invalid(&format!("{key}.path"), e))?),
+            };
+            let mut basic_auth = Vec::new();
+            for (j, entry) in r.basic_auth.iter().enumerate() {
+                let cred = crate::http::auth::parse_credential(entry)
+                    .map_err(|e| invalid(&format!("{key}.basicAuth[{j}]"), e))?;
+                basic_auth.push(cred);
+            }
+            if private && !basic_auth.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.basicAuth"),
+                    "a private rule is reached by access clients, not HTTP visitors; basic authentication applies to public rules only".into(),
+                ));
+            }
+            if let Some(j) = rules.iter().position(|earlier: &Rule| {
+                earlier.pattern == pattern && earlier.path == path && earlier.tunnel != tunnel
+            }) {
+                let what = match &path {
+                    Some(p) => format!("{:?} with path {p:?}", r.hostname),
+                    None => format!("{:?}", r.hostname),
+                };
                 return Err(invalid(
                     &format!("{key}.hostname"),
                     format!(
-                        "{:?} is already ruled to tunnel {} by ingress.rules[{j}]; a hostname goes to one tunnel (the first rule would win and this one never be used): remove one of the two rules",
-                        r.hostname, rules[j].tunnel
+                        "{what} is already ruled to tunnel {} by ingress.rules[{j}]; a hostname goes to one tunnel (the first rule would win and this one never be used): remove one of the two rules",
+                        rules[j].tunnel
                     ),
                 ));
             }
-            rules.push(Rule { pattern, tunnel, private });
+            rules.push(Rule { pattern, path, tunnel, private, basic_auth });
         }
         let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {

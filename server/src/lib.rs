@@ -51,6 +51,8 @@ const MAX_PENDING_HANDSHAKES: usize = 1024;
 pub(crate) struct Shared {
     /// Idle HTTP/1.1 connections to origins over tunnel streams.
     pub(crate) origins: Arc<http::pool::OriginPool>,
+    /// Checks the basic authentication of ingress rules that ask for it.
+    pub(crate) auth: http::auth::Verifier,
     /// The configuration the server started with (listeners, transport, and what sizes the
     /// server-wide budgets); the parts a reload changes are `routes` and `limits`.
     pub(crate) config: Config,
@@ -143,6 +145,7 @@ impl Server {
             config_version: std::sync::atomic::AtomicU64::new(1),
             registry: registry::Registry::default(),
             origins: Arc::default(),
+            auth: http::auth::Verifier::default(),
             routes: routing::RoutesCell::new(routes),
             config,
             life: Lifecycle::new(),

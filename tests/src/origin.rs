@@ -32,7 +32,8 @@ pub struct Counts {
 }
 
 /// As [`http`], counting connections and requests, and answering
-/// `origin=NAME host=HOST path=PATH xff=X-FORWARDED-FOR` (the header as received).
+/// `origin=NAME host=HOST path=PATH xff=X-FORWARDED-FOR` (the header as received) and a
+/// second line `auth=present|none` (whether an `Authorization` header came).
 pub fn http_counting(name: &str) -> (SocketAddr, Arc<Counts>) {
     let (l, addr) = crate::listener();
     let name = name.to_owned();
@@ -81,7 +82,8 @@ fn serve_http(mut conn: TcpStream, name: &str, counts: Option<&Counts>) {
             Some(counts) => {
                 counts.requests.fetch_add(1, Ordering::SeqCst);
                 let xff = header(&head, "x-forwarded-for").unwrap_or("");
-                format!("origin={name} host={host} path={path} xff={xff}\n")
+                let auth = if header(&head, "authorization").is_some() { "present" } else { "none" };
+                format!("origin={name} host={host} path={path} xff={xff}\nauth={auth}\n")
             }
         };
         let resp =

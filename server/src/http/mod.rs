@@ -10,6 +10,7 @@
 //! connection is routed on its own. An `Upgrade` that the origin accepts with 101 becomes a
 //! byte pump between the two upgraded connections.
 
+pub mod auth;
 pub mod io;
 pub mod pool;
 mod serve;

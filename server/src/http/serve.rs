@@ -12,11 +12,13 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tunnel_proto::defaults;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
@@ -25,10 +27,15 @@ use uuid::Uuid;
 
 use super::io::{Counted, Prefixed};
 use super::pool::{Key, Origin};
-use super::{set_forwarded, target, HttpOptions};
+use super::{auth, set_forwarded, target, HttpOptions};
 use crate::Shared;
 
 type Out = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Concurrent requests of one HTTP/2 visitor connection.
+pub const MAX_H2_STREAMS: u32 = 100;
+/// How often an HTTP/2 visitor is pinged, and how long its answer may take.
+const H2_PING: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `Connection` and `Upgrade`).
 const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate"];
@@ -50,13 +57,22 @@ pub(crate) async fn serve(
         let visitor = visitor.clone();
         async move { Ok::<_, Infallible>(visitor.handle(req).await) }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    // HTTP/1.1, and HTTP/2 with prior knowledge (told apart by the connection preface).
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.sniff_timeout)
         .max_buf_size(limits.sniff_max_bytes.max(8192))
         .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
-    let conn = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, tcp)), svc).with_upgrades();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(limits.sniff_max_bytes.max(8192) as u32)
+        .keep_alive_interval(H2_PING)
+        .keep_alive_timeout(H2_PING);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -88,6 +104,7 @@ struct Line {
     host: String,
     path: String,
     tunnel: Option<Uuid>,
+    rule: String,
     start: Instant,
     on: bool,
 }
@@ -101,7 +118,7 @@ impl Line {
         tracing::info!(
             peer = %self.peer, method = %self.method, host = %self.host, path = %self.path, status,
             bytes_in, bytes_out, duration_ms = self.start.elapsed().as_millis() as u64, tunnel,
-            "request"
+            rule = %self.rule, "request"
         );
     }
 }
@@ -114,6 +131,7 @@ impl Visitor {
             host: String::new(),
             path: req.uri().path().to_owned(),
             tunnel: None,
+            rule: String::new(),
             start: Instant::now(),
             on: self.options.access_log,
         };
@@ -122,13 +140,76 @@ impl Visitor {
             Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
         };
         line.host = host.clone();
-        let tunnel = match self.shared.routes.snapshot().route_public(&host) {
-            Ok(rule) => rule.tunnel,
-            Err(err) => return self.error(&line, Reply::new(err.status(), err.to_string()), ""),
+        let routes = self.shared.routes.snapshot();
+        // A host with path rules is routed by the normalised path, and its origin is sent
+        // that same path; other hosts' paths go through untouched.
+        let normalised = match routes.ingress.has_paths(&host) {
+            true => match target::normalize_path(req.uri().path()) {
+                Ok(path) => Some(path),
+                Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
+            },
+            false => None,
         };
+        let (tunnel, rule, users) =
+            match routes.route_public_path(&host, normalised.as_deref().unwrap_or(req.uri().path())) {
+                Ok(rule) => (rule.tunnel, rule.label(), rule.basic_auth.clone()),
+                Err(err) => return self.error(&line, Reply::new(err.status(), err.to_string()), ""),
+            };
+        drop(routes);
         line.tunnel = Some(tunnel);
-        let upgrading = req.headers().contains_key(UPGRADE);
+        line.rule = rule;
+        if !users.is_empty() {
+            match self.shared.auth.check(&users, req.headers()).await {
+                auth::Outcome::Allowed(user) => {
+                    tracing::debug!(peer = %self.peer, %host, user, "basic authentication passed");
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
+                auth::Outcome::Denied(why) => {
+                    let mut resp = self.error(
+                        &line,
+                        Reply::new(Status::UNAUTHORIZED, format!("{host}: authentication required")),
+                        why,
+                    );
+                    let challenge = format!("Basic realm=\"{host}\", charset=\"UTF-8\"");
+                    resp.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_str(&challenge).expect("a canonical host is a header value"),
+                    );
+                    return resp;
+                }
+                auth::Outcome::Ambiguous => {
+                    let reply = Reply::new(Status::BAD_REQUEST, "more than one Authorization header");
+                    return self.error(&line, reply, "");
+                }
+                auth::Outcome::Busy => {
+                    let mut resp = self.error(
+                        &line,
+                        Reply::new(Status::UNAVAILABLE, format!("{host}: try again")),
+                        "authentication is busy",
+                    );
+                    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                    return resp;
+                }
+            }
+        }
+        if let Some(path) = normalised {
+            let target = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            match Uri::try_from(target) {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return self.error(&line, Reply::new(Status::BAD_REQUEST, "bad request target"), ""),
+            }
+        }
+        // `Upgrade: h2c` is not taken up (RFC 9113 deprecates it): the request is answered
+        // over HTTP/1.1, as the upgrade allows. HTTP/2 visitors (prior knowledge) reach
+        // origins over HTTP/1.1 like everyone.
+        let upgrading = req.version() == Version::HTTP_11
+            && req.headers().get(UPGRADE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"));
         let visitor_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        *req.version_mut() = Version::HTTP_11;
         let origin_form = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         *req.uri_mut() = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
         let headers = req.headers_mut();

@@ -30,6 +30,62 @@ pub enum TargetError {
     /// `CONNECT` is not served by a reverse tunnel.
     #[error("CONNECT is not served here")]
     Connect,
+    /// A path whose meaning an origin might read differently than the server routed it.
+    #[error("ambiguous path: {0}")]
+    Path(&'static str),
+}
+
+/// The path a request is routed by when its host has path rules, and the one its origin
+/// then receives: percent-escapes of unreserved characters decoded (`%61` is `a`), repeated
+/// slashes merged, `.` and `..` segments removed. An escaped slash or backslash (`%2F`,
+/// `%5C`) and a raw backslash are refused: origins disagree on what they mean.
+pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
+    if raw.contains('\\') {
+        return Err(TargetError::Path("backslash in the path"));
+    }
+    if !raw.is_ascii() {
+        return Err(TargetError::Path("a byte outside ASCII"));
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                return Err(TargetError::Path("a bad percent-escape"));
+            };
+            match byte {
+                b'/' | b'\\' => return Err(TargetError::Path("an escaped slash or backslash")),
+                b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => decoded.push(b as char),
+                b => decoded.push_str(&format!("%{b:02X}")),
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out = String::with_capacity(decoded.len());
+    for seg in &segments {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if out.is_empty() || (trailing && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(out)
 }
 
 /// The canonical host of `req`; see the module documentation.
@@ -87,6 +143,23 @@ mod tests {
     fn absolute_form_takes_its_authority_in_any_scheme_case() {
         assert_eq!(request_host(&req("HTTP://A.example/x", &[])), Ok("a.example".into()));
         assert_eq!(request_host(&req("http://a.example/x", &["a.example:80"])), Ok("a.example".into()));
+    }
+
+    #[test]
+    fn paths_are_normalised_once_and_ambiguous_ones_refused() {
+        assert_eq!(normalize_path("/api/x").unwrap(), "/api/x");
+        assert_eq!(normalize_path("/").unwrap(), "/");
+        assert_eq!(normalize_path("//admin").unwrap(), "/admin");
+        assert_eq!(normalize_path("/public/../admin").unwrap(), "/admin");
+        assert_eq!(normalize_path("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(normalize_path("/%61dmin/").unwrap(), "/admin/");
+        assert_eq!(normalize_path("/../../x").unwrap(), "/x");
+        assert_eq!(normalize_path("/a/./b/.").unwrap(), "/a/b/");
+        assert_eq!(normalize_path("/a%20b").unwrap(), "/a%20b");
+        assert_eq!(normalize_path("/a%2fb"), Err(TargetError::Path("an escaped slash or backslash")));
+        assert_eq!(normalize_path("/a%5Cb"), Err(TargetError::Path("an escaped slash or backslash")));
+        assert_eq!(normalize_path("/a\\b"), Err(TargetError::Path("backslash in the path")));
+        assert_eq!(normalize_path("/a%zz"), Err(TargetError::Path("a bad percent-escape")));
     }
 
     #[test]
