@@ -222,3 +222,35 @@ fn a_websocket_upgrade_becomes_a_byte_pump_with_half_close() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("echoed"), "{stdout}{stderr}");
 }
+
+#[test]
+fn an_access_clients_sniffing_listener_routes_each_request_by_its_own_host() {
+    let (mine, other) = (tunnel_id(), tunnel_id());
+    let (origin_mine, seen_mine) = origin::http_counting("M");
+    let (origin_other, seen_other) = origin::http_counting("O");
+    let rules = format!("mine.local:${mine},also.local:${mine},other.local:${other}");
+    let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?tunnel={rules}")], 0);
+    let _agent_m = agent(&server, &[&format!("rtcp://:0/{origin_mine}")], &mine, "", 1);
+    let _agent_o = agent(&server, &[&format!("rtcp://:0/{origin_other}")], &other, "", 2);
+    let (_access, addrs) = tunnel_tests::access(&server, &["tcp://127.0.0.1:0?sniffing=true"], &mine, "");
+    let out = raw_exchange(
+        addrs[0],
+        "GET /one HTTP/1.1\r\nHost: mine.local\r\n\r\n\
+         GET /two HTTP/1.1\r\nHost: also.local\r\n\r\n\
+         GET /three HTTP/1.1\r\nHost: other.local\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.contains("origin=M host=mine.local path=/one"), "{out}");
+    assert!(out.contains("origin=M host=also.local path=/two"), "each request names its own host: {out}");
+    let third = out.rsplit("HTTP/1.1 ").next().unwrap();
+    assert!(third.starts_with("404"), "another tunnel's host is refused by the server: {out}");
+    assert_eq!(seen_mine.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(seen_other.connections.load(Ordering::SeqCst), 0, "the other tunnel's origin is never reached");
+    for request in [
+        "GET http://other.local/ HTTP/1.1\r\nHost: mine.local\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: other.local@mine.local\r\n\r\n",
+    ] {
+        let out = raw_exchange(addrs[0], request);
+        assert!(out.starts_with("HTTP/1.1 400"), "{request:?}: {out}");
+    }
+    assert_eq!(seen_other.connections.load(Ordering::SeqCst), 0);
+}

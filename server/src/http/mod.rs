@@ -1,7 +1,7 @@
 //! Plain-HTTP visitors on a sniffing entrypoint, served by hyper.
 //!
 //! Life of a request: hyper reads the head (the sniffed bytes replayed first, then the
-//! socket) under the head timeout and size limit; [`target::request_host`] names its host;
+//! socket) under the head timeout and size limit; [`tunnel_runtime::http::target::request_host`] names its host;
 //! [`crate::routing::Routes::route_public`] its tunnel (private rules never); an idle origin
 //! connection for (tunnel, host) is taken from the [`pool`] or a new stream opened (an
 //! HTTP/1.1 client connection over it); the request goes out in origin form with `Host` set
@@ -11,10 +11,8 @@
 //! byte pump between the two upgraded connections.
 
 pub mod auth;
-pub mod io;
 pub mod pool;
 mod serve;
-pub mod target;
 
 pub(crate) use serve::serve;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::SendRequest;
 use uuid::Uuid;
 
-use super::io::Counted;
+use tunnel_runtime::http::io::Counted;
 
 /// Idle origin connections kept per (tunnel, host): enough for a burst of short requests
 /// without keeping a stream per past visitor.

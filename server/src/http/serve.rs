@@ -13,11 +13,10 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{
-    HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tunnel_proto::defaults;
@@ -25,10 +24,12 @@ use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
 use tunnel_runtime::{http, visitor};
 use uuid::Uuid;
 
-use super::io::{Counted, Prefixed};
 use super::pool::{Key, Origin};
-use super::{auth, set_forwarded, target, HttpOptions};
+use super::{auth, set_forwarded, HttpOptions};
 use crate::Shared;
+use tunnel_runtime::http::io::{Counted, Prefixed};
+use tunnel_runtime::http::proxy::{self, strip_hop_by_hop};
+use tunnel_runtime::http::target;
 
 type Out = UnsyncBoxBody<Bytes, hyper::Error>;
 
@@ -36,9 +37,6 @@ type Out = UnsyncBoxBody<Bytes, hyper::Error>;
 pub const MAX_H2_STREAMS: u32 = 100;
 /// How often an HTTP/2 visitor is pinged, and how long its answer may take.
 const H2_PING: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Hop-by-hop headers, never forwarded (an upgrade keeps `Connection` and `Upgrade`).
-const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate"];
 
 /// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer; returns its
 /// outcome for the metrics.
@@ -203,18 +201,10 @@ impl Visitor {
                 Err(_) => return self.error(&line, Reply::new(Status::BAD_REQUEST, "bad request target"), ""),
             }
         }
-        // `Upgrade: h2c` is not taken up (RFC 9113 deprecates it): the request is answered
-        // over HTTP/1.1, as the upgrade allows. HTTP/2 visitors (prior knowledge) reach
-        // origins over HTTP/1.1 like everyone.
-        let upgrading = req.version() == Version::HTTP_11
-            && req.headers().get(UPGRADE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"h2c"));
+        let upgrading = proxy::takes_upgrade(&req);
         let visitor_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-        *req.version_mut() = Version::HTTP_11;
-        let origin_form = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        *req.uri_mut() = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
+        proxy::to_origin(&mut req, &host, upgrading);
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers, upgrading);
-        headers.insert(HOST, HeaderValue::from_str(&host).expect("a canonical host is a header value"));
         set_forwarded(headers, self.peer.ip(), &host, &self.options.trusted_proxies);
         let up = Arc::new(AtomicU64::new(0));
         let req = req.map(|body| Counted::new(body, up.clone()));
@@ -230,7 +220,7 @@ impl Visitor {
             line.log(101, 0, 0);
             if let Some(visitor_upgrade) = visitor_upgrade {
                 let origin_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(pump_upgraded(visitor_upgrade, origin_upgrade, origin));
+                tokio::spawn(proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin));
             }
             return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
         }
@@ -286,7 +276,24 @@ impl Visitor {
                 }
                 continue;
             }
-            match origin.sender.try_send_request(request).await {
+            let sent = origin.sender.try_send_request(request);
+            let outcome = if fresh {
+                sent.await
+            } else {
+                // A reused connection skipped the open's acknowledgement, which is what finds a
+                // dead or frozen agent session. So a response that is slow to start has the
+                // session probed; a silent one is closed, which fails this request over.
+                tokio::pin!(sent);
+                let ack = self.shared.limits().reply_timeouts().ack;
+                match tokio::time::timeout(ack, &mut sent).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        self.probe(tunnel, &host, origin.session_id, label).await;
+                        sent.await
+                    }
+                }
+            };
+            match outcome {
                 Ok(resp) => return Ok((origin, resp)),
                 Err(mut err) => {
                     let back = err.take_message();
@@ -312,6 +319,20 @@ impl Visitor {
             }
         }
         Err(failed(last))
+    }
+
+    /// Checks that agent session `session` still answers, by opening a stream on it for
+    /// `host` (kept in the pool when it opens there): a silent session is closed by the open,
+    /// which fails the requests waiting on its streams over to other sessions.
+    async fn probe(&self, tunnel: Uuid, host: &str, session: u64, label: &str) {
+        tracing::debug!(%host, session, "slow response on a reused origin connection; probing its session");
+        if let Ok(origin) = self.connect(tunnel, host, Some(session), &[], label).await {
+            if origin.session_id == session && self.options.reuse_origins {
+                let registry = &self.shared.registry;
+                let live = || registry.is_live(&tunnel, Network::Tcp, session);
+                self.shared.origins.put((tunnel, host.to_owned(), session), origin, live);
+            }
+        }
     }
 
     /// Opens a stream to the tunnel (session `prefer` first, none of `avoid`) and an
@@ -370,28 +391,6 @@ impl Visitor {
     }
 }
 
-/// Removes hop-by-hop headers, and those `Connection` names; an upgrade keeps `Connection`
-/// and `Upgrade`.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    if !upgrading {
-        let named: Vec<String> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-            .filter(|s| !s.is_empty())
-            .collect();
-        for name in named {
-            headers.remove(name.as_str());
-        }
-        headers.remove(CONNECTION);
-        headers.remove(UPGRADE);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
 /// What is needed to send a request again: an idempotent method and no body (the request
 /// line and headers are kept; the body is empty by definition).
 struct Replay {
@@ -428,19 +427,6 @@ impl Replay {
         *req.headers_mut() = self.headers.clone();
         req
     }
-}
-
-/// Pumps bytes between the two sides of an accepted upgrade, half-close kept.
-async fn pump_upgraded(visitor: OnUpgrade, origin: OnUpgrade, conn: Origin) {
-    let (visitor, origin) = match (visitor.await, origin.await) {
-        (Ok(v), Ok(o)) => (v, o),
-        _ => return,
-    };
-    let (mut visitor, mut origin) = (TokioIo::new(visitor), TokioIo::new(origin));
-    if let Err(err) = tokio::io::copy_bidirectional(&mut visitor, &mut origin).await {
-        tracing::debug!(%err, "upgraded connection failed");
-    }
-    drop(conn);
 }
 
 /// What is done once a response body is finished or dropped.

@@ -1,4 +1,10 @@
-//! The HTTP answers given to visitors that cannot be routed.
+//! HTTP for visitors: the answers given to those that cannot be routed, and what the HTTP
+//! paths of the server and the access client share: a request's host and path
+//! ([`target`]), IO wrappers ([`io`]) and the headers a proxy removes ([`proxy`]).
+
+pub mod io;
+pub mod proxy;
+pub mod target;
 
 use tunnel_proto::wire::Status;
 
