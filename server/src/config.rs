@@ -257,6 +257,10 @@ pub struct EntrypointFile {
     /// Keep HTTP origin connections for reuse across requests (default on).
     #[serde(default = "on")]
     pub reuse_origins: bool,
+    /// Connections from `trustedProxies` start with a PROXY protocol header (v1 or v2) naming
+    /// the visitor (default off).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn on() -> bool {
@@ -276,6 +280,8 @@ pub struct Entrypoint {
     pub access_log: bool,
     /// Keep HTTP origin connections for reuse.
     pub reuse_origins: bool,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl Entrypoint {
@@ -285,6 +291,7 @@ impl Entrypoint {
             trusted_proxies: self.trusted_proxies.clone(),
             access_log: self.access_log,
             reuse_origins: self.reuse_origins,
+            proxy_protocol: self.proxy_protocol,
         }
     }
 }
@@ -431,7 +438,17 @@ impl FileConfig {
             // The plain `entryPoint` form keeps its log volume: no access log.
             let access_log = table.is_some_and(|t| t.access_log);
             let reuse_origins = table.is_none_or(|t| t.reuse_origins);
-            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins });
+            let proxy_protocol = table.is_some_and(|t| t.proxy_protocol);
+            if proxy_protocol && trusted_proxies.is_empty() {
+                return Err(invalid(
+                    "entrypoints.proxyProtocol",
+                    format!(
+                        "{}: the PROXY protocol is read from trustedProxies only; list the balancers' addresses there",
+                        addr
+                    ),
+                ));
+            }
+            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins, proxy_protocol });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {

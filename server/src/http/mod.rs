@@ -30,6 +30,16 @@ pub struct HttpOptions {
     pub access_log: bool,
     /// Keep origin connections for reuse (see [`pool`]).
     pub reuse_origins: bool,
+    /// Trusted proxies send a PROXY protocol header first.
+    pub proxy_protocol: bool,
+}
+
+impl HttpOptions {
+    /// Whether `ip` is one of the trusted proxies (an IPv4-mapped IPv6 address as IPv4).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = if let IpAddr::V6(v6) = ip { v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip) } else { ip };
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` on a request from `peer` for `host`: the
