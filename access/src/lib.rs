@@ -189,6 +189,8 @@ async fn accept_visitors(
     let config = Arc::new(config);
     loop {
         let Some((tcp, peer)) = accept_until(&listening, "listener", || listener.accept()).await else { return };
+        let peer = tunnel_proto::socket::canonical_peer(peer);
+
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;

@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 const BACKLOG: i32 = 1024;
 
 /// A TCP listener on `addr`; with `reuse`, shared with other processes that set it too.
+/// `[::]` listens dual-stack (IPv4 too) where the system allows it.
 pub fn tcp_listener(addr: SocketAddr, reuse: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    dual_stack(&socket, addr);
     // As std and tokio do on Unix: a restarted server can bind while old connections linger.
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
@@ -31,10 +33,31 @@ pub fn tcp_listener(addr: SocketAddr, reuse: bool) -> io::Result<TcpListener> {
 /// with other processes that set it too.
 pub fn udp_socket(addr: SocketAddr, reuse: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    dual_stack(&socket, addr);
     set_reuse_port(&socket, reuse)?;
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// On `[::]`, accepts IPv4 too (`IPV6_V6ONLY` off) whatever the system's default; where the
+/// system refuses, the socket stays IPv6 only.
+fn dual_stack(socket: &Socket, addr: SocketAddr) {
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        let _ = socket.set_only_v6(false);
+    }
+}
+
+/// A peer address as the rest of the program sees it: an IPv4 visitor of a dual-stack
+/// listener (`::ffff:192.0.2.7`) is `192.0.2.7`, so logs, budgets and headers name it once.
+pub fn canonical_peer(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
 }
 
 /// Sets `SO_REUSEPORT` when asked; where the system has no such option, asking is an error

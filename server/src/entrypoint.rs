@@ -33,6 +33,7 @@ pub(crate) async fn run(
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "entrypoint", || listener.accept()).await else {
             return;
         };
+        let peer = tunnel_proto::socket::canonical_peer(peer);
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
             shared.metrics.visitor(&label, "refused");
             tracing::debug!(%peer, "visitor refused: visitor limit reached");

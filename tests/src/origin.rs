@@ -22,6 +22,24 @@ pub fn http(name: &str) -> SocketAddr {
     addr
 }
 
+/// As [`http_counting`], listening on `bind` (`[::1]:0`, say).
+pub fn http_counting_on(bind: &str, name: &str) -> (SocketAddr, Arc<Counts>) {
+    let l = std::net::TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+    let addr = l.local_addr().unwrap();
+    let name = name.to_owned();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            seen.connections.fetch_add(1, Ordering::SeqCst);
+            let (name, seen) = (name.clone(), seen.clone());
+            thread::spawn(move || serve_http(conn, &name, Some(&seen)));
+        }
+    });
+    (addr, counts)
+}
+
 /// What a counting origin has seen.
 #[derive(Debug, Default)]
 pub struct Counts {

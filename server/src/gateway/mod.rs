@@ -92,6 +92,7 @@ async fn run(shared: Arc<Shared>, listener: TcpListener, config: GatewayConfig) 
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "gateway", || listener.accept()).await else {
             return;
         };
+        let peer = tunnel_proto::socket::canonical_peer(peer);
         let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "gateway visitor refused: visitor limit reached");
             continue;

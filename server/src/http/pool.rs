@@ -10,6 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use hyper::client::conn::http1::SendRequest;
 use uuid::Uuid;
 
@@ -26,23 +30,100 @@ pub const IDLE_TIME: Duration = Duration::from_secs(30);
 /// them (so that reuse keeps the tunnel's round-robin among its sessions).
 pub type Key = (Uuid, String, u64);
 
-/// One origin connection.
+/// The connection half of an origin connection: the future that does its IO (hyper's
+/// connection with upgrades, whose type cannot be named).
+pub type Conn = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One origin connection. Its IO is done by whoever uses it, inline, rather than by a task
+/// of its own: [`Origin::drive`] while a request goes out and its head comes back, and the
+/// response body's polls after that (see `serve.rs`), so a request costs no hop between tasks.
 pub struct Origin {
     /// The client side of the HTTP/1.1 connection over the stream.
     pub sender: SendRequest<Counted>,
-    /// Which session carries it (for the logs).
+    /// The connection's IO; `None` once it has ended.
+    conn: Option<Conn>,
+    /// Which session carries it.
     pub session_id: u64,
     idle_since: Instant,
+    /// Held for the life of the connection (the stream's place in its budgets).
+    _hold: Box<dyn Send + Sync>,
 }
 
 impl Origin {
-    /// A connection just opened.
-    pub fn new(sender: SendRequest<Counted>, session_id: u64) -> Origin {
-        Origin { sender, session_id, idle_since: Instant::now() }
+    /// A connection just opened; `hold` lives as long as it.
+    pub fn new(sender: SendRequest<Counted>, conn: Conn, session_id: u64, hold: Box<dyn Send + Sync>) -> Origin {
+        Origin { sender, conn: Some(conn), session_id, idle_since: Instant::now(), _hold: hold }
     }
 
     fn usable(&self, now: Instant) -> bool {
-        !self.sender.is_closed() && now.duration_since(self.idle_since) < IDLE_TIME
+        self.conn.is_some() && !self.sender.is_closed() && now.duration_since(self.idle_since) < IDLE_TIME
+    }
+
+    /// Polls the connection's IO once; false once it has ended.
+    pub fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(conn) = self.conn.as_mut() {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                if let Err(err) = result {
+                    tracing::debug!(%err, "origin connection ended");
+                }
+                self.conn = None;
+            }
+        }
+        self.conn.is_some()
+    }
+
+    /// Awaits `fut` (a request on this connection) while doing the connection's IO.
+    pub async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            if self.poll_conn(cx) {
+                // The IO may have completed the request.
+                return fut.as_mut().poll(cx);
+            }
+            // The connection ended: the request resolves (with an error) on its next poll,
+            // its other side being gone; ask for that poll now.
+            match fut.as_mut().poll(cx) {
+                Poll::Pending => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                ready => ready,
+            }
+        })
+        .await
+    }
+
+    /// Waits until the connection can take a request, doing its IO; an error once it has
+    /// ended (the origin or the agent closed it).
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = self.sender.poll_ready(cx) {
+                return Poll::Ready(r);
+            }
+            let open = self.poll_conn(cx);
+            match self.sender.poll_ready(cx) {
+                Poll::Pending if !open => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                polled => polled,
+            }
+        })
+        .await
+    }
+
+    /// Hands the connection's IO to a task of its own (an upgrade completes there).
+    pub fn detach(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(%err, "origin connection ended");
+                }
+            });
+        }
     }
 }
 
@@ -75,7 +156,7 @@ impl OriginPool {
     /// its session has left the pool. `live` is asked under the pool's lock, so a session
     /// that leaves (and then calls [`OriginPool::drop_session`]) keeps nothing here.
     pub fn put(&self, key: Key, mut origin: Origin, live: impl FnOnce() -> bool) {
-        if origin.sender.is_closed() {
+        if origin.sender.is_closed() || origin.conn.is_none() {
             return;
         }
         origin.idle_since = Instant::now();

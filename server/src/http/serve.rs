@@ -220,6 +220,8 @@ impl Visitor {
             line.log(101, 0, 0);
             if let Some(visitor_upgrade) = visitor_upgrade {
                 let origin_upgrade = hyper::upgrade::on(&mut resp);
+                let mut origin = origin;
+                origin.detach();
                 tokio::spawn(proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin));
             }
             return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
@@ -269,7 +271,7 @@ impl Visitor {
                 Some(origin) => origin,
                 None => self.connect(tunnel, &host, prefer, &avoid, label).await?,
             };
-            if origin.sender.ready().await.is_err() {
+            if origin.ready().await.is_err() {
                 req = Some(request);
                 if fresh {
                     avoid.push(origin.session_id);
@@ -278,18 +280,25 @@ impl Visitor {
             }
             let sent = origin.sender.try_send_request(request);
             let outcome = if fresh {
-                sent.await
+                origin.drive(sent).await
             } else {
                 // A reused connection skipped the open's acknowledgement, which is what finds a
                 // dead or frozen agent session. So a response that is slow to start has the
                 // session probed; a silent one is closed, which fails this request over.
                 tokio::pin!(sent);
                 let ack = self.shared.limits().reply_timeouts().ack;
-                match tokio::time::timeout(ack, &mut sent).await {
+                let session = origin.session_id;
+                match tokio::time::timeout(ack, origin.drive(&mut sent)).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
-                        self.probe(tunnel, &host, origin.session_id, label).await;
-                        sent.await
+                        // The connection's IO goes on while the session is probed.
+                        let (_, outcome) = tokio::join!(
+                            async {
+                                self.probe(tunnel, &host, session, label).await;
+                            },
+                            origin.drive(&mut sent)
+                        );
+                        outcome
                     }
                 }
             };
@@ -367,14 +376,7 @@ impl Visitor {
                     return Err((reply, format!("origin handshake failed: {err}")));
                 }
             };
-        let permit = agent.permit;
-        tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(%err, "origin connection ended");
-            }
-            drop((permit, slot));
-        });
-        Ok(Origin::new(sender, session_id))
+        Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), session_id, Box::new((agent.permit, slot))))
     }
 
     fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {
@@ -455,6 +457,10 @@ impl Body for Tracked {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // The origin connection's IO is done here, by the task that sends the body on.
+        if let Some(finish) = self.finish.as_mut() {
+            finish.origin.poll_conn(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.ended = true;
