@@ -14,6 +14,9 @@ use tunnel_runtime::url::{self, NodeUrl};
 
 pub use tunnel_runtime::config::ConfigError;
 
+use crate::proxy_protocol::ProxyVersion;
+use crate::target::{Selector, Strategy};
+
 /// The agent's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +64,24 @@ pub struct ServiceFile {
 pub struct ForwarderFile {
     /// The targets.
     pub nodes: Vec<NodeFile>,
+    /// How targets for the same host are balanced and skipped when they fail.
+    #[serde(default)]
+    pub selector: Option<SelectorFile>,
+}
+
+/// `forwarder.selector`, as in seed `003_*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SelectorFile {
+    /// `round` (default), `random`, `fifo` or `hash`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// Failed dials in a row after which a target is skipped (default 1).
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// How long it is skipped (default 10s; 0s never skips).
+    #[serde(default, with = "humantime_serde")]
+    pub fail_timeout: Option<Duration>,
 }
 
 /// One target as written.
@@ -75,6 +96,10 @@ pub struct NodeFile {
     /// Hostname pattern this target serves; none makes it a fallback.
     #[serde(default)]
     pub host: Option<String>,
+    /// `1` or `2`: write a PROXY protocol header of that version, carrying the visitor's
+    /// address, before any byte (TCP targets only).
+    #[serde(default, rename = "proxyProtocol")]
+    pub proxy_protocol: Option<u8>,
 }
 
 /// `[limits]` as written.
@@ -114,6 +139,11 @@ pub struct Target {
     pub udp_ttl: Duration,
     /// UDP: bytes read per datagram from the target.
     pub read_buffer_size: usize,
+    /// Balancing and fail-over settings (its group's strategy, its own `maxFails` and
+    /// `failTimeout`).
+    pub selector: Selector,
+    /// PROXY protocol header to write first, if any.
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 /// Timeouts and backoff.
@@ -160,18 +190,32 @@ impl ClientFile for FileConfig {
             let mut u = NodeUrl::parse(raw)?;
             u.expect_scheme(&["rtcp", "rudp"], "rtcp, rudp")?;
             let sniffing = u.take_bool(&["sniffing"])?.unwrap_or(false);
-            let (mut ttl, mut read_buffer_size) = (None, None);
+            let (mut ttl, mut read_buffer_size, mut proxy_protocol) = (None, None, None);
             if u.scheme == "rudp" {
                 ttl = u.take_duration(&["ttl"])?;
                 read_buffer_size = u.take_with(&["readBufferSize"], str::parse::<usize>)?;
+            } else {
+                proxy_protocol = u.take_with(&["proxyProtocol"], str::parse::<u8>)?;
             }
+            let selector = SelectorFile {
+                strategy: u.take(&["strategy"]),
+                max_fails: u.take_with(&["maxFails"], str::parse::<u32>)?,
+                fail_timeout: u.take_duration(&["failTimeout"])?,
+            };
+            let has_selector =
+                selector.strategy.is_some() || selector.max_fails.is_some() || selector.fail_timeout.is_some();
             let target = u.target.clone().ok_or_else(|| u.bad("target", "", "missing: write rtcp://:0/host:port"))?;
             let nodes = target
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .enumerate()
-                .map(|(i, addr)| NodeFile { name: Some(format!("target-{i}")), addr: addr.to_owned(), host: None })
+                .map(|(i, addr)| NodeFile {
+                    name: Some(format!("target-{i}")),
+                    addr: addr.to_owned(),
+                    host: None,
+                    proxy_protocol,
+                })
                 .collect();
             fc.services.push(ServiceFile {
                 name: Some(raw.clone()),
@@ -179,7 +223,7 @@ impl ClientFile for FileConfig {
                 sniffing,
                 ttl,
                 read_buffer_size,
-                forwarder: ForwarderFile { nodes },
+                forwarder: ForwarderFile { nodes, selector: has_selector.then_some(selector) },
             });
             u.finish()?;
         }
@@ -214,6 +258,8 @@ impl ClientFile for FileConfig {
             if udp_ttl.is_zero() {
                 return Err(invalid(&format!("services[{i}].ttl"), "must be more than 0".into()));
             }
+            let selector = validate_selector(svc.forwarder.selector.as_ref())
+                .map_err(|(k, why)| invalid(&format!("services[{i}].forwarder.selector.{k}"), why))?;
             if svc.forwarder.nodes.is_empty() {
                 return Err(invalid(&format!("services[{i}].forwarder.nodes"), "no targets".into()));
             }
@@ -226,6 +272,28 @@ impl ClientFile for FileConfig {
                     .map(HostPattern::parse)
                     .transpose()
                     .map_err(|e| invalid(&format!("{key}.host"), e.to_string()))?;
+                let proxy_protocol = match (node.proxy_protocol, network) {
+                    (None, _) => None,
+                    (Some(_), Network::Udp) => {
+                        return Err(invalid(&format!("{key}.proxyProtocol"), "only TCP (rtcp) targets take it".into()))
+                    }
+                    (Some(v), Network::Tcp) => {
+                        Some(ProxyVersion::from_number(v).map_err(|e| invalid(&format!("{key}.proxyProtocol"), e))?)
+                    }
+                };
+                if let Some(other) = targets.iter().find(|t: &&Target| {
+                    t.network == network && t.host == host && t.selector.strategy != selector.strategy
+                }) {
+                    let group =
+                        host.as_ref().map_or("the fallback targets".to_owned(), |h| format!("targets for host {h}"));
+                    return Err(invalid(
+                        &format!("services[{i}].forwarder.selector.strategy"),
+                        format!(
+                            "{group} form one group, but this service says {} and target {} says {}: give them one strategy",
+                            selector.strategy, other.name, other.selector.strategy
+                        ),
+                    ));
+                }
                 targets.push(Target {
                     name: node.name.clone().unwrap_or_else(|| node.addr.clone()),
                     network,
@@ -233,6 +301,8 @@ impl ClientFile for FileConfig {
                     host,
                     udp_ttl,
                     read_buffer_size,
+                    selector,
+                    proxy_protocol,
                 });
             }
         }
@@ -257,6 +327,21 @@ impl ClientFile for FileConfig {
     }
 }
 
+/// The selector of a service, with GOST's defaults; errors name the key under `selector`.
+fn validate_selector(file: Option<&SelectorFile>) -> Result<Selector, (&'static str, String)> {
+    let Some(file) = file else { return Ok(Selector::default()) };
+    let strategy = file.strategy.as_deref().map(Strategy::parse).transpose().map_err(|e| ("strategy", e))?;
+    let max_fails = file.max_fails.unwrap_or(crate::target::DEFAULT_MAX_FAILS);
+    if max_fails == 0 {
+        return Err(("maxFails", "must be at least 1 (failTimeout = \"0s\" never skips a target)".into()));
+    }
+    Ok(Selector {
+        strategy: strategy.unwrap_or_default(),
+        max_fails,
+        fail_timeout: file.fail_timeout.unwrap_or(crate::target::DEFAULT_FAIL_TIMEOUT),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,3 +364,6 @@ mod tests {
         assert!(err.to_string().contains("relay.tunnel.id") && err.to_string().contains("nope"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod selector_tests;

@@ -4,9 +4,11 @@
 //! Its sessions are kept by the shared keeper ([`tunnel_runtime::client::keeper`]): several
 //! per agent, spread over the server name's addresses, reconnecting with backoff forever.
 //! Life of a stream ([`stream`]): the server opens it and writes a stream header naming the
-//! network and the visitor's hostname; the agent picks the target ([`target`]) whose `host`
-//! pattern matches (a target without `host` is the fallback), dials it under the dial
-//! timeout, answers with a status, and then copies bytes both ways ([`udp`] for UDP flows). A
+//! network and the visitor's hostname; the agent asks [`target`] for the group of targets whose
+//! `host` pattern matches (targets without `host` are the fallbacks), dials them in the
+//! selector's order under the dial timeout until one answers (skipping those that failed
+//! lately), writes a PROXY protocol header if the target wants one ([`proxy_protocol`]),
+//! answers with a status, and then copies bytes both ways ([`udp`] for UDP flows). A
 //! stream names a hostname, never an address: the agent only ever connects to targets in its
 //! own configuration.
 #![forbid(unsafe_code)]
@@ -21,6 +23,7 @@ use tunnel_runtime::Lifecycle;
 
 pub mod admin;
 pub mod config;
+pub mod proxy_protocol;
 mod stream;
 pub mod target;
 mod udp;

@@ -9,6 +9,12 @@ use std::thread;
 /// Each connection serves requests until the client closes (keep-alive).
 pub fn http(name: &str) -> SocketAddr {
     let (l, addr) = crate::listener();
+    http_on(l, name);
+    addr
+}
+
+/// As [`http`], on a listener the test bound (for an origin that comes back on a known port).
+pub fn http_on(l: std::net::TcpListener, name: &str) {
     let name = name.to_owned();
     thread::spawn(move || {
         for conn in l.incoming() {
@@ -17,7 +23,6 @@ pub fn http(name: &str) -> SocketAddr {
             thread::spawn(move || serve_http(conn, &name));
         }
     });
-    addr
 }
 
 fn serve_http(mut conn: TcpStream, name: &str) {
