@@ -14,6 +14,7 @@ use tunnel_runtime::url::{self, NodeUrl};
 
 pub use tunnel_runtime::config::ConfigError;
 
+use crate::health::{self, HealthCheck, Probe};
 use crate::proxy_protocol::ProxyVersion;
 use crate::target::{Selector, Strategy};
 
@@ -100,6 +101,15 @@ pub struct NodeFile {
     /// address, before any byte (TCP targets only).
     #[serde(default, rename = "proxyProtocol")]
     pub proxy_protocol: Option<u8>,
+    /// Active check: `"tcp"` (a connect) or an HTTP path such as `"/healthz"` (2xx or 3xx).
+    #[serde(default, rename = "healthCheck")]
+    pub health_check: Option<String>,
+    /// How often the check runs (default 10s).
+    #[serde(default, rename = "healthCheckInterval", with = "humantime_serde")]
+    pub health_check_interval: Option<Duration>,
+    /// Time limit of one check (default 2s).
+    #[serde(default, rename = "healthCheckTimeout", with = "humantime_serde")]
+    pub health_check_timeout: Option<Duration>,
 }
 
 /// `[limits]` as written.
@@ -144,6 +154,8 @@ pub struct Target {
     pub selector: Selector,
     /// PROXY protocol header to write first, if any.
     pub proxy_protocol: Option<ProxyVersion>,
+    /// Active health check, if any.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Timeouts and backoff.
@@ -202,6 +214,9 @@ impl ClientFile for FileConfig {
                 max_fails: u.take_with(&["maxFails"], str::parse::<u32>)?,
                 fail_timeout: u.take_duration(&["failTimeout"])?,
             };
+            let health_check = u.take(&["healthCheck"]);
+            let health_check_interval = u.take_duration(&["healthCheckInterval"])?;
+            let health_check_timeout = u.take_duration(&["healthCheckTimeout"])?;
             let has_selector =
                 selector.strategy.is_some() || selector.max_fails.is_some() || selector.fail_timeout.is_some();
             let target = u.target.clone().ok_or_else(|| u.bad("target", "", "missing: write rtcp://:0/host:port"))?;
@@ -215,6 +230,9 @@ impl ClientFile for FileConfig {
                     addr: addr.to_owned(),
                     host: None,
                     proxy_protocol,
+                    health_check: health_check.clone(),
+                    health_check_interval,
+                    health_check_timeout,
                 })
                 .collect();
             fc.services.push(ServiceFile {
@@ -281,6 +299,8 @@ impl ClientFile for FileConfig {
                         Some(ProxyVersion::from_number(v).map_err(|e| invalid(&format!("{key}.proxyProtocol"), e))?)
                     }
                 };
+                let health_check =
+                    validate_check(node, network).map_err(|(k, why)| invalid(&format!("{key}.{k}"), why))?;
                 if let Some(other) = targets.iter().find(|t: &&Target| {
                     t.network == network && t.host == host && t.selector.strategy != selector.strategy
                 }) {
@@ -303,6 +323,7 @@ impl ClientFile for FileConfig {
                     read_buffer_size,
                     selector,
                     proxy_protocol,
+                    health_check,
                 });
             }
         }
@@ -325,6 +346,32 @@ impl ClientFile for FileConfig {
         let admin = self.admin.validate(source_name, None)?;
         Ok(Config { relay, targets, limits, admin })
     }
+}
+
+/// A node's active check; errors name the key.
+fn validate_check(node: &NodeFile, network: Network) -> Result<Option<HealthCheck>, (&'static str, String)> {
+    let Some(raw) = node.health_check.as_deref() else {
+        if node.health_check_interval.is_some() || node.health_check_timeout.is_some() {
+            return Err((
+                "healthCheck",
+                "missing: healthCheckInterval and healthCheckTimeout need a healthCheck".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if network == Network::Udp {
+        return Err(("healthCheck", "only TCP (rtcp) targets have active checks".into()));
+    }
+    let probe = Probe::parse(raw).map_err(|e| ("healthCheck", e))?;
+    let interval = node.health_check_interval.unwrap_or(health::DEFAULT_INTERVAL);
+    let timeout = node.health_check_timeout.unwrap_or(health::DEFAULT_TIMEOUT);
+    if interval.is_zero() {
+        return Err(("healthCheckInterval", "must be more than 0".into()));
+    }
+    if timeout.is_zero() {
+        return Err(("healthCheckTimeout", "must be more than 0".into()));
+    }
+    Ok(Some(HealthCheck { probe, interval, timeout }))
 }
 
 /// The selector of a service, with GOST's defaults; errors name the key under `selector`.

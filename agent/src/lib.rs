@@ -23,6 +23,7 @@ use tunnel_runtime::Lifecycle;
 
 pub mod admin;
 pub mod config;
+pub mod health;
 pub mod proxy_protocol;
 mod stream;
 pub mod target;
@@ -102,6 +103,7 @@ impl Agent {
         })
         .await?;
         let life = Lifecycle::new();
+        health::spawn(&shared, life.tasks(), life.stopping());
         let user: Arc<dyn SessionUser> = Arc::new(Serve(shared.clone()));
         for index in 0..shared.config.relay.sessions.max(1) {
             let stop = life.stopping().clone();

@@ -8,7 +8,8 @@
 //! back in rotation); the group's `strategy` (`round`, `random`, `fifo`, `hash` of the
 //! visitor's IP) picks the first target among the others, and the rest follow in turn, so a
 //! stream whose dial fails is retried on the next. When every target of a group is skipped,
-//! all are tried anyway: a dial that may succeed beats a certain 502.
+//! all are tried anyway: a dial that may succeed beats a certain 502. A target with an active
+//! health check ([`crate::health`]) is also out from a failed check until one passes.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,12 +106,15 @@ struct Group {
 struct Health {
     fails: u32,
     last_fail: Option<Instant>,
+    /// The last active check failed: down until one passes.
+    check_failed: bool,
 }
 
 impl Health {
     fn down(&self, selector: &Selector, now: Instant) -> bool {
-        self.fails >= selector.max_fails
-            && self.last_fail.is_some_and(|t| now.saturating_duration_since(t) < selector.fail_timeout)
+        self.check_failed
+            || (self.fails >= selector.max_fails
+                && self.last_fail.is_some_and(|t| now.saturating_duration_since(t) < selector.fail_timeout))
     }
 }
 
@@ -140,10 +144,30 @@ impl Candidate<'_> {
     pub fn succeeded(&self) {
         let t = self.target;
         let mut h = self.health.lock().expect("target health lock");
-        if h.fails >= t.selector.max_fails {
+        if h.fails >= t.selector.max_fails && !h.check_failed {
             tracing::info!(target = %t.name, addr = %t.addr, "target back in rotation");
         }
-        *h = Health::default();
+        h.fails = 0;
+        h.last_fail = None;
+    }
+
+    /// An active check's outcome: a failed check takes the target out until a check passes;
+    /// a passing one also forgets the failed dials.
+    pub fn checked(&self, passed: bool, why: &str) {
+        let t = self.target;
+        let mut h = self.health.lock().expect("target health lock");
+        let was_down = h.down(&t.selector, Instant::now());
+        if passed {
+            *h = Health::default();
+            if was_down {
+                tracing::info!(target = %t.name, addr = %t.addr, "target back in rotation");
+            }
+        } else {
+            h.check_failed = true;
+            if !was_down {
+                tracing::info!(target = %t.name, addr = %t.addr, why, "target marked down by its health check");
+            }
+        }
     }
 }
 
@@ -171,6 +195,11 @@ impl Targets {
     /// Every target.
     pub fn all(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// Target `i` of [`Targets::all`], for its active health check.
+    pub fn candidate(&self, i: usize) -> Candidate<'_> {
+        Candidate { target: &self.targets[i], health: &self.health[i] }
     }
 
     /// Whether target `i` of [`Targets::all`] is being skipped now.

@@ -118,6 +118,33 @@ host = "app.example"
     assert_eq!(seen, HashSet::from(["origin=live".to_owned(), "origin=revived".to_owned()]), "both take turns again");
 }
 
+#[test]
+fn an_http_health_check_takes_a_target_out_before_any_visitor_and_puts_it_back() {
+    let id = tunnel_id();
+    let live = origin::http("live");
+    let revived = origin::closed_port();
+    let server = server_for(&["app.example"], &id);
+    // failTimeout is long: only the check can bring the target back within the test.
+    let service = format!(
+        "rtcp://:0/{revived},{live}?healthCheck=/healthz&healthCheckInterval=100ms&healthCheckTimeout=5s&failTimeout=1h"
+    );
+    let agent = agent(&server, &[&service], &id, "", 1);
+    agent.wait_for("target marked down by its health check target=target-0");
+    let ep = server.entrypoints[0];
+    for i in 0..20 {
+        let (status, body) = get(ep, "app.example");
+        assert_eq!((status, body.starts_with("origin=live")), (200, true), "request {i}: {body}");
+    }
+    assert!(!agent.logged("target dial failed"), "no stream was sent to the dead target:\n{}", agent.output());
+
+    let l = TcpListener::bind(revived).unwrap_or_else(|e| panic!("cannot bind {revived} again: {e}"));
+    origin::http_on(l, "revived");
+    agent.wait_for("target back in rotation target=target-0");
+    let seen: HashSet<String> =
+        (0..10).map(|_| get(ep, "app.example").1.split_whitespace().next().unwrap_or_default().to_owned()).collect();
+    assert_eq!(seen, HashSet::from(["origin=live".to_owned(), "origin=revived".to_owned()]), "both take turns again");
+}
+
 /// haproxy accepting the PROXY protocol on a plain and a TLS port, answering every request
 /// with the client address it was told: `src=IP:PORT`.
 struct Haproxy {

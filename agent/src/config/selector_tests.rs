@@ -53,3 +53,20 @@ fn a_group_has_one_strategy() {
             .to_string();
     assert!(err.contains("nodes[0].proxyProtocol") && err.contains("TCP"), "{err}");
 }
+
+#[test]
+fn health_checks() {
+    let cfg = from_url("rtcp://:0/:81?healthCheck=/healthz&healthCheckInterval=3s").unwrap();
+    let check = cfg.targets[0].health_check.clone().unwrap();
+    assert_eq!(check.probe, crate::health::Probe::Http("/healthz".into()));
+    assert_eq!((check.interval, check.timeout), (Duration::from_secs(3), crate::health::DEFAULT_TIMEOUT));
+    assert!(from_url("rtcp://:0/:81").unwrap().targets[0].health_check.is_none());
+    let err = from_url("rtcp://:0/:81?healthCheck=ping").unwrap_err().to_string();
+    assert!(err.contains("nodes[0].healthCheck") && err.contains("ping"), "{err}");
+    let err = from_url("rtcp://:0/:81?healthCheckTimeout=1s").unwrap_err().to_string();
+    assert!(err.contains("need a healthCheck"), "{err}");
+    let err = from_url("rtcp://:0/:81?healthCheck=tcp&healthCheckInterval=0s").unwrap_err().to_string();
+    assert!(err.contains("healthCheckInterval"), "{err}");
+    let err = from_url("rudp://:0/:53?healthCheck=tcp").unwrap_err().to_string();
+    assert!(err.contains("only TCP"), "{err}");
+}

@@ -20,6 +20,7 @@ fn with_selector(name: &str, network: Network, host: Option<&str>, selector: Sel
         read_buffer_size: 1500,
         selector,
         proxy_protocol: None,
+        health_check: None,
     }
 }
 
@@ -139,4 +140,19 @@ fn strategies() {
 
     assert_eq!(Strategy::parse("ROUND"), Ok(Strategy::Round));
     assert!(Strategy::parse("weighted").unwrap_err().contains("round, random, fifo, hash"));
+}
+
+#[test]
+fn a_failed_check_holds_a_target_out_until_a_check_passes() {
+    let t = Targets::new(vec![target("a", Network::Tcp, None), target("b", Network::Tcp, None)]);
+    t.candidate(0).checked(false, "connect: refused");
+    assert!(t.is_down(0));
+    t.candidate(0).succeeded();
+    assert!(t.is_down(0), "a dial success does not overrule the failed check");
+    t.candidate(0).checked(true, "");
+    assert!(!t.is_down(0));
+    t.candidate(1).failed();
+    assert!(t.is_down(1));
+    t.candidate(1).checked(true, "");
+    assert!(!t.is_down(1), "a passing check forgets failed dials");
 }
