@@ -7,8 +7,9 @@
 //! shared visitor path ([`tunnel_runtime::visitor`]); a stream is opened on the session with a
 //! header naming the hostname, followed at once by any sniffed bytes; the server routes it
 //! through its ingress (private rules included) or, in direct mode, by tunnel ID; after a 200
-//! reply the bytes flow both ways. Errors come back as a status, turned into an HTTP response
-//! for HTTP visitors. UDP listeners ([`udp`]) carry one flow per visitor address.
+//! reply the bytes flow both ways. A plain-HTTP visitor of a sniffing listener is served
+//! request by request instead ([`http`]): each request on a stream of its own, naming its own
+//! host. Errors come back as a status, turned into an HTTP response for HTTP visitors. UDP listeners ([`udp`]) carry one flow per visitor address.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ use tunnel_runtime::Lifecycle;
 
 pub mod admin;
 pub mod config;
+mod http;
 mod udp;
 
 pub use config::{Config, FileConfig, ListenerConfig};
@@ -201,7 +203,7 @@ async fn accept_visitors(
     }
 }
 
-async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, listener: &ListenerConfig) {
+async fn serve_visitor(shared: &Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, listener: &ListenerConfig) {
     let limits = &shared.config.limits;
     let Named { host, prefix, speaks } = if listener.sniffing {
         match visitor::sniff_host(&mut tcp, limits.sniff_timeout, limits.sniff_max_bytes).await {
@@ -212,6 +214,10 @@ async fn serve_visitor(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr, li
     } else {
         Named { host: listener.hostname.clone().unwrap_or_default(), prefix: Vec::new(), speaks: Speaks::Other }
     };
+    if speaks == Speaks::Http {
+        // Every request on its own stream, routed by its own host.
+        return http::serve(shared.clone(), tcp, prefix, peer).await;
+    }
     let Ok(_stream_permit) = shared.streams.clone().try_acquire_owned() else {
         let why = "too many connections through this access client at once";
         return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;

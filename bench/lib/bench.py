@@ -30,7 +30,8 @@ LOOP = "127.0.0.1"
 NCPU = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "rathole", "rathole-noise", "bore"]
+SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "tunnel-tcp-base",
+           "rathole", "rathole-noise", "bore"]
 LABELS = {
     "direct": "direct",
     "tunnel-tcp": "relay://",
@@ -42,6 +43,9 @@ LABELS = {
     # The same as relay:// with the admin listener on, so every stream is counted in the
     # metrics: what the counters cost on the hot path.
     "tunnel-tcp-metrics": "relay://, metrics on",
+    # relay:// built from an earlier commit (bench/run --base REV): a change measured against
+    # what it changed, in the same run. Only with --base-bin-dir.
+    "tunnel-tcp-base": "relay://, before",
     "rathole": "rathole (tcp)",
     "rathole-noise": "rathole (noise)",
     "bore": "bore",
@@ -384,7 +388,7 @@ class Bench:
             state = os.path.join(self.tmp, f"state-{transport}")
             os.makedirs(state, exist_ok=True)
             url += f"&stateDir={state}"
-        bins = self.a.bin_dir
+        bins = self.a.base_bin_dir if system.endswith("-base") else self.a.bin_dir
         server = self.procs.start(f"{system}-server",
                                   [os.path.join(bins, "tunnel-server"), "--log-format", "json", *server_flags, "-L", url])
         env["procs"].append(server)
@@ -880,7 +884,10 @@ def targets(results):
     ratio_row("relay://, metrics on vs off: keep-alive req/s", "tunnel-tcp-metrics", "tunnel-tcp", "ka_rps", 0.95)
     ratio_row("relay://, metrics on vs off: Connection: close req/s", "tunnel-tcp-metrics", "tunnel-tcp", "close_rps", 0.95)
     ratio_row("relay:// keep-alive p99 vs direct", "tunnel-tcp", "direct", "ka_p99", 2.0, higher=False)
-    ratio_row("relay:// Connection: close req/s vs direct", "tunnel-tcp", "direct", "close_rps", 0.5)
+    ratio_row("relay:// keep-alive req/s vs before", "tunnel-tcp", "tunnel-tcp-base", "ka_rps", 0.95)
+    ratio_row("relay:// keep-alive p99 vs before", "tunnel-tcp", "tunnel-tcp-base", "ka_p99", 1.1, higher=False)
+    ratio_row("relay:// Connection: close req/s vs before", "tunnel-tcp", "tunnel-tcp-base", "close_rps", 0.95)
+    ratio_row("relay:// Connection: close req/s vs direct", "tunnel-tcp", "direct", "close_rps", 0.6)
     ratio_row("relay:// one-at-a-time added p50 vs rathole (tcp)", "tunnel-tcp", "rathole", "c1_add50", 0.5,
               higher=False)
     ratio_row("relay:// RSS with idle visitors vs rathole (tcp)", "tunnel-tcp", "rathole", "rss_hold", 0.5,
@@ -962,6 +969,9 @@ def parse_args(argv):
     p.add_argument("--origin", choices=["nginx", "python"], default=None)
     p.add_argument("--nginx", default=None)
     p.add_argument("--bin-dir", default=None)
+    p.add_argument("--base-bin-dir", default=None,
+                   help="binaries of an earlier build, run as the system tunnel-tcp-base (bench/run --base REV)")
+    p.add_argument("--base", default=None, help="handled by bench/run: build REV into .base and compare")
     p.add_argument("--tools-dir", default=os.path.join(BENCH, ".tools", "bin"))
     p.add_argument("--out", default=os.path.join(BENCH, "results"))
     p.add_argument("--pidfile", default=os.environ.get("BENCH_PIDFILE"))
@@ -976,10 +986,13 @@ def parse_args(argv):
         a.origin = a.origin or "python"
     elif a.quick:
         a.rounds, a.iperf_time, a.wrk_duration = 1, 2, 2
-    a.systems = SYSTEMS if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
+    default = [s for s in SYSTEMS if s != "tunnel-tcp-base" or a.base_bin_dir]
+    a.systems = default if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
     for s in a.systems:
         if s not in SYSTEMS:
             p.error(f"unknown system {s!r}; expected some of {','.join(SYSTEMS)}")
+    if "tunnel-tcp-base" in a.systems and not a.base_bin_dir:
+        p.error("tunnel-tcp-base needs --base-bin-dir DIR (or bench/run --base REV)")
     a.cases = ALL_CASES if not a.cases else [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in a.cases:
         if c not in ALL_CASES:

@@ -80,8 +80,16 @@ pub fn guess(buf: &[u8]) -> Option<Guess> {
 /// Maximum headers in a sniffed HTTP request head.
 pub const MAX_HTTP_HEADERS: usize = 100;
 
+/// The connection preface of HTTP/2 with prior knowledge.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Finds the host of an HTTP/1.x request head. `Ok(None)`: the head is not complete yet.
+/// The HTTP/2 preface names no host: `Ok(Some(""))` (each HTTP/2 request names its own).
 pub fn http_host(buf: &[u8]) -> Result<Option<String>, SniffError> {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return Ok((n == H2_PREFACE.len()).then(String::new));
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HTTP_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {

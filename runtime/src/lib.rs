@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
+pub mod proxy_protocol;
 pub mod secret;
 pub mod telemetry;
 pub mod udp;

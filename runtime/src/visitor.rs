@@ -120,16 +120,7 @@ pub async fn sniff_host(tcp: &mut TcpStream, timeout: Duration, max: usize) -> R
 /// info at most once a second, with the number of others since; the rest at debug, so a
 /// flood of bad visitors cannot flood the log.
 pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: &str, reply: Reply, detail: &str) {
-    let reason = if detail.is_empty() { reply.message.as_str() } else { detail };
-    // The status logged is the one the visitor is shown (an HTTP visitor's response; the
-    // same code for a visitor that is only closed), so the log and what a user reports agree.
-    let status = http::http_status(reply.status).0;
-    match REFUSALS.take() {
-        Some(suppressed) => {
-            tracing::info!(%peer, host, status, reason, suppressed, "visitor refused")
-        }
-        None => tracing::debug!(%peer, host, status, reason, "visitor refused"),
-    }
+    log_refusal(peer, host, &reply, detail);
     if speaks != Speaks::Http {
         return;
     }
@@ -153,6 +144,21 @@ pub async fn read_out(tcp: &mut TcpStream, max: usize, time: Duration) {
         }
     };
     let _ = tokio::time::timeout(time, drain).await;
+}
+
+/// Logs a refusal under the shared budget (info at most once a second, the rest at debug);
+/// `detail` may say more than the visitor is told, or else the reply's message is the reason.
+pub fn log_refusal(peer: SocketAddr, host: &str, reply: &Reply, detail: &str) {
+    let reason = if detail.is_empty() { reply.message.as_str() } else { detail };
+    // The status logged is the one the visitor is shown (an HTTP visitor's response; the
+    // same code for a visitor that is only closed), so the log and what a user reports agree.
+    let status = http::http_status(reply.status).0;
+    match REFUSALS.take() {
+        Some(suppressed) => {
+            tracing::info!(%peer, host, status, reason, suppressed, "visitor refused")
+        }
+        None => tracing::debug!(%peer, host, status, reason, "visitor refused"),
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// Public entrypoints: `:80`, or `:5201/iperf.local` for a raw entrypoint bound to a host.
     #[serde(default)]
     pub entry_point: Option<OneOrMany>,
+    /// `[[entrypoints]]`: entrypoints with options, after those of `entryPoint`.
+    #[serde(default)]
+    pub entrypoints: Vec<EntrypointFile>,
     /// One token accepted for every tunnel.
     #[serde(default)]
     pub token: Option<Secret>,
@@ -118,12 +121,35 @@ pub struct IngressTable {
 
 /// One ingress rule as written.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleFile {
     /// `example.org`, `.example.com` or `*.example.com`.
     pub hostname: String,
     /// Tunnel UUID; `$UUID` makes the rule private.
     pub endpoint: String,
+    /// A path prefix (`/api`): the rule takes the host's HTTP requests under it.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `user:$argon2id$...` entries (hashes from `tunnel-server --hash-password`): HTTP
+    /// requests need basic authentication as one of them.
+    #[serde(default)]
+    pub basic_auth: Vec<String>,
+}
+
+/// A rule's `path`: absolute, without query, fragment, dot segments, repeated slashes or
+/// percent-escapes, so that it means the same to the server and to the origin.
+fn validate_rule_path(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("{raw:?}: a path starts with /"));
+    }
+    if let Some(c) = raw.chars().find(|c| matches!(c, '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control()) {
+        return Err(format!("{raw:?}: {c:?} is not allowed in a rule's path"));
+    }
+    if raw.contains("//") || raw.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!("{raw:?}: no empty, . or .. segments in a rule's path"));
+    }
+    let path = raw.trim_end_matches('/');
+    Ok(if path.is_empty() { "/".to_owned() } else { path.to_owned() })
 }
 
 /// A per-tunnel token.
@@ -216,6 +242,31 @@ pub struct Limits {
     pub max_visitors_per_source: usize,
 }
 
+/// An `[[entrypoints]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntrypointFile {
+    /// Where to listen, as in `entryPoint` (`:80`, or `:5201/iperf.local` for a raw one).
+    pub addr: String,
+    /// CIDRs (or addresses) of proxies whose `X-Forwarded-For` is extended, not replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// One info line per HTTP request (default on).
+    #[serde(default = "on")]
+    pub access_log: bool,
+    /// Keep HTTP origin connections for reuse across requests (default on).
+    #[serde(default = "on")]
+    pub reuse_origins: bool,
+    /// Connections from `trustedProxies` start with a PROXY protocol header (v1 or v2) naming
+    /// the visitor (default off).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
 /// A public entrypoint.
 #[derive(Debug, Clone)]
 pub struct Entrypoint {
@@ -223,6 +274,26 @@ pub struct Entrypoint {
     pub addr: SocketAddr,
     /// For a raw entrypoint, the hostname every connection is routed as.
     pub hostname: Option<String>,
+    /// Visitors whose `X-Forwarded-For` is extended rather than replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// One info line per HTTP request.
+    pub access_log: bool,
+    /// Keep HTTP origin connections for reuse.
+    pub reuse_origins: bool,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+}
+
+impl Entrypoint {
+    /// What the HTTP path needs to know of this entrypoint.
+    pub fn http_options(&self) -> crate::http::HttpOptions {
+        crate::http::HttpOptions {
+            trusted_proxies: self.trusted_proxies.clone(),
+            access_log: self.access_log,
+            reuse_origins: self.reuse_origins,
+            proxy_protocol: self.proxy_protocol,
+        }
+    }
 }
 
 /// The validated configuration.
@@ -284,7 +355,12 @@ impl FileConfig {
             for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                 let (hostname, endpoint) =
                     rule.rsplit_once(':').ok_or_else(|| u.bad("tunnel", rule, "expected hostname:tunnel-id"))?;
-                fc.ingress.rules.push(RuleFile { hostname: hostname.into(), endpoint: endpoint.into() });
+                fc.ingress.rules.push(RuleFile {
+                    hostname: hostname.into(),
+                    endpoint: endpoint.into(),
+                    path: None,
+                    basic_auth: Vec::new(),
+                });
             }
         }
         let l = &mut fc.limits;
@@ -341,7 +417,9 @@ impl FileConfig {
             (None, Some(_)) => return Err(invalid("certFile", "keyFile needs certFile".into())),
         };
         let mut entrypoints = Vec::new();
-        for item in self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default() {
+        let plain = self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default();
+        let tables = self.entrypoints.iter().map(|t| (t.addr.clone(), Some(t)));
+        for (item, table) in plain.into_iter().map(|i| (i, None)).chain(tables) {
             let (addr, hostname) = match item.split_once('/') {
                 Some((a, h)) => {
                     (a, Some(host::canonicalize(h).map_err(|e| invalid("entryPoint", format!("{item:?}: {e}")))?))
@@ -349,7 +427,28 @@ impl FileConfig {
                 None => (item.as_str(), None),
             };
             let addr = url::bind_addr(addr).map_err(|e| invalid("entryPoint", e))?;
-            entrypoints.push(Entrypoint { addr, hostname });
+            let mut trusted_proxies = Vec::new();
+            for raw in table.map(|t| t.trusted_proxies.as_slice()).unwrap_or_default() {
+                let net = raw
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| invalid("entrypoints.trustedProxies", format!("{raw:?}: not a CIDR or an address")))?;
+                trusted_proxies.push(net);
+            }
+            // The plain `entryPoint` form keeps its log volume: no access log.
+            let access_log = table.is_some_and(|t| t.access_log);
+            let reuse_origins = table.is_none_or(|t| t.reuse_origins);
+            let proxy_protocol = table.is_some_and(|t| t.proxy_protocol);
+            if proxy_protocol && trusted_proxies.is_empty() {
+                return Err(invalid(
+                    "entrypoints.proxyProtocol",
+                    format!(
+                        "{}: the PROXY protocol is read from trustedProxies only; list the balancers' addresses there",
+                        addr
+                    ),
+                ));
+            }
+            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins, proxy_protocol });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {
@@ -361,18 +460,38 @@ impl FileConfig {
                 None => (false, r.endpoint.trim()),
             };
             let tunnel = parse_tunnel_id(id).map_err(|e| invalid(&format!("{key}.endpoint"), e))?;
-            if let Some(j) =
-                rules.iter().position(|earlier: &Rule| earlier.pattern == pattern && earlier.tunnel != tunnel)
-            {
+            let path = match &r.path {
+                None => None,
+                Some(raw) => Some(validate_rule_path(raw).map_err(|e| invalid(&format!("{key}.path"), e))?),
+            };
+            let mut basic_auth = Vec::new();
+            for (j, entry) in r.basic_auth.iter().enumerate() {
+                let cred = crate::http::auth::parse_credential(entry)
+                    .map_err(|e| invalid(&format!("{key}.basicAuth[{j}]"), e))?;
+                basic_auth.push(cred);
+            }
+            if private && !basic_auth.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.basicAuth"),
+                    "a private rule is reached by access clients, not HTTP visitors; basic authentication applies to public rules only".into(),
+                ));
+            }
+            if let Some(j) = rules.iter().position(|earlier: &Rule| {
+                earlier.pattern == pattern && earlier.path == path && earlier.tunnel != tunnel
+            }) {
+                let what = match &path {
+                    Some(p) => format!("{:?} with path {p:?}", r.hostname),
+                    None => format!("{:?}", r.hostname),
+                };
                 return Err(invalid(
                     &format!("{key}.hostname"),
                     format!(
-                        "{:?} is already ruled to tunnel {} by ingress.rules[{j}]; a hostname goes to one tunnel (the first rule would win and this one never be used): remove one of the two rules",
-                        r.hostname, rules[j].tunnel
+                        "{what} is already ruled to tunnel {} by ingress.rules[{j}]; a hostname goes to one tunnel (the first rule would win and this one never be used): remove one of the two rules",
+                        rules[j].tunnel
                     ),
                 ));
             }
-            rules.push(Rule { pattern, tunnel, private });
+            rules.push(Rule { pattern, path, tunnel, private, basic_auth });
         }
         let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {
@@ -682,5 +801,21 @@ mod tests {
         assert!(warnings[0].contains("127.0.0.1:5201/iperf.local") && warnings[0].contains("no ingress rule"));
         assert!(warnings[0].contains("hostname = \"iperf.local\""), "{}", warnings[0]);
         assert!(warnings[1].contains("private.local") && warnings[1].contains("private"), "{}", warnings[1]);
+    }
+
+    #[test]
+    fn entrypoint_tables_add_options_after_the_plain_list() {
+        let text = "addr = \":0\"\nentryPoint = [\":80\"]\n\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\n[[entrypoints]]\naddr = \":82/raw.local\"\naccessLog = false\n";
+        let cfg = toml::from_str::<FileConfig>(text).unwrap().validate("f").unwrap();
+        let ports: Vec<u16> = cfg.entrypoints.iter().map(|e| e.addr.port()).collect();
+        assert_eq!(ports, [80, 81, 82]);
+        assert!(cfg.entrypoints[0].trusted_proxies.is_empty() && !cfg.entrypoints[0].access_log);
+        assert_eq!(cfg.entrypoints[1].trusted_proxies.len(), 2);
+        assert!(cfg.entrypoints[1].access_log, "on by default in a table");
+        assert_eq!(cfg.entrypoints[2].hostname.as_deref(), Some("raw.local"));
+        assert!(!cfg.entrypoints[2].access_log);
+        let bad = "addr = \":0\"\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"nope\"]\n";
+        let err = toml::from_str::<FileConfig>(bad).unwrap().validate("f").unwrap_err();
+        assert!(err.to_string().contains("trustedProxies"), "{err}");
     }
 }

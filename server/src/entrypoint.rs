@@ -15,12 +15,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use tunnel_proto::pump::accept_until;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
+use tunnel_runtime::proxy_protocol;
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
+use crate::http::HttpOptions;
 use crate::Shared;
 
 /// Accepts visitors on one entrypoint until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Option<String>, label: Arc<str>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    raw_host: Option<String>,
+    label: Arc<str>,
+    options: Arc<HttpOptions>,
+) {
     loop {
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "entrypoint", || listener.accept()).await else {
             return;
@@ -30,18 +38,33 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
             tracing::debug!(%peer, "visitor refused: visitor limit reached");
             continue;
         };
-        let Some(source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
-            shared.metrics.visitor(&label, "refused");
-            tracing::debug!(%peer, "visitor refused: too many visitors from this address");
-            continue;
+        // A load balancer sending the PROXY protocol is counted by the visitor it names.
+        let behind_balancer = options.proxy_protocol && options.trusts(peer.ip());
+        let source = if behind_balancer {
+            None
+        } else {
+            let Some(source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
+                shared.metrics.visitor(&label, "refused");
+                tracing::debug!(%peer, "visitor refused: too many visitors from this address");
+                continue;
+            };
+            Some(source)
         };
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
-        let (raw_host, label) = (raw_host.clone(), label.clone());
+        let (raw_host, label, options) = (raw_host.clone(), label.clone(), options.clone());
         let span = tracing::debug_span!("visitor", %peer);
         shared.life.tasks().spawn(
             async move {
-                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host).await;
+                let mut tcp = tcp;
+                let (peer, source) = match source {
+                    Some(source) => (peer, source),
+                    None => match behind(&task_shared, &mut tcp, peer).await {
+                        Some(visitor) => visitor,
+                        None => return task_shared.metrics.visitor(&label, "refused"),
+                    },
+                };
+                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host, options).await;
                 task_shared.metrics.visitor(&label, outcome);
                 drop((permit, source));
             }
@@ -50,12 +73,43 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, raw_host: Op
     }
 }
 
+/// Reads the PROXY protocol header a trusted balancer at `balancer` sends first, and takes a
+/// place in the budget of the visitor it names; `None` (the connection is closed) when the
+/// header is missing, bad or slow, names no visitor, or the visitor is over its budget.
+async fn behind(
+    shared: &Shared,
+    tcp: &mut TcpStream,
+    balancer: SocketAddr,
+) -> Option<(SocketAddr, crate::budget::Slot<std::net::IpAddr>)> {
+    let timeout = shared.limits().sniff_timeout;
+    let reply = |why: String| Reply::new(Status::BAD_REQUEST, why);
+    let visitor = match proxy_protocol::read_header(tcp, timeout).await {
+        Ok(Some(visitor)) => visitor,
+        Ok(None) => {
+            tracing::debug!(%balancer, "PROXY protocol header without a visitor (a health check): closed");
+            return None;
+        }
+        Err(err) => {
+            visitor::log_refusal(balancer, "", &reply(err.to_string()), "the balancer's connection is closed");
+            return None;
+        }
+    };
+    match shared.budgets.visitors_per_source.take(&visitor.ip()) {
+        Some(slot) => Some((visitor, slot)),
+        None => {
+            tracing::debug!(%visitor, %balancer, "visitor refused: too many visitors from this address");
+            None
+        }
+    }
+}
+
 /// Serves one visitor; returns its outcome for the metrics: `served`, `refused` or `left`.
 async fn serve_visitor(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut tcp: TcpStream,
     peer: SocketAddr,
     raw_host: Option<String>,
+    options: Arc<HttpOptions>,
 ) -> &'static str {
     let limits = shared.limits();
     let Named { host, prefix, speaks } = match raw_host {
@@ -72,6 +126,10 @@ async fn serve_visitor(
             }
         },
     };
+    if speaks == Speaks::Http {
+        // Every request is routed on its own, by its own target.
+        return crate::http::serve(shared.clone(), tcp, prefix, peer, options).await;
+    }
     let tunnel = match shared.routes.snapshot().route_public(&host) {
         Ok(rule) => rule.tunnel,
         Err(err) => {

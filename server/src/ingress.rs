@@ -1,4 +1,10 @@
 //! The routing table: validated rules, looked up synchronously.
+//!
+//! A visitor's host picks the best host pattern (an exact rule beats any wildcard, and among
+//! wildcards the longest suffix wins). The rules of that pattern may carry a path: an HTTP
+//! request takes the one whose path is the longest prefix of its own (on a segment boundary:
+//! `/api` covers `/api` and `/api/x`, not `/apix`), and the rule without a path is the
+//! fallback; TLS and raw visitors, who have no path, take the fallback.
 
 use tunnel_proto::host::{best_match, HostPattern};
 use uuid::Uuid;
@@ -8,10 +14,53 @@ use uuid::Uuid;
 pub struct Rule {
     /// Which hostnames the rule covers.
     pub pattern: HostPattern,
+    /// The path prefix it covers (`/api`), or none: every path.
+    pub path: Option<String>,
     /// The tunnel the hostnames go to.
     pub tunnel: Uuid,
     /// A private rule is never used by public entrypoints, only by access clients.
     pub private: bool,
+    /// Users allowed in by HTTP basic authentication (none: no authentication).
+    pub basic_auth: Vec<Credential>,
+}
+
+impl Rule {
+    /// A rule for every path, without authentication.
+    pub fn new(pattern: HostPattern, tunnel: Uuid, private: bool) -> Rule {
+        Rule { pattern, path: None, tunnel, private, basic_auth: Vec::new() }
+    }
+
+    /// The rule as written, for logs: `host` or `host/path`.
+    pub fn label(&self) -> String {
+        match &self.path {
+            Some(path) => format!("{}{path}", self.pattern),
+            None => self.pattern.to_string(),
+        }
+    }
+}
+
+/// A user of basic authentication and the hash of its password (a PHC string, argon2).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The user name.
+    pub user: String,
+    /// `$argon2id$v=19$...`.
+    pub hash: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:<hash>", self.user)
+    }
+}
+
+/// Whether rule path `prefix` covers request path `path` (both normalised, starting with `/`).
+pub fn path_covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+        None => false,
+    }
 }
 
 /// The ingress table.
@@ -26,10 +75,44 @@ impl Ingress {
         Ingress { rules }
     }
 
-    /// The best rule for a canonical hostname: an exact rule beats any wildcard, and among
-    /// wildcards the longest suffix wins.
+    /// The rules of the best host pattern for a canonical hostname.
+    fn candidates<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Rule> + 'a {
+        let best = best_match(self.rules.iter().map(|r| (&r.pattern, &r.pattern)), host).cloned();
+        self.rules.iter().filter(move |r| best.as_ref() == Some(&r.pattern))
+    }
+
+    /// The rule for a canonical hostname when there is no path (TLS, raw, or a stream): the
+    /// best host pattern's rule without a path.
     pub fn lookup(&self, host: &str) -> Option<&Rule> {
-        best_match(self.rules.iter().map(|r| (&r.pattern, r)), host)
+        self.candidates(host).find(|r| r.path.is_none())
+    }
+
+    /// The rule for an HTTP request to a canonical hostname and a normalised path: among the
+    /// best host pattern's rules, the longest path prefix, else the rule without a path.
+    pub fn lookup_path(&self, host: &str, path: &str) -> Option<&Rule> {
+        let mut best: Option<&Rule> = None;
+        for rule in self.candidates(host) {
+            let better = match (&rule.path, best.and_then(|b| b.path.as_ref())) {
+                (Some(p), _) if !path_covers(p, path) => false,
+                (Some(p), Some(q)) => p.len() > q.len(),
+                (Some(_), None) => true,
+                (None, _) => best.is_none(),
+            };
+            if better {
+                best = Some(rule);
+            }
+        }
+        best
+    }
+
+    /// Whether some rule of the best host pattern for `host` sends it to `tunnel`.
+    pub fn routes_to(&self, host: &str, tunnel: &Uuid) -> bool {
+        self.candidates(host).any(|r| &r.tunnel == tunnel)
+    }
+
+    /// Whether a rule for `host` has a path (its requests' paths are then normalised).
+    pub fn has_paths(&self, host: &str) -> bool {
+        self.candidates(host).any(|r| r.path.is_some())
     }
 
     /// Whether any rule names `tunnel` (agents of other tunnels are refused at join).
@@ -40,5 +123,51 @@ impl Ingress {
     /// The rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Uuid = Uuid::from_u128(1);
+    const B: Uuid = Uuid::from_u128(2);
+    const C: Uuid = Uuid::from_u128(3);
+
+    fn rule(host: &str, path: Option<&str>, tunnel: Uuid) -> Rule {
+        Rule { path: path.map(str::to_owned), ..Rule::new(HostPattern::parse(host).unwrap(), tunnel, false) }
+    }
+
+    #[test]
+    fn the_longest_path_prefix_wins_and_the_pathless_rule_is_the_fallback() {
+        let t = Ingress::new(vec![
+            rule("a.example", None, A),
+            rule("a.example", Some("/api"), B),
+            rule("a.example", Some("/api/v2"), C),
+        ]);
+        assert_eq!(t.lookup_path("a.example", "/").unwrap().tunnel, A);
+        assert_eq!(t.lookup_path("a.example", "/apix").unwrap().tunnel, A);
+        assert_eq!(t.lookup_path("a.example", "/api").unwrap().tunnel, B);
+        assert_eq!(t.lookup_path("a.example", "/api/v1/x").unwrap().tunnel, B);
+        assert_eq!(t.lookup_path("a.example", "/api/v2").unwrap().tunnel, C);
+        assert_eq!(t.lookup_path("a.example", "/api/v2/users").unwrap().tunnel, C);
+        assert_eq!(t.lookup("a.example").unwrap().tunnel, A);
+    }
+
+    #[test]
+    fn a_host_with_path_rules_only_has_no_rule_for_other_paths_or_for_tls() {
+        let t = Ingress::new(vec![rule("a.example", Some("/api"), B), rule(".example", None, C)]);
+        assert_eq!(t.lookup_path("a.example", "/api/x").unwrap().tunnel, B);
+        assert!(t.lookup_path("a.example", "/other").is_none());
+        assert!(t.lookup("a.example").is_none());
+        assert_eq!(t.lookup("b.example").unwrap().tunnel, C);
+    }
+
+    #[test]
+    fn a_root_path_rule_covers_everything() {
+        assert!(path_covers("/", "/x"));
+        assert!(path_covers("/api/", "/api/x"));
+        assert!(path_covers("/api/", "/api"));
+        assert!(!path_covers("/api", "/ap"));
     }
 }

@@ -31,6 +31,7 @@ pub mod budget;
 pub mod config;
 mod entrypoint;
 pub mod gateway;
+pub mod http;
 pub mod identity;
 pub mod ingress;
 pub mod metrics;
@@ -48,6 +49,10 @@ const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// State shared by every task of a server.
 pub(crate) struct Shared {
+    /// Idle HTTP/1.1 connections to origins over tunnel streams.
+    pub(crate) origins: Arc<http::pool::OriginPool>,
+    /// Checks the basic authentication of ingress rules that ask for it.
+    pub(crate) auth: http::auth::Verifier,
     /// The configuration the server started with (listeners, transport, and what sizes the
     /// server-wide budgets); the parts a reload changes are `routes` and `limits`.
     pub(crate) config: Config,
@@ -119,7 +124,7 @@ impl Server {
             let l = tunnel_proto::pump::bind_listener_reuse(ep.addr, config.reuse)
                 .await
                 .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
-            entrypoints.push((l, ep.hostname.clone()));
+            entrypoints.push((l, ep.hostname.clone(), ep.http_options()));
         }
         let gateways = gateway::bind_all(&config.gateways).await?;
         let routes = config.routes();
@@ -139,6 +144,8 @@ impl Server {
             next_access_id: std::sync::atomic::AtomicU64::new(0),
             config_version: std::sync::atomic::AtomicU64::new(1),
             registry: registry::Registry::default(),
+            origins: Arc::default(),
+            auth: http::auth::Verifier::default(),
             routes: routing::RoutesCell::new(routes),
             config,
             life: Lifecycle::new(),
@@ -153,11 +160,20 @@ impl Server {
         }
         listeners.spawn(accept_sessions(shared.clone(), listener));
         let mut entrypoint_addrs = Vec::new();
-        for (l, hostname) in entrypoints {
+        listeners.spawn(http::pool::run_expiry(shared.origins.clone(), shared.life.stopping().clone()));
+        let origins = shared.origins.clone();
+        shared.registry.on_leave(move |session| origins.drop_session(session));
+        for (l, hostname, options) in entrypoints {
             let addr = l.local_addr()?;
             tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");
             entrypoint_addrs.push(addr);
-            listeners.spawn(entrypoint::run(shared.clone(), l, hostname, Arc::from(addr.to_string())));
+            listeners.spawn(entrypoint::run(
+                shared.clone(),
+                l,
+                hostname,
+                Arc::from(addr.to_string()),
+                Arc::new(options),
+            ));
         }
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;

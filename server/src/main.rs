@@ -36,12 +36,26 @@ struct Cli {
     /// Write the process ID to FILE once listening (overrides the file's `pidFile`).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<String>,
+    /// Read a password from standard input (one line) and print its argon2id hash, for an
+    /// ingress rule's basicAuth = ["USER:HASH"]; then exit.
+    #[arg(long, conflicts_with_all = ["listen", "config"])]
+    hash_password: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.hash_password {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            bail!("no password on standard input (e.g. printf '%s' \"$PASSWORD\" | tunnel-server --hash-password)");
+        }
+        println!("{}", tunnel_server::http::auth::hash_password(password).map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
     cli.common.init();
     let (mut file, source) = match (&cli.listen, &cli.config) {
         (Some(url), None) => (FileConfig::from_url(url)?, "-L".to_owned()),

@@ -112,9 +112,20 @@ pub struct PrivateRoute {
 }
 
 impl Routes {
-    /// The rule for a public visitor's canonical hostname; private rules are not used.
+    /// The rule for a public visitor's canonical hostname (a TLS or raw visitor: no path);
+    /// private rules are not used, nor rules with basic authentication (which only an HTTP
+    /// request can pass).
     pub fn route_public(&self, host: &str) -> Result<&Rule, RouteError> {
         match self.ingress.lookup(host) {
+            Some(rule) if !rule.private && rule.basic_auth.is_empty() => Ok(rule),
+            _ => Err(RouteError::NoRoute(host.to_owned())),
+        }
+    }
+
+    /// The rule for a public HTTP request to a canonical hostname and a normalised path;
+    /// private rules are not used.
+    pub fn route_public_path(&self, host: &str, path: &str) -> Result<&Rule, RouteError> {
+        match self.ingress.lookup_path(host, path) {
             Some(rule) if !rule.private => Ok(rule),
             _ => Err(RouteError::NoRoute(host.to_owned())),
         }
@@ -129,7 +140,7 @@ impl Routes {
         } else {
             Some(host::canonicalize(hostname).map_err(RouteError::BadHostname)?)
         };
-        let ruled_here = host.as_deref().and_then(|h| self.ingress.lookup(h)).is_some_and(|r| r.tunnel == tunnel);
+        let ruled_here = host.as_deref().is_some_and(|h| self.ingress.routes_to(h, &tunnel));
         if ruled_here || self.direct {
             return Ok(PrivateRoute { tunnel, host: host.unwrap_or_default() });
         }
@@ -224,7 +235,7 @@ mod tests {
     const STRANGER: Uuid = Uuid::from_u128(0x11111111_2222_4333_8444_555555555555);
 
     fn rule(pattern: &str, tunnel: Uuid, private: bool) -> Rule {
-        Rule { pattern: HostPattern::parse(pattern).unwrap(), tunnel, private }
+        Rule::new(HostPattern::parse(pattern).unwrap(), tunnel, private)
     }
 
     /// The seed's table: the same tunnel public under one name and private under another.

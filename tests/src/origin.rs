@@ -3,6 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 
 /// Starts an HTTP/1.1 origin answering every request with `origin=NAME host=HOST path=PATH`.
@@ -20,12 +22,44 @@ pub fn http_on(l: std::net::TcpListener, name: &str) {
         for conn in l.incoming() {
             let Ok(conn) = conn else { continue };
             let name = name.clone();
-            thread::spawn(move || serve_http(conn, &name));
+            thread::spawn(move || serve_http(conn, &name, None));
         }
     });
 }
 
-fn serve_http(mut conn: TcpStream, name: &str) {
+/// What a counting origin has seen.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// Requests answered.
+    pub requests: AtomicUsize,
+}
+
+/// As [`http`], counting connections and requests, and answering
+/// `origin=NAME host=HOST path=PATH xff=X-FORWARDED-FOR` (the header as received) and a
+/// second line `auth=present|none` (whether an `Authorization` header came).
+pub fn http_counting(name: &str) -> (SocketAddr, Arc<Counts>) {
+    let (l, addr) = crate::listener();
+    let name = name.to_owned();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            seen.connections.fetch_add(1, Ordering::SeqCst);
+            let (name, seen) = (name.clone(), seen.clone());
+            thread::spawn(move || serve_http(conn, &name, Some(&seen)));
+        }
+    });
+    (addr, counts)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+}
+
+fn serve_http(mut conn: TcpStream, name: &str, counts: Option<&Counts>) {
     let _ = conn.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -48,7 +82,15 @@ fn serve_http(mut conn: TcpStream, name: &str) {
                 l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.trim().to_owned())
             })
             .unwrap_or_default();
-        let body = format!("origin={name} host={host} path={path}\n");
+        let body = match counts {
+            None => format!("origin={name} host={host} path={path}\n"),
+            Some(counts) => {
+                counts.requests.fetch_add(1, Ordering::SeqCst);
+                let xff = header(&head, "x-forwarded-for").unwrap_or("");
+                let auth = if header(&head, "authorization").is_some() { "present" } else { "none" };
+                format!("origin={name} host={host} path={path} xff={xff}\nauth={auth}\n")
+            }
+        };
         let resp =
             format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         if conn.write_all(resp.as_bytes()).is_err() {

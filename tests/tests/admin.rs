@@ -113,7 +113,8 @@ fn counters_follow_the_traffic_and_gauges_come_back() {
 #[test]
 fn readiness_follows_sessions_and_the_drain() {
     let id = tunnel_id();
-    let url = format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=r.local:{id}&gracePeriod=20s");
+    // A raw entrypoint: the echo origin is not HTTP, and its stream must stay a byte pipe.
+    let url = format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0/r.local&tunnel=r.local:{id}&gracePeriod=20s");
     let mut server = Server::start(&["-L", &url, "--admin", "127.0.0.1:0"], 1);
     let server_admin = admin_of(&server.proc);
     let (status, body) = admin_get(server_admin, "/readyz", &[]);

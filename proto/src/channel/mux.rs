@@ -9,7 +9,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct MuxSession {
     cancel: CancellationToken,
     done: CancellationToken,
     peer: SocketAddr,
+    /// Streams handed out and not yet dropped.
+    live: Arc<AtomicUsize>,
 }
 
 fn yamux_config(config: &ChannelConfig) -> yamux::Config {
@@ -83,13 +85,56 @@ impl MuxSession {
         let done = CancellationToken::new();
         let inbound_policy = Arc::new(AtomicU8::new(policy_code(config.inbound)));
         let inbound = Inbound { tx: inbound_tx, policy: inbound_policy.clone(), refused: 0 };
-        tokio::spawn(drive(conn, flush, open_rx, inbound, cancel.clone(), done.clone()));
-        Arc::new(MuxSession { open_tx, inbound_policy, inbound: Mutex::new(inbound_rx), cancel, done, peer })
+        let live = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(drive(conn, flush, open_rx, inbound, cancel.clone(), done.clone(), live.clone()));
+        Arc::new(MuxSession { open_tx, inbound_policy, inbound: Mutex::new(inbound_rx), cancel, done, peer, live })
     }
 }
 
-fn wrap(stream: yamux::Stream) -> Stream {
-    Box::new(stream.compat())
+fn wrap(stream: yamux::Stream, live: &Arc<AtomicUsize>) -> Stream {
+    live.fetch_add(1, Ordering::Relaxed);
+    Box::new(Counted { inner: stream.compat(), live: live.clone() })
+}
+
+/// A stream of the session, counted in the session's `live` while it exists: a session
+/// closed with streams in flight must wake them (see [`drive`]).
+struct Counted<S> {
+    inner: S,
+    live: Arc<AtomicUsize>,
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn gone() -> io::Error {
@@ -102,12 +147,12 @@ impl Session for MuxSession {
             let (tx, rx) = oneshot::channel();
             self.open_tx.send(tx).await.map_err(|_| gone())?;
             let stream = rx.await.map_err(|_| gone())??;
-            Ok(wrap(stream))
+            Ok(wrap(stream, &self.live))
         })
     }
 
     fn accept_stream(&self) -> BoxFuture<'_, io::Result<Option<Stream>>> {
-        Box::pin(async move { Ok(self.inbound.lock().await.recv().await.map(wrap)) })
+        Box::pin(async move { Ok(self.inbound.lock().await.recv().await.map(|s| wrap(s, &self.live))) })
     }
 
     fn close(&self) {
@@ -229,6 +274,7 @@ async fn drive<T>(
     mut inbound: Inbound,
     cancel: CancellationToken,
     done: CancellationToken,
+    live: Arc<AtomicUsize>,
 ) where
     T: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
@@ -285,8 +331,14 @@ async fn drive<T>(
     if let Some(reply) = pending.take() {
         let _ = reply.send(Err(gone()));
     }
-    if matches!(stop, Stop::Close) {
+    // yamux's graceful close leaves a stream waiting for data asleep for good: only dropping
+    // the connection while it is active wakes every stream (with end of stream). So the
+    // goodbye is said only when no stream is in flight; a session closed under live streams
+    // (a dead peer, an eviction, a drain past its grace) is dropped, which also closes the
+    // socket.
+    if matches!(stop, Stop::Close) && live.load(Ordering::Relaxed) == 0 {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, poll_fn(|cx| conn.poll_close(cx))).await;
     }
+    drop(conn);
     done.cancel();
 }

@@ -38,6 +38,8 @@ pub struct TunnelRecord {
 pub struct Registry {
     tunnels: DashMap<Uuid, Arc<TunnelRecord>>,
     next_id: AtomicU64,
+    /// Told of every session that leaves its pool (to drop what is kept per session).
+    on_leave: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl Registry {
@@ -68,6 +70,19 @@ impl Registry {
             record.pool.remove(id);
         }
         self.tunnels.remove_if(tunnel, |_, r| !r.keep && r.pool.is_empty());
+        if let Some(hook) = self.on_leave.get() {
+            hook(id);
+        }
+    }
+
+    /// Sets what is told of each session leaving its pool (once; later calls are ignored).
+    pub fn on_leave(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.on_leave.set(Box::new(hook));
+    }
+
+    /// Whether session `id` of `tunnel` is still in its pool and serving `network`.
+    pub fn is_live(&self, tunnel: &Uuid, network: tunnel_proto::wire::Network, id: u64) -> bool {
+        self.tunnel(tunnel).is_some_and(|r| r.pool.get(network, id).is_some())
     }
 
     /// Every tunnel with a record, and its record.

@@ -105,15 +105,39 @@ impl Registry {
         prefix: &[u8],
         timeouts: ReplyTimeouts,
     ) -> Result<AgentStream, OpenError> {
+        self.open_preferring(tunnel, None, &[], header, prefix, timeouts).await
+    }
+
+    /// The session [`Registry::open`] would try next for `network`, taking its round-robin
+    /// turn: a caller keeping streams per session picks with this and then opens with
+    /// [`Registry::open_preferring`], so reused streams keep the pool's balance.
+    pub fn pick_session(&self, tunnel: &Uuid, network: Network) -> Option<u64> {
+        self.tunnel(tunnel)?.pool.pick(network, &[]).map(|agent| agent.id)
+    }
+
+    /// As [`Registry::open`], trying session `prefer` first when it is still in the pool, and
+    /// sessions in `avoid` not at all.
+    pub async fn open_preferring(
+        &self,
+        tunnel: &Uuid,
+        prefer: Option<u64>,
+        avoid: &[u64],
+        header: &StreamHeader,
+        prefix: &[u8],
+        timeouts: ReplyTimeouts,
+    ) -> Result<AgentStream, OpenError> {
         let Some(record) = self.tunnel(tunnel) else { return Err(OpenError::NoAgent(header.network)) };
+        let mut preferred = prefer.filter(|id| !avoid.contains(id)).and_then(|id| record.pool.get(header.network, id));
         let mut tried = Vec::new();
+        let mut skip = avoid.to_vec();
         let mut busy = false;
         let mut last_error = None;
         let mut message = Frame::StreamHeader(header.clone()).to_vec();
         message.extend_from_slice(prefix);
         for _ in 0..defaults::OPEN_ATTEMPTS {
-            let Some(agent) = record.pool.pick(header.network, &tried) else { break };
+            let Some(agent) = preferred.take().or_else(|| record.pool.pick(header.network, &skip)) else { break };
             tried.push(agent.id);
+            skip.push(agent.id);
             let Ok(permit) = agent.budget.clone().try_acquire_owned() else {
                 busy = true;
                 continue;

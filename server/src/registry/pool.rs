@@ -123,6 +123,12 @@ impl Pool {
         self.sessions.read().expect("pool lock").clone()
     }
 
+    /// The live session `id` if it serves `network`.
+    pub fn get(&self, network: Network, id: u64) -> Option<Arc<AgentSession>> {
+        let sessions = self.sessions.read().expect("pool lock");
+        sessions.iter().find(|s| s.id == id && s.networks.contains(network) && !s.session.is_closed()).cloned()
+    }
+
     /// Picks a live session serving `network`, skipping `tried`, by weighted round-robin.
     pub fn pick(&self, network: Network, tried: &[u64]) -> Option<Arc<AgentSession>> {
         let sessions = self.sessions.read().expect("pool lock");

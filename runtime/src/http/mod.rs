@@ -1,4 +1,10 @@
-//! The HTTP answers given to visitors that cannot be routed.
+//! HTTP for visitors: the answers given to those that cannot be routed, and what the HTTP
+//! paths of the server and the access client share: a request's host and path
+//! ([`target`]), IO wrappers ([`io`]) and the headers a proxy removes ([`proxy`]).
+
+pub mod io;
+pub mod proxy;
+pub mod target;
 
 use tunnel_proto::wire::Status;
 
@@ -18,10 +24,15 @@ pub fn http_status(status: Status) -> (u16, &'static str) {
     }
 }
 
+/// The HTTP status code, reason and one-line plain-text body of an error answer.
+pub fn error_body(status: Status, message: &str) -> (u16, &'static str, String) {
+    let (code, reason) = http_status(status);
+    (code, reason, format!("{code} {reason}: {message}\n"))
+}
+
 /// A complete `Connection: close` response with a one-line plain-text body.
 pub fn error_response(status: Status, message: &str) -> Vec<u8> {
-    let (code, reason) = http_status(status);
-    let body = format!("{code} {reason}: {message}\n");
+    let (code, reason, body) = error_body(status, message);
     format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nServer: tunnel\r\n\r\n{body}",
         body.len()

@@ -1,0 +1,484 @@
+//! One HTTP visitor connection: the hyper server, and each request's way to its origin.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
+};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tunnel_proto::defaults;
+use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
+use tunnel_runtime::{http, visitor};
+use uuid::Uuid;
+
+use super::pool::{Key, Origin};
+use super::{auth, set_forwarded, HttpOptions};
+use crate::Shared;
+use tunnel_runtime::http::io::{Counted, Prefixed};
+use tunnel_runtime::http::proxy::{self, strip_hop_by_hop};
+use tunnel_runtime::http::target;
+
+type Out = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Concurrent requests of one HTTP/2 visitor connection.
+pub const MAX_H2_STREAMS: u32 = 100;
+/// How often an HTTP/2 visitor is pinged, and how long its answer may take.
+const H2_PING: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer; returns its
+/// outcome for the metrics.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    prefix: Vec<u8>,
+    peer: SocketAddr,
+    options: Arc<HttpOptions>,
+) -> &'static str {
+    let limits = shared.limits();
+    let stop = shared.life.stopping().clone();
+    let hard = shared.life.hard_stop().clone();
+    let visitor = Arc::new(Visitor { shared, peer, options });
+    let svc = service_fn(move |req| {
+        let visitor = visitor.clone();
+        async move { Ok::<_, Infallible>(visitor.handle(req).await) }
+    });
+    // HTTP/1.1, and HTTP/2 with prior knowledge (told apart by the connection preface).
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.sniff_timeout)
+        .max_buf_size(limits.sniff_max_bytes.max(8192))
+        .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(limits.sniff_max_bytes.max(8192) as u32)
+        .keep_alive_interval(H2_PING)
+        .keep_alive_timeout(H2_PING);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = hard.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "HTTP visitor connection ended");
+    }
+    "served"
+}
+
+/// What every request of one visitor connection shares.
+struct Visitor {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    options: Arc<HttpOptions>,
+}
+
+/// The fields of a request's access-log line.
+struct Line {
+    peer: SocketAddr,
+    method: String,
+    host: String,
+    path: String,
+    tunnel: Option<Uuid>,
+    rule: String,
+    start: Instant,
+    on: bool,
+}
+
+impl Line {
+    fn log(&self, status: u16, bytes_in: u64, bytes_out: u64) {
+        if !self.on {
+            return;
+        }
+        let tunnel = self.tunnel.map(|t| t.to_string()).unwrap_or_default();
+        tracing::info!(
+            peer = %self.peer, method = %self.method, host = %self.host, path = %self.path, status,
+            bytes_in, bytes_out, duration_ms = self.start.elapsed().as_millis() as u64, tunnel,
+            rule = %self.rule, "request"
+        );
+    }
+}
+
+impl Visitor {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Out> {
+        let mut line = Line {
+            peer: self.peer,
+            method: req.method().to_string(),
+            host: String::new(),
+            path: req.uri().path().to_owned(),
+            tunnel: None,
+            rule: String::new(),
+            start: Instant::now(),
+            on: self.options.access_log,
+        };
+        let host = match target::request_host(&req) {
+            Ok(host) => host,
+            Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
+        };
+        line.host = host.clone();
+        let routes = self.shared.routes.snapshot();
+        // A host with path rules is routed by the normalised path, and its origin is sent
+        // that same path; other hosts' paths go through untouched.
+        let normalised = match routes.ingress.has_paths(&host) {
+            true => match target::normalize_path(req.uri().path()) {
+                Ok(path) => Some(path),
+                Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
+            },
+            false => None,
+        };
+        let (tunnel, rule, users) =
+            match routes.route_public_path(&host, normalised.as_deref().unwrap_or(req.uri().path())) {
+                Ok(rule) => (rule.tunnel, rule.label(), rule.basic_auth.clone()),
+                Err(err) => return self.error(&line, Reply::new(err.status(), err.to_string()), ""),
+            };
+        drop(routes);
+        line.tunnel = Some(tunnel);
+        line.rule = rule;
+        if !users.is_empty() {
+            match self.shared.auth.check(&users, req.headers()).await {
+                auth::Outcome::Allowed(user) => {
+                    tracing::debug!(peer = %self.peer, %host, user, "basic authentication passed");
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
+                auth::Outcome::Denied(why) => {
+                    let mut resp = self.error(
+                        &line,
+                        Reply::new(Status::UNAUTHORIZED, format!("{host}: authentication required")),
+                        why,
+                    );
+                    let challenge = format!("Basic realm=\"{host}\", charset=\"UTF-8\"");
+                    resp.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_str(&challenge).expect("a canonical host is a header value"),
+                    );
+                    return resp;
+                }
+                auth::Outcome::Ambiguous => {
+                    let reply = Reply::new(Status::BAD_REQUEST, "more than one Authorization header");
+                    return self.error(&line, reply, "");
+                }
+                auth::Outcome::Busy => {
+                    let mut resp = self.error(
+                        &line,
+                        Reply::new(Status::UNAVAILABLE, format!("{host}: try again")),
+                        "authentication is busy",
+                    );
+                    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                    return resp;
+                }
+            }
+        }
+        if let Some(path) = normalised {
+            let target = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            match Uri::try_from(target) {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return self.error(&line, Reply::new(Status::BAD_REQUEST, "bad request target"), ""),
+            }
+        }
+        let upgrading = proxy::takes_upgrade(&req);
+        let visitor_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        proxy::to_origin(&mut req, &host, upgrading);
+        let headers = req.headers_mut();
+        set_forwarded(headers, self.peer.ip(), &host, &self.options.trusted_proxies);
+        let up = Arc::new(AtomicU64::new(0));
+        let req = req.map(|body| Counted::new(body, up.clone()));
+        let label = self.shared.tunnel_label(&tunnel);
+        let (origin, mut resp) = match self.send(tunnel, host, &label, req).await {
+            Ok(sent) => sent,
+            Err((reply, detail)) => return self.error(&line, reply, &detail),
+        };
+        self.shared.metrics.opened(&label);
+        let key = (tunnel, line.host.clone(), origin.session_id);
+        tracing::debug!(peer = %self.peer, host = %key.1, %tunnel, session = origin.session_id, "request forwarded");
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            line.log(101, 0, 0);
+            if let Some(visitor_upgrade) = visitor_upgrade {
+                let origin_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin));
+            }
+            return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
+        }
+        strip_hop_by_hop(resp.headers_mut(), false);
+        let down = Arc::new(AtomicU64::new(0));
+        let status = resp.status().as_u16();
+        let shared = self.shared.clone();
+        resp.map(move |body| {
+            let reuse = self.options.reuse_origins;
+            let finish = Finish { shared, key, origin, line, status, up, label, reuse };
+            Tracked { inner: Counted::new(body, down.clone()), down, ended: false, finish: Some(finish) }.boxed_unsync()
+        })
+    }
+
+    /// Sends `req` on an idle origin connection or a new stream. A connection that fails
+    /// before the request went out is replaced; one that fails after it went out but before
+    /// any byte of the response came back is replaced too when the request can be sent again
+    /// (an idempotent method without a body), on another session. At most
+    /// [`defaults::OPEN_ATTEMPTS`] tries.
+    async fn send(
+        &self,
+        tunnel: Uuid,
+        host: String,
+        label: &str,
+        req: Request<Counted>,
+    ) -> Result<(Origin, Response<Incoming>), (Reply, String)> {
+        let replay = Replay::of(&req);
+        let mut req = Some(req);
+        let mut avoid = Vec::new();
+        let failed = |detail: String| {
+            let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
+            (reply, detail)
+        };
+        let mut last = String::from("the origin connection failed");
+        for attempt in 0..defaults::OPEN_ATTEMPTS {
+            let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else { break };
+            let prefer = if attempt == 0 { self.shared.registry.pick_session(&tunnel, Network::Tcp) } else { None };
+            let pooled = match prefer {
+                Some(session) if self.options.reuse_origins => {
+                    self.shared.origins.take(&(tunnel, host.clone(), session))
+                }
+                _ => None,
+            };
+            let fresh = pooled.is_none();
+            let mut origin = match pooled {
+                Some(origin) => origin,
+                None => self.connect(tunnel, &host, prefer, &avoid, label).await?,
+            };
+            if origin.sender.ready().await.is_err() {
+                req = Some(request);
+                if fresh {
+                    avoid.push(origin.session_id);
+                }
+                continue;
+            }
+            let sent = origin.sender.try_send_request(request);
+            let outcome = if fresh {
+                sent.await
+            } else {
+                // A reused connection skipped the open's acknowledgement, which is what finds a
+                // dead or frozen agent session. So a response that is slow to start has the
+                // session probed; a silent one is closed, which fails this request over.
+                tokio::pin!(sent);
+                let ack = self.shared.limits().reply_timeouts().ack;
+                match tokio::time::timeout(ack, &mut sent).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        self.probe(tunnel, &host, origin.session_id, label).await;
+                        sent.await
+                    }
+                }
+            };
+            match outcome {
+                Ok(resp) => return Ok((origin, resp)),
+                Err(mut err) => {
+                    let back = err.take_message();
+                    let error = err.into_error();
+                    last = format!("the origin connection failed: {error}");
+                    if fresh {
+                        avoid.push(origin.session_id);
+                    }
+                    match back {
+                        Some(back) => {
+                            tracing::debug!(%host, %error, "origin connection failed before the request went out; retrying");
+                            req = Some(back);
+                        }
+                        None if replay.is_some() => {
+                            tracing::debug!(%host, %error, "origin connection failed before the response; sending the request again");
+                        }
+                        None => {
+                            tracing::debug!(%host, %error, "origin connection failed mid-request");
+                            return Err(failed(last));
+                        }
+                    }
+                }
+            }
+        }
+        Err(failed(last))
+    }
+
+    /// Checks that agent session `session` still answers, by opening a stream on it for
+    /// `host` (kept in the pool when it opens there): a silent session is closed by the open,
+    /// which fails the requests waiting on its streams over to other sessions.
+    async fn probe(&self, tunnel: Uuid, host: &str, session: u64, label: &str) {
+        tracing::debug!(%host, session, "slow response on a reused origin connection; probing its session");
+        if let Ok(origin) = self.connect(tunnel, host, Some(session), &[], label).await {
+            if origin.session_id == session && self.options.reuse_origins {
+                let registry = &self.shared.registry;
+                let live = || registry.is_live(&tunnel, Network::Tcp, session);
+                self.shared.origins.put((tunnel, host.to_owned(), session), origin, live);
+            }
+        }
+    }
+
+    /// Opens a stream to the tunnel (session `prefer` first, none of `avoid`) and an
+    /// HTTP/1.1 client connection over it.
+    async fn connect(
+        &self,
+        tunnel: Uuid,
+        host: &str,
+        prefer: Option<u64>,
+        avoid: &[u64],
+        label: &str,
+    ) -> Result<Origin, (Reply, String)> {
+        let Some(slot) = self.shared.budgets.streams_per_tunnel.take(&tunnel) else {
+            let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
+            return Err((reply, "tunnel is at its stream limit".into()));
+        };
+        let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(self.peer) };
+        let timeouts = self.shared.limits().reply_timeouts();
+        let agent = match self.shared.registry.open_preferring(&tunnel, prefer, avoid, &header, &[], timeouts).await {
+            Ok(agent) => agent,
+            Err(err) => {
+                self.shared.metrics.failed(label, err.status().0);
+                return Err((err.reply_for_public(host), err.reply_for_tunnel(&tunnel).message));
+            }
+        };
+        let session_id = agent.session_id;
+        let (sender, conn) =
+            match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(agent.stream)).await {
+                Ok(pair) => pair,
+                Err(err) => {
+                    let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
+                    return Err((reply, format!("origin handshake failed: {err}")));
+                }
+            };
+        let permit = agent.permit;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(%err, "origin connection ended");
+            }
+            drop((permit, slot));
+        });
+        Ok(Origin::new(sender, session_id))
+    }
+
+    fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {
+        visitor::log_refusal(self.peer, &line.host, &reply, detail);
+        let (code, _, body) = http::error_body(reply.status, &reply.message);
+        line.log(code, 0, body.len() as u64);
+        Response::builder()
+            .status(code)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(CONNECTION, "close")
+            .header("server", "tunnel")
+            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
+            .expect("a well-formed error response")
+    }
+}
+
+/// What is needed to send a request again: an idempotent method and no body (the request
+/// line and headers are kept; the body is empty by definition).
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: hyper::Version,
+    headers: HeaderMap,
+    up: Arc<AtomicU64>,
+}
+
+impl Replay {
+    fn of(req: &Request<Counted>) -> Option<Replay> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        );
+        if !idempotent || !req.body().is_end_stream() || req.headers().contains_key(UPGRADE) {
+            return None;
+        }
+        Some(Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            up: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn request(&self) -> Request<Counted> {
+        let mut req = Request::new(Counted::empty(self.up.clone()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// What is done once a response body is finished or dropped.
+struct Finish {
+    shared: Arc<Shared>,
+    key: Key,
+    origin: Origin,
+    line: Line,
+    status: u16,
+    up: Arc<AtomicU64>,
+    label: String,
+    reuse: bool,
+}
+
+/// A response body on its way to the visitor: counted, and its origin connection given back
+/// to the pool when it was read to the end.
+struct Tracked {
+    inner: Counted,
+    down: Arc<AtomicU64>,
+    ended: bool,
+    finish: Option<Finish>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let Some(f) = self.finish.take() else { return };
+        let (up, down) = (f.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed));
+        f.shared.metrics.carried(&f.label, up, down);
+        f.line.log(f.status, up, down);
+        if f.reuse && (self.ended || self.inner.is_end_stream()) {
+            let (registry, (tunnel, _, session)) = (&f.shared.registry, &f.key);
+            let live = || registry.is_live(tunnel, Network::Tcp, *session);
+            f.shared.origins.put(f.key.clone(), f.origin, live);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Plain-HTTP visitors served request by request: each request routed by its own target,
+//! origin connections reused over tunnel streams, `X-Forwarded-*`, the access log.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+
+use tunnel_tests::{agent, curl, origin, read_until_close, tunnel_id, Server, WAIT};
+
+/// Sends `requests` on one connection and reads the answers until the server closes it.
+fn raw_exchange(ep: SocketAddr, requests: &str) -> String {
+    let mut c = TcpStream::connect(ep).expect("connect");
+    c.write_all(requests.as_bytes()).unwrap();
+    let (out, closed) = read_until_close(&mut c, WAIT);
+    assert!(closed, "the server closes after the last answer: {}", String::from_utf8_lossy(&out));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn each_request_on_a_connection_is_routed_by_its_own_host() {
+    let (a, b, private) = (tunnel_id(), tunnel_id(), tunnel_id());
+    let (origin_a, seen_a) = origin::http_counting("A");
+    let (origin_b, seen_b) = origin::http_counting("B");
+    let (origin_p, seen_p) = origin::http_counting("P");
+    let rules = format!("a.example:{a},b.example:{b},p.example:${private}");
+    let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel={rules}")], 1);
+    let _agent_a = agent(&server, &[&format!("rtcp://:0/{origin_a}")], &a, "", 1);
+    let _agent_b = agent(&server, &[&format!("rtcp://:0/{origin_b}")], &b, "", 2);
+    let _agent_p = agent(&server, &[&format!("rtcp://:0/{origin_p}")], &private, "", 3);
+    let ep = server.entrypoints[0];
+    let out = raw_exchange(
+        ep,
+        "GET /one HTTP/1.1\r\nHost: a.example\r\n\r\n\
+         GET /two HTTP/1.1\r\nHost: B.Example:8080\r\n\r\n\
+         GET /three HTTP/1.1\r\nHost: p.example\r\n\r\n",
+    );
+    assert!(out.contains("origin=A host=a.example path=/one"), "{out}");
+    assert!(out.contains("origin=B host=b.example path=/two"), "the origin gets the canonical host: {out}");
+    let third = out.rsplit("HTTP/1.1 ").next().unwrap();
+    assert!(third.starts_with("404"), "a private rule is not reachable from a public entrypoint: {out}");
+    assert!(third.contains("p.example"), "the 404 names the host: {third}");
+    assert_eq!(seen_a.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(seen_b.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(seen_p.connections.load(Ordering::SeqCst), 0, "the private origin is never reached");
+}
+
+#[test]
+fn ambiguous_targets_get_400() {
+    let id = tunnel_id();
+    let (origin, seen) = origin::http_counting("A");
+    let rules = format!("www.public:{id},internal.corp:{id}");
+    let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel={rules}")], 1);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    for request in [
+        "GET HTTP://internal.corp/ HTTP/1.1\r\nHost: www.public\r\n\r\n",
+        "GET http://internal.corp/ HTTP/1.1\r\nHost: www.public\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: internal.corp@www.public\r\n\r\n",
+        "GET http://internal.corp@www.public/ HTTP/1.1\r\nHost: www.public\r\n\r\n",
+    ] {
+        let out = raw_exchange(ep, request);
+        assert!(out.starts_with("HTTP/1.1 400"), "{request:?}: {out}");
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 0, "no ambiguous request reaches the origin");
+    // An absolute-form target, any scheme case, with a Host that agrees, is served in origin form.
+    let out = raw_exchange(ep, "GET HTTP://WWW.Public/x HTTP/1.1\r\nHost: www.public:80\r\nConnection: close\r\n\r\n");
+    assert!(out.contains("origin=A host=www.public path=/x"), "{out}");
+}
+
+#[test]
+fn closing_visitors_reuse_origin_connections() {
+    let id = tunnel_id();
+    let (origin, seen) = origin::http_counting("A");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let toml = format!(
+        "addr = \"127.0.0.1:0\"\n[[entrypoints]]\naddr = \"127.0.0.1:0\"\n[[ingress.rules]]\nhostname = \"a.example\"\nendpoint = \"{id}\"\n"
+    );
+    std::fs::write(&path, toml).unwrap();
+    let server = Server::start(&["-C", path.to_str().unwrap()], 1);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    for n in 0..200 {
+        let out = raw_exchange(ep, &format!("GET /{n} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"));
+        assert!(out.contains(&format!("path=/{n} ")), "{out}");
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 200);
+    let connections = seen.connections.load(Ordering::SeqCst);
+    assert!(connections <= 20, "200 closing visitors opened {connections} origin connections");
+}
+
+#[test]
+fn forwarded_for_is_appended_only_from_trusted_proxies() {
+    let id = tunnel_id();
+    let (origin, _) = origin::http_counting("A");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"addr = "127.0.0.1:0"
+
+[[entrypoints]]
+addr = "127.0.0.1:0"
+trustedProxies = ["127.0.0.0/8"]
+
+[[entrypoints]]
+addr = "127.0.0.1:0"
+accessLog = false
+
+[[ingress.rules]]
+hostname = "a.example"
+endpoint = "{id}"
+"#
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["-C", path.to_str().unwrap()], 2);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let get = |ep: SocketAddr, extra: &[&str]| {
+        let url = format!("http://{ep}/p");
+        let mut args = vec!["-H", "Host: a.example"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let (code, body) = curl(&args);
+        assert_eq!(code, 0, "{body}");
+        body
+    };
+    let (trusting, plain) = (server.entrypoints[0], server.entrypoints[1]);
+    assert!(get(trusting, &[]).contains("xff=127.0.0.1\n"));
+    assert!(get(trusting, &["-H", "X-Forwarded-For: 2.2.2.2"]).contains("xff=2.2.2.2, 127.0.0.1\n"));
+    assert!(get(plain, &["-H", "X-Forwarded-For: 2.2.2.2"]).contains("xff=127.0.0.1\n"));
+    // One access line per request, on the entrypoint that keeps an access log only.
+    server.proc.wait_for_nth("method=GET", 2);
+    let lines: Vec<String> =
+        server.proc.output().lines().filter(|l| l.contains("method=GET")).map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("status=200") && lines[0].contains("host=a.example") && lines[0].contains("path=/p"));
+    let mut c = TcpStream::connect(trusting).unwrap();
+    let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: nowhere.example\r\n\r\n");
+    let _ = c.read_to_end(&mut Vec::new());
+    server.proc.wait_for("status=404");
+}
+
+/// An origin that switches every connection to a byte echo after a 101, and shuts its write
+/// half when the client shuts its own.
+fn upgrading_origin() -> SocketAddr {
+    let (l, addr) = tunnel_tests::listener();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                );
+                let mut buf = [0u8; 4096];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if conn.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+const WS_CLIENT: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((host, port))
+s.sendall(b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(1)
+    if not chunk:
+        sys.exit("closed during the handshake: %r" % head)
+    head += chunk
+if not head.startswith(b"HTTP/1.1 101"):
+    sys.exit("no 101: %r" % head)
+frame = bytes([0x81, 0x85, 1, 2, 3, 4]) + bytes(b ^ [1, 2, 3, 4][i % 4] for i, b in enumerate(b"hello"))
+s.sendall(frame)
+s.shutdown(socket.SHUT_WR)
+echoed = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    echoed += chunk
+if echoed != frame:
+    sys.exit("echo %r != %r" % (echoed, frame))
+print("echoed")
+"#;
+
+#[test]
+fn a_websocket_upgrade_becomes_a_byte_pump_with_half_close() {
+    let id = tunnel_id();
+    let origin = upgrading_origin();
+    let server =
+        Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=ws.example:{id}")], 1);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    let out = std::process::Command::new("python3")
+        .args(["-c", WS_CLIENT, &ep.ip().to_string(), &ep.port().to_string()])
+        .output()
+        .expect("run python3");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("echoed"), "{stdout}{stderr}");
+}
+
+#[test]
+fn an_access_clients_sniffing_listener_routes_each_request_by_its_own_host() {
+    let (mine, other) = (tunnel_id(), tunnel_id());
+    let (origin_mine, seen_mine) = origin::http_counting("M");
+    let (origin_other, seen_other) = origin::http_counting("O");
+    let rules = format!("mine.local:${mine},also.local:${mine},other.local:${other}");
+    let server = Server::start(&["-L", &format!("relay://127.0.0.1:0?tunnel={rules}")], 0);
+    let _agent_m = agent(&server, &[&format!("rtcp://:0/{origin_mine}")], &mine, "", 1);
+    let _agent_o = agent(&server, &[&format!("rtcp://:0/{origin_other}")], &other, "", 2);
+    let (_access, addrs) = tunnel_tests::access(&server, &["tcp://127.0.0.1:0?sniffing=true"], &mine, "");
+    let out = raw_exchange(
+        addrs[0],
+        "GET /one HTTP/1.1\r\nHost: mine.local\r\n\r\n\
+         GET /two HTTP/1.1\r\nHost: also.local\r\n\r\n\
+         GET /three HTTP/1.1\r\nHost: other.local\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.contains("origin=M host=mine.local path=/one"), "{out}");
+    assert!(out.contains("origin=M host=also.local path=/two"), "each request names its own host: {out}");
+    let third = out.rsplit("HTTP/1.1 ").next().unwrap();
+    assert!(third.starts_with("404"), "another tunnel's host is refused by the server: {out}");
+    assert_eq!(seen_mine.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(seen_other.connections.load(Ordering::SeqCst), 0, "the other tunnel's origin is never reached");
+    for request in [
+        "GET http://other.local/ HTTP/1.1\r\nHost: mine.local\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: other.local@mine.local\r\n\r\n",
+    ] {
+        let out = raw_exchange(addrs[0], request);
+        assert!(out.starts_with("HTTP/1.1 400"), "{request:?}: {out}");
+    }
+    assert_eq!(seen_other.connections.load(Ordering::SeqCst), 0);
+}
