@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Instant;
 
-use tunnel_tests::{agent, agent_config, http_get, openssl, origin, poll_until, tunnel_id, External, Server, WAIT};
+use tunnel_tests::{agent, agent_config, openssl, origin, poll_until, tunnel_id, External, Server, WAIT};
 
 /// One `GET /` with `Host: host` on a fresh connection; returns the status line's code and the
 /// body (read by its Content-Length: the test origin keeps connections open). In-process, so a
@@ -43,22 +43,28 @@ fn get(addr: SocketAddr, host: &str) -> (u16, String) {
     }
 }
 
-fn server_for(hosts: &[&str], id: &str) -> Server {
+/// A server with rules sending `hosts` to tunnel `id`, and entrypoints: the sniffing one
+/// first, then a raw one (`addr/host`) for each of `raw`. Through a raw entrypoint every
+/// visitor connection is a stream of its own; HTTP visitors of a sniffing one share origin
+/// connections, which would hide which target a request went to.
+fn server_for(hosts: &[&str], raw: &[&str], id: &str) -> Server {
     let rules: Vec<String> = hosts.iter().map(|h| format!("{h}:{id}")).collect();
-    let url = format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel={}", rules.join(","));
-    Server::start(&["-L", &url], 1)
+    let mut entrypoints = vec!["127.0.0.1:0".to_owned()];
+    entrypoints.extend(raw.iter().map(|h| format!("127.0.0.1:0/{h}")));
+    let url = format!("relay://127.0.0.1:0?entryPoint={}&tunnel={}", entrypoints.join(","), rules.join(","));
+    Server::start(&["-L", &url], entrypoints.len())
 }
 
 #[test]
 fn a_dead_fallback_target_is_skipped_after_max_fails_and_streams_retried() {
     let id = tunnel_id();
     let (live, dead) = (origin::http("live"), origin::closed_port());
-    let server = server_for(&["app.example"], &id);
+    let server = server_for(&["app.example"], &["app.example"], &id);
     // The dead target is first, so round-robin would give it every other stream.
     let agent = agent(&server, &[&format!("rtcp://:0/{dead},{live}?maxFails=1&failTimeout=1h")], &id, "", 1);
-    let ep = server.entrypoints[0];
+    let ep = server.entrypoints[1];
     for i in 0..20 {
-        let (status, body) = http_get(ep, "app.example", &format!("/{i}"));
+        let (status, body) = get(ep, "app.example");
         assert_eq!(status, 200, "request {i}: {body}");
         assert!(body.starts_with("origin=live"), "request {i} is served by the live target: {body}");
     }
@@ -72,7 +78,7 @@ fn a_revived_target_is_back_in_rotation_after_fail_timeout() {
     let id = tunnel_id();
     let live = origin::http("live");
     let revived = origin::closed_port();
-    let server = server_for(&["app.example"], &id);
+    let server = server_for(&["app.example"], &["app.example"], &id);
     let toml = format!(
         r#"[relay]
 addr = "{relay}"
@@ -95,7 +101,7 @@ host = "app.example"
         relay = server.relay
     );
     let (agent, _dir) = agent_config(&server, &toml, 1);
-    let ep = server.entrypoints[0];
+    let ep = server.entrypoints[1];
     let (status, body) = get(ep, "app.example");
     assert_eq!((status, body.starts_with("origin=live")), (200, true), "retried on the live target: {body}");
     agent.wait_for("target marked down target=revived");
@@ -123,14 +129,14 @@ fn an_http_health_check_takes_a_target_out_before_any_visitor_and_puts_it_back()
     let id = tunnel_id();
     let live = origin::http("live");
     let revived = origin::closed_port();
-    let server = server_for(&["app.example"], &id);
+    let server = server_for(&["app.example"], &["app.example"], &id);
     // failTimeout is long: only the check can bring the target back within the test.
     let service = format!(
         "rtcp://:0/{revived},{live}?healthCheck=/healthz&healthCheckInterval=100ms&healthCheckTimeout=5s&failTimeout=1h"
     );
     let agent = agent(&server, &[&service], &id, "", 1);
     agent.wait_for("target marked down by its health check target=target-0");
-    let ep = server.entrypoints[0];
+    let ep = server.entrypoints[1];
     for i in 0..20 {
         let (status, body) = get(ep, "app.example");
         assert_eq!((status, body.starts_with("origin=live")), (200, true), "request {i}: {body}");
@@ -224,7 +230,8 @@ fn visit(args: &[&str]) -> (String, String) {
 fn haproxy_behind_the_agent_sees_the_visitor_address_with_proxy_protocol_v1_and_v2() {
     let id = tunnel_id();
     let hp = haproxy();
-    let server = server_for(&["v1.example", "v2.example", "tls.example", "tls1.example"], &id);
+    let server =
+        server_for(&["v1.example", "v2.example", "tls.example", "tls1.example"], &["v1.example", "v2.example"], &id);
     let node = |host: &str, addr: SocketAddr, v: u8| {
         format!("[[services.forwarder.nodes]]\naddr = \"{addr}\"\nhost = \"{host}\"\nproxyProtocol = {v}\n")
     };
@@ -238,8 +245,8 @@ fn haproxy_behind_the_agent_sees_the_visitor_address_with_proxy_protocol_v1_and_
     );
     let (_agent, _dir) = agent_config(&server, &toml, 1);
     let ep = server.entrypoints[0];
-    for host in ["v1.example", "v2.example"] {
-        let (body, visitor) = visit(&["-H", &format!("Host: {host}"), &format!("http://{ep}/")]);
+    for (host, raw) in [("v1.example", server.entrypoints[1]), ("v2.example", server.entrypoints[2])] {
+        let (body, visitor) = visit(&["-H", &format!("Host: {host}"), &format!("http://{raw}/")]);
         assert!(visitor.starts_with("127.0.0.2:"), "{visitor}");
         assert_eq!(body, format!("src={visitor}"), "{host}: haproxy sees the visitor's address");
     }
@@ -255,7 +262,7 @@ fn without_proxy_protocol_haproxy_refuses_the_agent() {
     // The control: the same haproxy port, a target without proxyProtocol, gets no answer.
     let id = tunnel_id();
     let hp = haproxy();
-    let server = server_for(&["plain.example"], &id);
+    let server = server_for(&["plain.example"], &[], &id);
     let _agent = agent(&server, &[&format!("rtcp://:0/{}", hp.http)], &id, "", 1);
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "-H", "Host: plain.example", &format!("http://{}/", server.entrypoints[0])])
