@@ -13,6 +13,7 @@ use tunnel_runtime::cli::ClientArgs;
     tunnel-access -L tcp://:2222/ssh.srv-2.local -F \"relay://server:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a\"\n  \
     tunnel-access -L \"tcp://:8000?sniffing=true\" -F \"relay://server:8443?tunnel.id=ac74d9dd-3125-442a-a7c1-f9e49e05faca\"\n  \
     tunnel-access -L udp://:1053/dns.srv-2.local -F \"relay://server:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a\"\n  \
+    tunnel-access -L tcp://:2222/ssh.srv-2.local -F socks5://proxy:1080 -F \"relay://server:8443?tunnel.id=aede1f6a-762b-45da-b937-b6632356555a\"\n  \
     tunnel-access -C access.toml",
     mut_arg("services", |a| a.help("Listener (repeatable): tcp://ADDR/HOSTNAME or tcp://ADDR?sniffing=true (ADDR may be a port range), udp://ADDR/HOSTNAME[?keepalive=true&ttl=5s]."))
 )]

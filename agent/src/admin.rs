@@ -126,12 +126,14 @@ impl AdminApp for AgentAdmin {
                     .targets
                     .all()
                     .iter()
-                    .map(|t| {
+                    .enumerate()
+                    .map(|(i, t)| {
                         json!({
                             "name": t.name,
                             "network": t.network.to_string(),
                             "addr": t.addr,
                             "host": t.host.as_ref().map(|h| h.to_string()),
+                            "down": self.shared.targets.is_down(i),
                         })
                     })
                     .collect();

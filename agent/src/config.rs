@@ -14,6 +14,10 @@ use tunnel_runtime::url::{self, NodeUrl};
 
 pub use tunnel_runtime::config::ConfigError;
 
+use crate::health::{self, HealthCheck, Probe};
+use crate::proxy_protocol::ProxyVersion;
+use crate::target::{Selector, Strategy};
+
 /// The agent's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +65,24 @@ pub struct ServiceFile {
 pub struct ForwarderFile {
     /// The targets.
     pub nodes: Vec<NodeFile>,
+    /// How targets for the same host are balanced and skipped when they fail.
+    #[serde(default)]
+    pub selector: Option<SelectorFile>,
+}
+
+/// `forwarder.selector`, as in seed `003_*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SelectorFile {
+    /// `round` (default), `random`, `fifo` or `hash`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// Failed dials in a row after which a target is skipped (default 1).
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// How long it is skipped (default 10s; 0s never skips).
+    #[serde(default, with = "humantime_serde")]
+    pub fail_timeout: Option<Duration>,
 }
 
 /// One target as written.
@@ -75,6 +97,19 @@ pub struct NodeFile {
     /// Hostname pattern this target serves; none makes it a fallback.
     #[serde(default)]
     pub host: Option<String>,
+    /// `1` or `2`: write a PROXY protocol header of that version, carrying the visitor's
+    /// address, before any byte (TCP targets only).
+    #[serde(default, rename = "proxyProtocol")]
+    pub proxy_protocol: Option<u8>,
+    /// Active check: `"tcp"` (a connect) or an HTTP path such as `"/healthz"` (2xx or 3xx).
+    #[serde(default, rename = "healthCheck")]
+    pub health_check: Option<String>,
+    /// How often the check runs (default 10s).
+    #[serde(default, rename = "healthCheckInterval", with = "humantime_serde")]
+    pub health_check_interval: Option<Duration>,
+    /// Time limit of one check (default 2s).
+    #[serde(default, rename = "healthCheckTimeout", with = "humantime_serde")]
+    pub health_check_timeout: Option<Duration>,
 }
 
 /// `[limits]` as written.
@@ -114,6 +149,13 @@ pub struct Target {
     pub udp_ttl: Duration,
     /// UDP: bytes read per datagram from the target.
     pub read_buffer_size: usize,
+    /// Balancing and fail-over settings (its group's strategy, its own `maxFails` and
+    /// `failTimeout`).
+    pub selector: Selector,
+    /// PROXY protocol header to write first, if any.
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Active health check, if any.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Timeouts and backoff.
@@ -160,18 +202,38 @@ impl ClientFile for FileConfig {
             let mut u = NodeUrl::parse(raw)?;
             u.expect_scheme(&["rtcp", "rudp"], "rtcp, rudp")?;
             let sniffing = u.take_bool(&["sniffing"])?.unwrap_or(false);
-            let (mut ttl, mut read_buffer_size) = (None, None);
+            let (mut ttl, mut read_buffer_size, mut proxy_protocol) = (None, None, None);
             if u.scheme == "rudp" {
                 ttl = u.take_duration(&["ttl"])?;
                 read_buffer_size = u.take_with(&["readBufferSize"], str::parse::<usize>)?;
+            } else {
+                proxy_protocol = u.take_with(&["proxyProtocol"], str::parse::<u8>)?;
             }
+            let selector = SelectorFile {
+                strategy: u.take(&["strategy"]),
+                max_fails: u.take_with(&["maxFails"], str::parse::<u32>)?,
+                fail_timeout: u.take_duration(&["failTimeout"])?,
+            };
+            let health_check = u.take(&["healthCheck"]);
+            let health_check_interval = u.take_duration(&["healthCheckInterval"])?;
+            let health_check_timeout = u.take_duration(&["healthCheckTimeout"])?;
+            let has_selector =
+                selector.strategy.is_some() || selector.max_fails.is_some() || selector.fail_timeout.is_some();
             let target = u.target.clone().ok_or_else(|| u.bad("target", "", "missing: write rtcp://:0/host:port"))?;
             let nodes = target
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .enumerate()
-                .map(|(i, addr)| NodeFile { name: Some(format!("target-{i}")), addr: addr.to_owned(), host: None })
+                .map(|(i, addr)| NodeFile {
+                    name: Some(format!("target-{i}")),
+                    addr: addr.to_owned(),
+                    host: None,
+                    proxy_protocol,
+                    health_check: health_check.clone(),
+                    health_check_interval,
+                    health_check_timeout,
+                })
                 .collect();
             fc.services.push(ServiceFile {
                 name: Some(raw.clone()),
@@ -179,7 +241,7 @@ impl ClientFile for FileConfig {
                 sniffing,
                 ttl,
                 read_buffer_size,
-                forwarder: ForwarderFile { nodes },
+                forwarder: ForwarderFile { nodes, selector: has_selector.then_some(selector) },
             });
             u.finish()?;
         }
@@ -214,6 +276,8 @@ impl ClientFile for FileConfig {
             if udp_ttl.is_zero() {
                 return Err(invalid(&format!("services[{i}].ttl"), "must be more than 0".into()));
             }
+            let selector = validate_selector(svc.forwarder.selector.as_ref())
+                .map_err(|(k, why)| invalid(&format!("services[{i}].forwarder.selector.{k}"), why))?;
             if svc.forwarder.nodes.is_empty() {
                 return Err(invalid(&format!("services[{i}].forwarder.nodes"), "no targets".into()));
             }
@@ -226,6 +290,30 @@ impl ClientFile for FileConfig {
                     .map(HostPattern::parse)
                     .transpose()
                     .map_err(|e| invalid(&format!("{key}.host"), e.to_string()))?;
+                let proxy_protocol = match (node.proxy_protocol, network) {
+                    (None, _) => None,
+                    (Some(_), Network::Udp) => {
+                        return Err(invalid(&format!("{key}.proxyProtocol"), "only TCP (rtcp) targets take it".into()))
+                    }
+                    (Some(v), Network::Tcp) => {
+                        Some(ProxyVersion::from_number(v).map_err(|e| invalid(&format!("{key}.proxyProtocol"), e))?)
+                    }
+                };
+                let health_check =
+                    validate_check(node, network).map_err(|(k, why)| invalid(&format!("{key}.{k}"), why))?;
+                if let Some(other) = targets.iter().find(|t: &&Target| {
+                    t.network == network && t.host == host && t.selector.strategy != selector.strategy
+                }) {
+                    let group =
+                        host.as_ref().map_or("the fallback targets".to_owned(), |h| format!("targets for host {h}"));
+                    return Err(invalid(
+                        &format!("services[{i}].forwarder.selector.strategy"),
+                        format!(
+                            "{group} form one group, but this service says {} and target {} says {}: give them one strategy",
+                            selector.strategy, other.name, other.selector.strategy
+                        ),
+                    ));
+                }
                 targets.push(Target {
                     name: node.name.clone().unwrap_or_else(|| node.addr.clone()),
                     network,
@@ -233,6 +321,9 @@ impl ClientFile for FileConfig {
                     host,
                     udp_ttl,
                     read_buffer_size,
+                    selector,
+                    proxy_protocol,
+                    health_check,
                 });
             }
         }
@@ -257,6 +348,47 @@ impl ClientFile for FileConfig {
     }
 }
 
+/// A node's active check; errors name the key.
+fn validate_check(node: &NodeFile, network: Network) -> Result<Option<HealthCheck>, (&'static str, String)> {
+    let Some(raw) = node.health_check.as_deref() else {
+        if node.health_check_interval.is_some() || node.health_check_timeout.is_some() {
+            return Err((
+                "healthCheck",
+                "missing: healthCheckInterval and healthCheckTimeout need a healthCheck".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if network == Network::Udp {
+        return Err(("healthCheck", "only TCP (rtcp) targets have active checks".into()));
+    }
+    let probe = Probe::parse(raw).map_err(|e| ("healthCheck", e))?;
+    let interval = node.health_check_interval.unwrap_or(health::DEFAULT_INTERVAL);
+    let timeout = node.health_check_timeout.unwrap_or(health::DEFAULT_TIMEOUT);
+    if interval.is_zero() {
+        return Err(("healthCheckInterval", "must be more than 0".into()));
+    }
+    if timeout.is_zero() {
+        return Err(("healthCheckTimeout", "must be more than 0".into()));
+    }
+    Ok(Some(HealthCheck { probe, interval, timeout }))
+}
+
+/// The selector of a service, with GOST's defaults; errors name the key under `selector`.
+fn validate_selector(file: Option<&SelectorFile>) -> Result<Selector, (&'static str, String)> {
+    let Some(file) = file else { return Ok(Selector::default()) };
+    let strategy = file.strategy.as_deref().map(Strategy::parse).transpose().map_err(|e| ("strategy", e))?;
+    let max_fails = file.max_fails.unwrap_or(crate::target::DEFAULT_MAX_FAILS);
+    if max_fails == 0 {
+        return Err(("maxFails", "must be at least 1 (failTimeout = \"0s\" never skips a target)".into()));
+    }
+    Ok(Selector {
+        strategy: strategy.unwrap_or_default(),
+        max_fails,
+        fail_timeout: file.fail_timeout.unwrap_or(crate::target::DEFAULT_FAIL_TIMEOUT),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,3 +411,6 @@ mod tests {
         assert!(err.to_string().contains("relay.tunnel.id") && err.to_string().contains("nope"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod selector_tests;

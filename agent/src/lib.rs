@@ -4,9 +4,11 @@
 //! Its sessions are kept by the shared keeper ([`tunnel_runtime::client::keeper`]): several
 //! per agent, spread over the server name's addresses, reconnecting with backoff forever.
 //! Life of a stream ([`stream`]): the server opens it and writes a stream header naming the
-//! network and the visitor's hostname; the agent picks the target ([`target`]) whose `host`
-//! pattern matches (a target without `host` is the fallback), dials it under the dial
-//! timeout, answers with a status, and then copies bytes both ways ([`udp`] for UDP flows). A
+//! network and the visitor's hostname; the agent asks [`target`] for the group of targets whose
+//! `host` pattern matches (targets without `host` are the fallbacks), dials them in the
+//! selector's order under the dial timeout until one answers (skipping those that failed
+//! lately), writes a PROXY protocol header if the target wants one ([`proxy_protocol`]),
+//! answers with a status, and then copies bytes both ways ([`udp`] for UDP flows). A
 //! stream names a hostname, never an address: the agent only ever connects to targets in its
 //! own configuration.
 #![forbid(unsafe_code)]
@@ -21,6 +23,8 @@ use tunnel_runtime::Lifecycle;
 
 pub mod admin;
 pub mod config;
+pub mod health;
+pub mod proxy_protocol;
 mod stream;
 pub mod target;
 mod udp;
@@ -99,6 +103,7 @@ impl Agent {
         })
         .await?;
         let life = Lifecycle::new();
+        health::spawn(&shared, life.tasks(), life.stopping());
         let user: Arc<dyn SessionUser> = Arc::new(Serve(shared.clone()));
         for index in 0..shared.config.relay.sessions.max(1) {
             let stop = life.stopping().clone();

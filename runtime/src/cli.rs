@@ -74,9 +74,10 @@ pub struct ClientArgs {
     /// Service or listener URL.
     #[arg(short = 'L', value_name = "URL")]
     pub services: Vec<String>,
-    /// The server: relay://HOST:PORT?tunnel.id=UUID[&token=T | &tokenFile=FILE]
+    /// The server: relay://HOST:PORT?tunnel.id=UUID[&token=T | &tokenFile=FILE]; a proxy on
+    /// the way is a -F before it: -F http://[USER:PASS@]HOST:PORT or -F socks5://...
     #[arg(short = 'F', value_name = "URL", requires = "services")]
-    pub relay: Option<String>,
+    pub relay: Vec<String>,
     /// TOML configuration file (instead of -L/-F).
     #[arg(short = 'C', long = "config", value_name = "FILE", conflicts_with_all = ["services", "relay"])]
     pub config: Option<String>,
@@ -101,7 +102,7 @@ impl ClientArgs {
         self.common.init();
         let (config, source) = load_client::<T>(
             &self.services,
-            self.relay.as_deref(),
+            &self.relay,
             self.config.as_deref(),
             self.token,
             self.common.admin.clone(),
@@ -133,17 +134,24 @@ pub trait ClientFile: Sized + serde::de::DeserializeOwned {
 
 /// Loads a client's configuration from `-L`/`-F` or `-C` (`usage` says how when neither is
 /// given), with `--token` over the file's, and validates it. Returns it with its source name.
+/// The `-F` hops are a chain as in GOST: an optional proxy (`http://` or `socks5://`), then
+/// the relay.
 pub fn load_client<T: ClientFile>(
     services: &[String],
-    relay: Option<&str>,
+    hops: &[String],
     file: Option<&str>,
     token: Option<String>,
     admin: Option<String>,
     usage: &str,
 ) -> anyhow::Result<(T::Config, String)> {
-    let (mut config, source) = match (relay, file) {
-        (Some(relay), None) => (T::from_urls(services, relay)?, "command line".to_owned()),
-        (None, Some(path)) => (T::load(path)?, path.to_owned()),
+    let (mut config, source) = match (hops, file) {
+        ([], Some(path)) => (T::load(path)?, path.to_owned()),
+        ([_, ..], None) => {
+            let (relay, proxy) = split_chain(hops)?;
+            let mut config = T::from_urls(services, relay)?;
+            config.relay_mut().proxy = proxy.map(|p| Secret::from(p.to_owned()));
+            (config, "command line".to_owned())
+        }
         _ => anyhow::bail!("{usage}"),
     };
     if let Some(token) = token {
@@ -153,6 +161,29 @@ pub fn load_client<T: ClientFile>(
         config.admin_mut().addr = Some(admin);
     }
     Ok((config.validate(&source)?, source))
+}
+
+/// Splits the `-F` chain into the relay URL (the last hop) and the proxy before it, if any.
+fn split_chain(hops: &[String]) -> anyhow::Result<(&str, Option<&str>)> {
+    let is_proxy = |h: &str| {
+        let scheme = h.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+        matches!(scheme.as_str(), "http" | "https" | "socks5" | "socks5h" | "socks4" | "socks")
+    };
+    let (relay, before) = hops.split_last().expect("at least one -F");
+    if is_proxy(relay) {
+        anyhow::bail!(
+            "-F: the last hop must be the server (relay://...), the proxies come before it: \
+             -F http://proxy:3128 -F relay://server:8443?tunnel.id=..."
+        );
+    }
+    match before {
+        [] => Ok((relay, None)),
+        [proxy] if is_proxy(proxy) => Ok((relay, Some(proxy))),
+        [_] => anyhow::bail!(
+            "-F: a hop before the server must be a proxy, http://[user:pass@]host:port or socks5://[user:pass@]host:port"
+        ),
+        _ => anyhow::bail!("-F: {} hops given; one proxy and then the server is the longest chain supported", hops.len()),
+    }
 }
 
 /// A running component that a binary stops on a signal.

@@ -11,6 +11,12 @@ use std::thread;
 /// Each connection serves requests until the client closes (keep-alive).
 pub fn http(name: &str) -> SocketAddr {
     let (l, addr) = crate::listener();
+    http_on(l, name);
+    addr
+}
+
+/// As [`http`], on a listener the test bound (for an origin that comes back on a known port).
+pub fn http_on(l: std::net::TcpListener, name: &str) {
     let name = name.to_owned();
     thread::spawn(move || {
         for conn in l.incoming() {
@@ -19,7 +25,6 @@ pub fn http(name: &str) -> SocketAddr {
             thread::spawn(move || serve_http(conn, &name, None));
         }
     });
-    addr
 }
 
 /// As [`http_counting`], listening on `bind` (`[::1]:0`, say).

@@ -141,12 +141,21 @@ impl Default for ChannelConfig {
     }
 }
 
+/// Opens the TCP connection a session runs over, in place of a direct connect: through an
+/// HTTP CONNECT or SOCKS5 proxy, which is handed the server's `host:port` as written and
+/// resolves it itself.
+pub trait TcpDial: Send + Sync + 'static {
+    /// A connection to `addr` (`host:port`), ready for the session's first byte.
+    fn dial<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<TcpStream>>;
+}
+
 /// Dials the server: holds what every attempt reuses (TLS configuration, QUIC endpoint).
 pub struct Connector {
     transport: Transport,
     config: ChannelConfig,
     tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     quic: Option<quic::Dialer>,
+    tcp: Option<Arc<dyn TcpDial>>,
 }
 
 impl Connector {
@@ -163,7 +172,15 @@ impl Connector {
             Transport::Tls => (Some((tls.client_config()?, tls.server_name(addr)?)), None),
             Transport::Quic => (None, Some(quic::Dialer::new(tls.client_config()?, tls.server_name(addr)?, &config)?)),
         };
-        Ok(Connector { transport, config, tls, quic })
+        Ok(Connector { transport, config, tls, quic, tcp: None })
+    }
+
+    /// Opens the TCP connections with `dial` (a proxy) instead of connecting directly. QUIC
+    /// runs over UDP and cannot pass a TCP proxy: its configuration refuses the combination,
+    /// and its connects fail if one comes here anyway.
+    pub fn via(mut self, dial: Arc<dyn TcpDial>) -> Connector {
+        self.tcp = Some(dial);
+        self
     }
 
     /// The transport.
@@ -177,9 +194,15 @@ impl Connector {
         let timeout = self.config.connect_timeout;
         let attempt = async {
             if let Some(quic) = &self.quic {
+                if self.tcp.is_some() {
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, "QUIC cannot go through a TCP proxy"));
+                }
                 return quic.connect(addr).await;
             }
-            let tcp = TcpStream::connect(addr).await?;
+            let tcp = match &self.tcp {
+                Some(dial) => dial.dial(addr).await?,
+                None => TcpStream::connect(addr).await?,
+            };
             crate::pump::tune_tcp(&tcp);
             let peer = tcp.peer_addr()?;
             match &self.tls {

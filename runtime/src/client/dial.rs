@@ -62,6 +62,9 @@ pub struct Dialer {
     pub handshake_timeout: Duration,
     /// Lasting refusals, counted across the client's session slots.
     pub refusals: super::refusal::Refusals,
+    /// Whether the server's name is resolved here to spread sessions over its addresses;
+    /// not through a proxy, which is handed the name.
+    pub resolve: bool,
 }
 
 /// An established session and its control stream.
@@ -82,6 +85,9 @@ impl Dialer {
     /// and sessions are spread over its addresses (several replicas behind one name). Falls
     /// back to the configured address, whose dial then reports the resolution error.
     pub async fn address(&self, index: usize) -> String {
+        if !self.resolve {
+            return self.addr.clone();
+        }
         match tokio::net::lookup_host(&self.addr).await {
             Ok(found) => {
                 let mut addrs: Vec<std::net::SocketAddr> = found.collect();

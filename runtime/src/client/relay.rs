@@ -29,6 +29,8 @@ pub struct RelayOptions {
     pub tls: ClientTls,
     /// Sessions an agent keeps to the server (its share of the tunnel's pool).
     pub sessions: usize,
+    /// An HTTP CONNECT or SOCKS5 proxy on the way to the server, if any.
+    pub proxy: Option<std::sync::Arc<super::Proxy>>,
 }
 
 impl RelayOptions {
@@ -52,11 +54,22 @@ impl RelayOptions {
         // takes none.
         let inbound = if hello.role == Role::Access { Inbound::Refuse } else { Inbound::Any };
         let channel = ChannelConfig { connect_timeout: handshake_timeout, inbound, ..ChannelConfig::default() };
-        let connector = Connector::new(self.transport, &self.addr, &self.tls, channel)?;
+        let mut connector = Connector::new(self.transport, &self.addr, &self.tls, channel)?;
+        if let Some(proxy) = &self.proxy {
+            tracing::info!(proxy = %proxy.describe(), server = %self.addr, "reaching the server through a proxy");
+            connector = connector.via(proxy.clone());
+        }
         if self.transport.is_encrypted() && self.tls.verify == Verify::Insecure {
             tracing::warn!(server = %self.addr, "insecure=true: the server's certificate is not verified");
         }
-        Ok(Dialer { connector, addr: self.addr.clone(), hello, handshake_timeout, refusals: Default::default() })
+        Ok(Dialer {
+            connector,
+            addr: self.addr.clone(),
+            hello,
+            handshake_timeout,
+            refusals: Default::default(),
+            resolve: self.proxy.is_none(),
+        })
     }
 }
 
@@ -101,6 +114,14 @@ pub struct RelayFile {
     /// restarts, spread over the server name's addresses.
     #[serde(default)]
     pub sessions: Option<usize>,
+    /// An upstream proxy to reach the server through: `http://[user[:pass]@]host:port`
+    /// (HTTP CONNECT) or `socks5://[user[:pass]@]host:port`; it resolves the server's name.
+    #[serde(default)]
+    pub proxy: Option<Secret>,
+    /// A file holding the proxy's password instead of the URL (private to its owner, as
+    /// `tokenFile`).
+    #[serde(default, rename = "proxyPasswordFile")]
+    pub proxy_password_file: Option<String>,
 }
 
 /// `tunnel.id`.
@@ -158,6 +179,8 @@ impl RelayFile {
             server_name,
             insecure,
             sessions,
+            proxy: None,
+            proxy_password_file: None,
         };
         u.finish()?;
         Ok(file)
@@ -203,11 +226,29 @@ impl RelayFile {
         if weight == 0 {
             return Err(("weight".into(), "must be between 1 and 255".into()));
         }
+        let proxy = match &self.proxy {
+            None if self.proxy_password_file.is_some() => {
+                return Err(("proxyPasswordFile".into(), "given without a proxy".into()));
+            }
+            None => None,
+            Some(_) if transport == Transport::Quic => {
+                return Err((
+                    "proxy".into(),
+                    "QUIC runs over UDP and cannot go through an HTTP CONNECT or SOCKS5 proxy: use relay:// or \
+                     relay+tls:// with a proxy, or no proxy with relay+quic://"
+                        .into(),
+                ));
+            }
+            Some(raw) => Some(std::sync::Arc::new(
+                super::Proxy::parse(raw.expose(), self.proxy_password_file.as_deref())
+                    .map_err(|e| ("proxy".to_owned(), e))?,
+            )),
+        };
         let sessions = self.sessions.unwrap_or(tunnel_proto::defaults::AGENT_SESSIONS);
         if !(1..=16).contains(&sessions) {
             return Err(("sessions".into(), "must be between 1 and 16".into()));
         }
-        Ok(RelayOptions { transport, addr: url::dial_addr(&self.addr), tunnel, token, weight, tls, sessions })
+        Ok(RelayOptions { transport, addr: url::dial_addr(&self.addr), tunnel, token, weight, tls, sessions, proxy })
     }
 }
 
@@ -226,5 +267,27 @@ mod tests {
             assert!(!err.contains("single quotes"), "{err}");
         }
         assert!(parse_tunnel_id("4d21094e-b74c-4916-86c1-d9fa36ea677b").is_ok());
+    }
+
+    #[test]
+    fn a_proxy_is_for_tcp_transports_only() {
+        let file = |url: &str, proxy: &str| RelayFile {
+            proxy: Some(Secret::from(proxy)),
+            ..RelayFile::from_url(&format!("{url}?tunnel.id=4d21094e-b74c-4916-86c1-d9fa36ea677b&insecure=true"))
+                .unwrap()
+        };
+        let (key, why) = file("relay+quic://server.example:8443", "socks5://127.0.0.1:1080").validate().unwrap_err();
+        assert_eq!(key, "proxy");
+        assert!(why.contains("QUIC") && why.contains("relay+tls://"), "{why}");
+        let ok = file("relay+tls://server.example:8443", "http://u:pw@127.0.0.1:3128").validate().unwrap();
+        assert_eq!(ok.proxy.as_ref().map(|p| p.addr.as_str()), Some("127.0.0.1:3128"));
+        let dialer = ok.dialer(ok.hello(Role::Agent, Networks::NONE), Duration::from_secs(1)).unwrap();
+        assert!(!dialer.resolve, "through a proxy the name is not resolved here");
+        let (key, why) = file("relay://server.example:8443", "ftp://x:1").validate().unwrap_err();
+        assert!(key == "proxy" && why.contains("http or socks5"), "{why}");
+        let mut lone = file("relay://server.example:8443", "http://x:1");
+        lone.proxy = None;
+        lone.proxy_password_file = Some("/run/pw".into());
+        assert_eq!(lone.validate().unwrap_err().0, "proxyPasswordFile");
     }
 }
