@@ -92,7 +92,10 @@ async fn handle(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -
     });
     let upgrading = proxy::takes_upgrade(&req);
     let visitor_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-    proxy::to_origin(&mut req, &host, upgrading);
+    let Ok(host_value) = hyper::header::HeaderValue::from_str(&host) else {
+        return error(peer, &host, Reply::new(Status::BAD_REQUEST, "bad host"));
+    };
+    proxy::to_origin(&mut req, &host_value, upgrading);
     tracing::debug!(%peer, %host, method = %req.method(), path = %req.uri().path(), "request");
     let mut resp = match sender.send_request(req).await {
         Ok(resp) => resp,

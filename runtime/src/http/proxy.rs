@@ -17,15 +17,16 @@ pub fn takes_upgrade<B>(req: &Request<B>) -> bool {
 /// Makes `req` what its origin receives: origin form (the path and query only), `Host` set
 /// to the routed `host`, HTTP/1.1 (HTTP/2 visitors included), hop-by-hop headers removed
 /// (an upgrade keeps `Connection` and `Upgrade`).
-pub fn to_origin<B>(req: &mut Request<B>, host: &str, upgrading: bool) {
-    let origin_form = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    *req.uri_mut() = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
+pub fn to_origin<B>(req: &mut Request<B>, host: &HeaderValue, upgrading: bool) {
+    // An origin-form target is kept as it is; an absolute one loses its scheme and authority.
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let origin_form = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        *req.uri_mut() = Uri::try_from(origin_form).unwrap_or_else(|_| Uri::from_static("/"));
+    }
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, upgrading);
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.insert(HOST, value);
-    }
+    headers.insert(HOST, host.clone());
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `Connection` and `Upgrade`).

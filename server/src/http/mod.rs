@@ -18,7 +18,7 @@ pub(crate) use serve::serve;
 
 use std::net::IpAddr;
 
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// What an entrypoint's options say about its HTTP visitors.
@@ -42,33 +42,43 @@ impl HttpOptions {
     }
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host` on a request from `peer` for `host`: the
-/// visitor's address is appended to an incoming `X-Forwarded-For` only when `peer` is a
-/// trusted proxy; otherwise the header is replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, host: &str, trusted: &[IpNet]) {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` on a request from `peer` (whose address is
+/// also given as a header value, made once per connection) for `host`: the visitor's address
+/// is appended to an incoming `X-Forwarded-For` only when `peer` is a trusted proxy;
+/// otherwise the header is replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_value: &HeaderValue, host: &HeaderValue, trusted: &[IpNet]) {
     let peer_ip = if let IpAddr::V6(v6) = peer { v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer) } else { peer };
-    let trusted = trusted.iter().any(|net| net.contains(&peer_ip));
-    let mut chain: Vec<String> = Vec::new();
+    let trusted = !trusted.is_empty() && trusted.iter().any(|net| net.contains(&peer_ip));
+    let mut chain = String::new();
     if trusted {
-        for v in headers.get_all("x-forwarded-for") {
-            if let Ok(v) = v.to_str() {
-                chain.extend(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            for hop in v.to_str().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                chain.push_str(hop);
+                chain.push_str(", ");
             }
         }
     }
-    chain.push(peer_ip.to_string());
-    let proto = match headers.get("x-forwarded-proto") {
+    let value = match chain.is_empty() {
+        true => peer_value.clone(),
+        false => HeaderValue::from_str(&format!("{chain}{peer_ip}")).unwrap_or_else(|_| peer_value.clone()),
+    };
+    headers.insert(X_FORWARDED_FOR, value);
+    let proto = match headers.get(&X_FORWARDED_PROTO) {
         Some(v) if trusted && (v == "http" || v == "https") => v.clone(),
         _ => HeaderValue::from_static("http"),
     };
-    headers.remove("x-forwarded-for");
-    if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", proto);
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", v);
-    }
+    headers.insert(X_FORWARDED_PROTO, proto);
+    headers.insert(X_FORWARDED_HOST, host.clone());
+}
+
+/// The header value of a visitor's address, as `X-Forwarded-For` names it.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    let peer = if let IpAddr::V6(v6) = peer { v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer) } else { peer };
+    HeaderValue::from_str(&peer.to_string()).expect("an address is a header value")
 }
 
 #[cfg(test)]
@@ -80,14 +90,17 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "a.example", &trusted);
+        let host = HeaderValue::from_static("a.example");
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        set_forwarded(&mut h, local, &peer_value(local), &host, &trusted);
         assert_eq!(h["x-forwarded-for"], "2.2.2.2, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-forwarded-proto"], "http");
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "a.example", &trusted);
+        let other: IpAddr = "10.0.0.1".parse().unwrap();
+        set_forwarded(&mut h, other, &peer_value(other), &host, &trusted);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

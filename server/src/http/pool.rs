@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use tunnel_runtime::http::io::Counted;
 
-/// Idle origin connections kept per (tunnel, host): enough for a burst of short requests
-/// without keeping a stream per past visitor.
-pub const MAX_IDLE_PER_KEY: usize = 16;
+/// Idle origin connections kept per (tunnel, host, session): as many as the requests a busy
+/// host has in flight at once, so a burst does not open streams that its end then drops.
+/// Each keeps its place in the tunnel's stream budget, which bounds them all.
+pub const MAX_IDLE_PER_KEY: usize = 128;
 /// How long an idle origin connection is kept: shorter than common origin keep-alive
 /// timeouts (nginx 75 s), so the origin rarely closes one just as it is reused.
 pub const IDLE_TIME: Duration = Duration::from_secs(30);

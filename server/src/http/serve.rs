@@ -50,7 +50,8 @@ pub(crate) async fn serve(
     let limits = shared.limits();
     let stop = shared.life.stopping().clone();
     let hard = shared.life.hard_stop().clone();
-    let visitor = Arc::new(Visitor { shared, peer, options });
+    let peer_value = super::peer_value(peer.ip());
+    let visitor = Arc::new(Visitor { shared, peer, peer_value, options });
     let svc = service_fn(move |req| {
         let visitor = visitor.clone();
         async move { Ok::<_, Infallible>(visitor.handle(req).await) }
@@ -92,6 +93,8 @@ pub(crate) async fn serve(
 struct Visitor {
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// The visitor's address as an `X-Forwarded-For` value, made once.
+    peer_value: HeaderValue,
     options: Arc<HttpOptions>,
 }
 
@@ -123,15 +126,17 @@ impl Line {
 
 impl Visitor {
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Out> {
+        let on = self.options.access_log;
         let mut line = Line {
             peer: self.peer,
-            method: req.method().to_string(),
+            // Built only for the access log: nothing is allocated for it when it is off.
+            method: if on { req.method().to_string() } else { String::new() },
             host: String::new(),
-            path: req.uri().path().to_owned(),
+            path: if on { req.uri().path().to_owned() } else { String::new() },
             tunnel: None,
             rule: String::new(),
             start: Instant::now(),
-            on: self.options.access_log,
+            on,
         };
         let host = match target::request_host(&req) {
             Ok(host) => host,
@@ -150,7 +155,7 @@ impl Visitor {
         };
         let (tunnel, rule, users) =
             match routes.route_public_path(&host, normalised.as_deref().unwrap_or(req.uri().path())) {
-                Ok(rule) => (rule.tunnel, rule.label(), rule.basic_auth.clone()),
+                Ok(rule) => (rule.tunnel, if on { rule.label() } else { String::new() }, rule.basic_auth.clone()),
                 Err(err) => return self.error(&line, Reply::new(err.status(), err.to_string()), ""),
             };
         drop(routes);
@@ -203,9 +208,10 @@ impl Visitor {
         }
         let upgrading = proxy::takes_upgrade(&req);
         let visitor_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-        proxy::to_origin(&mut req, &host, upgrading);
+        let host_value = HeaderValue::from_str(&host).expect("a canonical host is a header value");
+        proxy::to_origin(&mut req, &host_value, upgrading);
         let headers = req.headers_mut();
-        set_forwarded(headers, self.peer.ip(), &host, &self.options.trusted_proxies);
+        set_forwarded(headers, self.peer.ip(), &self.peer_value, &host_value, &self.options.trusted_proxies);
         let up = Arc::new(AtomicU64::new(0));
         let req = req.map(|body| Counted::new(body, up.clone()));
         let label = self.shared.tunnel_label(&tunnel);
