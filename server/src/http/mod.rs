@@ -50,7 +50,13 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// also given as a header value, made once per connection) for `host`: the visitor's address
 /// is appended to an incoming `X-Forwarded-For` only when `peer` is a trusted proxy;
 /// otherwise the header is replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_value: &HeaderValue, host: &HeaderValue, trusted: &[IpNet]) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_value: &HeaderValue,
+    host: &HeaderValue,
+    trusted: &[IpNet],
+) {
     let peer_ip = if let IpAddr::V6(v6) = peer { v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer) } else { peer };
     let trusted = !trusted.is_empty() && trusted.iter().any(|net| net.contains(&peer_ip));
     let mut chain = String::new();

@@ -45,6 +45,7 @@ pub struct Origin {
     conn: Option<Conn>,
     /// Which session carries it.
     pub session_id: u64,
+    agent: std::sync::Arc<crate::registry::AgentSession>,
     idle_since: Instant,
     /// Held for the life of the connection (the stream's place in its budgets).
     _hold: Box<dyn Send + Sync>,
@@ -52,8 +53,18 @@ pub struct Origin {
 
 impl Origin {
     /// A connection just opened; `hold` lives as long as it.
-    pub fn new(sender: SendRequest<Counted>, conn: Conn, session_id: u64, hold: Box<dyn Send + Sync>) -> Origin {
-        Origin { sender, conn: Some(conn), session_id, idle_since: Instant::now(), _hold: hold }
+    pub fn new(
+        sender: SendRequest<Counted>,
+        conn: Conn,
+        agent: std::sync::Arc<crate::registry::AgentSession>,
+        hold: Box<dyn Send + Sync>,
+    ) -> Origin {
+        Origin { sender, conn: Some(conn), session_id: agent.id, agent, idle_since: Instant::now(), _hold: hold }
+    }
+
+    /// Whether it may take another request: open, and its session still in its pool.
+    pub fn reusable(&self) -> bool {
+        self.conn.is_some() && !self.sender.is_closed() && self.agent.is_live()
     }
 
     fn usable(&self, now: Instant) -> bool {

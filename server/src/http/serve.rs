@@ -51,10 +51,10 @@ pub(crate) async fn serve(
     let stop = shared.life.stopping().clone();
     let hard = shared.life.hard_stop().clone();
     let peer_value = super::peer_value(peer.ip());
-    let visitor = Arc::new(Visitor { shared, peer, peer_value, options });
+    let visitor = Arc::new(Visitor { shared, peer, peer_value, options, sticky: std::sync::Mutex::new(None) });
     let svc = service_fn(move |req| {
         let visitor = visitor.clone();
-        async move { Ok::<_, Infallible>(visitor.handle(req).await) }
+        async move { Ok::<_, Infallible>(Visitor::handle(visitor, req).await) }
     });
     // HTTP/1.1, and HTTP/2 with prior knowledge (told apart by the connection preface).
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -96,6 +96,53 @@ struct Visitor {
     /// The visitor's address as an `X-Forwarded-For` value, made once.
     peer_value: HeaderValue,
     options: Arc<HttpOptions>,
+    /// The origin connection of this visitor's last request, kept for its next one to the
+    /// same tunnel and host: a keep-alive visitor then costs no trip through the shared pool
+    /// (sessions are balanced per visitor, as raw visitors are). It goes to the pool when
+    /// the visitor leaves.
+    sticky: std::sync::Mutex<Option<(Uuid, String, Origin)>>,
+}
+
+impl Drop for Visitor {
+    fn drop(&mut self) {
+        if let Some((tunnel, host, origin)) = self.sticky.get_mut().ok().and_then(|s| s.take()) {
+            let key = (tunnel, host, origin.session_id);
+            let (registry, session) = (&self.shared.registry, origin.session_id);
+            self.shared.origins.put(key, origin, || registry.is_live(&tunnel, Network::Tcp, session));
+        }
+    }
+}
+
+impl Visitor {
+    /// This visitor's kept origin connection, if it serves (tunnel, host) and may be reused.
+    fn take_sticky(&self, tunnel: Uuid, host: &str) -> Option<Origin> {
+        let mut sticky = self.sticky.lock().ok()?;
+        match sticky.take() {
+            Some((t, h, origin)) if t == tunnel && h == host && origin.reusable() => Some(origin),
+            Some(other) if other.2.reusable() => {
+                *sticky = Some(other);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps `origin` for this visitor's next request, or gives it to the pool when one is
+    /// kept already.
+    fn keep(&self, key: Key, origin: Origin) {
+        if !origin.reusable() {
+            return;
+        }
+        if let Ok(mut sticky) = self.sticky.lock() {
+            if sticky.is_none() {
+                *sticky = Some((key.0, key.1, origin));
+                return;
+            }
+        }
+        let (registry, (tunnel, _, session)) = (&self.shared.registry, &key);
+        let live = || registry.is_live(tunnel, Network::Tcp, *session);
+        self.shared.origins.put(key.clone(), origin, live);
+    }
 }
 
 /// The fields of a request's access-log line.
@@ -125,7 +172,7 @@ impl Line {
 }
 
 impl Visitor {
-    async fn handle(&self, mut req: Request<Incoming>) -> Response<Out> {
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Out> {
         let on = self.options.access_log;
         let mut line = Line {
             peer: self.peer,
@@ -235,10 +282,9 @@ impl Visitor {
         strip_hop_by_hop(resp.headers_mut(), false);
         let down = Arc::new(AtomicU64::new(0));
         let status = resp.status().as_u16();
-        let shared = self.shared.clone();
         resp.map(move |body| {
             let reuse = self.options.reuse_origins;
-            let finish = Finish { shared, key, origin, line, status, up, label, reuse };
+            let finish = Finish { visitor: self.clone(), key, origin, line, status, up, label, reuse };
             Tracked { inner: Counted::new(body, down.clone()), down, ended: false, finish: Some(finish) }.boxed_unsync()
         })
     }
@@ -265,12 +311,19 @@ impl Visitor {
         let mut last = String::from("the origin connection failed");
         for attempt in 0..defaults::OPEN_ATTEMPTS {
             let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else { break };
-            let prefer = if attempt == 0 { self.shared.registry.pick_session(&tunnel, Network::Tcp) } else { None };
+            let sticky = match attempt == 0 && self.options.reuse_origins {
+                true => self.take_sticky(tunnel, &host),
+                false => None,
+            };
+            let prefer = match (&sticky, attempt) {
+                (None, 0) => self.shared.registry.pick_session(&tunnel, Network::Tcp),
+                _ => None,
+            };
             let pooled = match prefer {
                 Some(session) if self.options.reuse_origins => {
                     self.shared.origins.take(&(tunnel, host.clone(), session))
                 }
-                _ => None,
+                _ => sticky,
             };
             let fresh = pooled.is_none();
             let mut origin = match pooled {
@@ -373,7 +426,6 @@ impl Visitor {
                 return Err((err.reply_for_public(host), err.reply_for_tunnel(&tunnel).message));
             }
         };
-        let session_id = agent.session_id;
         let (sender, conn) =
             match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(agent.stream)).await {
                 Ok(pair) => pair,
@@ -382,7 +434,7 @@ impl Visitor {
                     return Err((reply, format!("origin handshake failed: {err}")));
                 }
             };
-        Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), session_id, Box::new((agent.permit, slot))))
+        Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), agent.agent, Box::new((agent.permit, slot))))
     }
 
     fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {
@@ -439,7 +491,7 @@ impl Replay {
 
 /// What is done once a response body is finished or dropped.
 struct Finish {
-    shared: Arc<Shared>,
+    visitor: Arc<Visitor>,
     key: Key,
     origin: Origin,
     line: Line,
@@ -485,12 +537,10 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         let Some(f) = self.finish.take() else { return };
         let (up, down) = (f.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed));
-        f.shared.metrics.carried(&f.label, up, down);
+        f.visitor.shared.metrics.carried(&f.label, up, down);
         f.line.log(f.status, up, down);
         if f.reuse && (self.ended || self.inner.is_end_stream()) {
-            let (registry, (tunnel, _, session)) = (&f.shared.registry, &f.key);
-            let live = || registry.is_live(tunnel, Network::Tcp, *session);
-            f.shared.origins.put(f.key.clone(), f.origin, live);
+            f.visitor.keep(f.key, f.origin);
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct AgentStream {
     pub permit: OwnedSemaphorePermit,
     /// Which session carries it.
     pub session_id: u64,
+    /// That session.
+    pub agent: std::sync::Arc<super::AgentSession>,
 }
 
 /// Why no stream to the tunnel could be opened.
@@ -144,7 +146,7 @@ impl Registry {
             };
             match exchange(agent.session.as_ref(), &message, timeouts).await {
                 Ok((stream, reply)) if reply.status.is_ok() => {
-                    return Ok(AgentStream { stream, permit, session_id: agent.id });
+                    return Ok(AgentStream { stream, permit, session_id: agent.id, agent: agent.clone() });
                 }
                 Ok((_, reply)) => return Err(OpenError::Refused(reply)),
                 Err(ReplyError::Timeout(t)) => return Err(OpenError::Timeout(t)),

@@ -30,6 +30,8 @@ pub struct AgentSession {
     pub since: std::time::SystemTime,
     pub(super) budget: Arc<Semaphore>,
     max_streams: usize,
+    /// Set once the session has left its pool: what is kept for reuse on it is dropped.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl AgentSession {
@@ -46,6 +48,7 @@ impl AgentSession {
             since: std::time::SystemTime::now(),
             budget: Arc::new(Semaphore::new(join.max_streams)),
             max_streams: join.max_streams,
+            left: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -53,6 +56,12 @@ impl AgentSession {
     /// session has left the pool, so no new stream starts).
     pub async fn idle(&self) {
         let _ = self.budget.acquire_many(self.max_streams as u32).await;
+    }
+
+    /// Whether the session is still in its pool and open (streams kept for reuse on it may
+    /// take new requests).
+    pub fn is_live(&self) -> bool {
+        !self.left.load(Ordering::Relaxed) && !self.session.is_closed()
     }
 
     /// Streams in flight now.
@@ -105,7 +114,12 @@ impl Pool {
 
     /// Removes session `id` (no-op when already gone).
     pub fn remove(&self, id: u64) {
-        self.sessions.write().expect("pool lock").retain(|s| s.id != id);
+        self.sessions.write().expect("pool lock").retain(|s| {
+            if s.id == id {
+                s.left.store(true, Ordering::Relaxed);
+            }
+            s.id != id
+        });
     }
 
     /// Sessions in the pool.
