@@ -30,6 +30,7 @@ pub mod defaults;
 pub mod framed;
 pub mod host;
 pub mod pump;
+pub mod rewind;
 pub mod sniff;
 pub mod socket;
 pub mod tls;

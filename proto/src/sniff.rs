@@ -143,6 +143,25 @@ pub fn tls_sni(buf: &[u8]) -> Result<Option<Option<String>>, SniffError> {
     }
 }
 
+/// Whether a TLS ClientHello offers ALPN protocol `alpn` (the relay's, on a port it shares
+/// with an entrypoint). `Ok(None)`: more bytes are needed; an error: not a ClientHello.
+pub fn tls_offers_alpn(buf: &[u8], alpn: &[u8]) -> Result<Option<bool>, SniffError> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Err(SniffError::Malformed("TLS record")),
+        }
+    }
+    match acceptor.accept() {
+        Ok(None) => Ok(None),
+        Ok(Some(accepted)) => Ok(Some(accepted.client_hello().alpn().is_some_and(|mut ids| ids.any(|id| id == alpn)))),
+        Err(_) => Err(SniffError::Malformed("TLS ClientHello")),
+    }
+}
+
 /// Runs the sniffer that fits the first byte. `Ok(None)`: more bytes are needed.
 pub fn sniff(buf: &[u8]) -> Result<Option<Sniffed>, SniffError> {
     match guess(buf) {
@@ -171,7 +190,23 @@ impl Sniff {
 
 /// Reads from `io` until a sniffer decides, at most `max` bytes and for at most `timeout`.
 pub async fn read_hostname<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration, max: usize) -> Sniff {
-    let mut prefix = Vec::with_capacity(1024.min(max));
+    read_hostname_after(io, Vec::with_capacity(1024.min(max)), timeout, max).await
+}
+
+/// As [`read_hostname`], for a visitor whose first bytes (`prefix`) were read already.
+pub async fn read_hostname_after<R: AsyncRead + Unpin>(
+    io: &mut R,
+    mut prefix: Vec<u8>,
+    timeout: Duration,
+    max: usize,
+) -> Sniff {
+    if !prefix.is_empty() {
+        match sniff(&prefix) {
+            Ok(Some(found)) => return Sniff { result: Ok(found), prefix },
+            Ok(None) => {}
+            Err(err) => return Sniff { result: Err(err), prefix },
+        }
+    }
     let result = match tokio::time::timeout(timeout, read_loop(io, &mut prefix, max)).await {
         Ok(r) => r,
         Err(_) => Err(SniffError::Timeout(timeout)),

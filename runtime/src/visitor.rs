@@ -96,7 +96,17 @@ pub enum Unnamed {
 /// Reads a sniffing visitor's first bytes until its hostname is known, at most `max` bytes for
 /// at most `timeout`.
 pub async fn sniff_host(tcp: &mut TcpStream, timeout: Duration, max: usize) -> Result<Named, Unnamed> {
-    let s = sniff::read_hostname(tcp, timeout, max).await;
+    sniff_host_after(tcp, Vec::new(), timeout, max).await
+}
+
+/// As [`sniff_host`], for a visitor whose first bytes (`prefix`) were read already.
+pub async fn sniff_host_after(
+    tcp: &mut TcpStream,
+    prefix: Vec<u8>,
+    timeout: Duration,
+    max: usize,
+) -> Result<Named, Unnamed> {
+    let s = sniff::read_hostname_after(tcp, prefix, timeout, max).await;
     let speaks = if s.guess() == Some(Guess::Http) { Speaks::Http } else { Speaks::Other };
     match s.result {
         Ok(found) => match found.hostname() {

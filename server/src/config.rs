@@ -93,6 +93,10 @@ pub struct FileConfig {
     /// Share the relay and entrypoint ports with other processes (`SO_REUSEPORT`).
     #[serde(default)]
     pub reuse: bool,
+    /// The TLS relay port is also a sniffing entrypoint: sessions are told from visitors by
+    /// their ClientHello's ALPN (for networks where only 443 leaves).
+    #[serde(default)]
+    pub share_port: bool,
     /// Where to write the process ID once listening.
     #[serde(default)]
     pub pid_file: Option<String>,
@@ -319,6 +323,8 @@ pub struct Config {
     pub limits: Limits,
     /// `SO_REUSEPORT` on the relay and entrypoint listeners.
     pub reuse: bool,
+    /// The TLS relay port is also a sniffing entrypoint.
+    pub share_port: bool,
     /// Where to write the process ID.
     pub pid_file: Option<std::path::PathBuf>,
     /// Sealed-address gateways.
@@ -351,6 +357,7 @@ impl FileConfig {
             ..FileConfig::default()
         };
         fc.tunnel.direct = u.take_bool(&["tunnel.direct", "direct"])?.unwrap_or(false);
+        fc.share_port = u.take_bool(&["sharePort"])?.unwrap_or(false);
         if let Some(rules) = u.take(&["tunnel", "ingress"]) {
             for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                 let (hostname, endpoint) =
@@ -405,6 +412,12 @@ impl FileConfig {
         let listener = self.listener.as_deref().unwrap_or("tcp");
         let transport = Transport::from_scheme(listener)
             .ok_or_else(|| invalid("listener", format!("unknown listener {listener:?}, expected tcp, tls or quic")))?;
+        if self.share_port && transport != Transport::Tls {
+            return Err(invalid(
+                "sharePort",
+                format!("the relay shares its port by telling its own TLS ClientHellos from visitors', so it needs listener = \"tls\" (relay+tls://), not {transport}"),
+            ));
+        }
         let identity = match (&self.cert_file, &self.key_file) {
             (Some(cert), Some(key)) => {
                 tunnel_runtime::secret::check_private_file(key.as_ref()).map_err(|e| invalid("keyFile", e))?;
@@ -560,6 +573,7 @@ impl FileConfig {
             tunnel_tokens,
             limits,
             reuse: self.reuse,
+            share_port: self.share_port,
             pid_file: self.pid_file.map(Into::into),
             gateways,
             admin: self.admin.validate(source_name, None)?,

@@ -65,13 +65,33 @@ pub(crate) async fn run(
                         None => return task_shared.metrics.visitor(&label, "refused"),
                     },
                 };
-                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host, options).await;
+                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host, options, Vec::new()).await;
                 task_shared.metrics.visitor(&label, outcome);
                 drop((permit, source));
             }
             .instrument(span),
         );
     }
+}
+
+/// Serves a visitor of the relay port shared with an entrypoint (`sharePort`), whose first
+/// bytes (`read`, not a relay ClientHello) were read to tell: as a visitor of a sniffing
+/// entrypoint, under the same budgets.
+pub(crate) async fn serve_shared(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, read: Vec<u8>) {
+    let label = "relay";
+    let Ok(_permit) = shared.visitors.clone().try_acquire_owned() else {
+        shared.metrics.visitor(label, "refused");
+        tracing::debug!(%peer, "visitor refused: visitor limit reached");
+        return;
+    };
+    let Some(_source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
+        shared.metrics.visitor(label, "refused");
+        tracing::debug!(%peer, "visitor refused: too many visitors from this address");
+        return;
+    };
+    let options = Arc::new(HttpOptions { reuse_origins: true, ..HttpOptions::default() });
+    let outcome = serve_visitor(&shared, tcp, peer, None, options, read).await;
+    shared.metrics.visitor(label, outcome);
 }
 
 /// Reads the PROXY protocol header a trusted balancer at `balancer` sends first, and takes a
@@ -111,11 +131,12 @@ async fn serve_visitor(
     peer: SocketAddr,
     raw_host: Option<String>,
     options: Arc<HttpOptions>,
+    read: Vec<u8>,
 ) -> &'static str {
     let limits = shared.limits();
     let Named { host, prefix, speaks } = match raw_host {
-        Some(host) => Named { host, prefix: Vec::new(), speaks: Speaks::Other },
-        None => match visitor::sniff_host(&mut tcp, limits.sniff_timeout, limits.sniff_max_bytes).await {
+        Some(host) => Named { host, prefix: read, speaks: Speaks::Other },
+        None => match visitor::sniff_host_after(&mut tcp, read, limits.sniff_timeout, limits.sniff_max_bytes).await {
             Ok(named) => named,
             Err(Unnamed::Left(err)) => {
                 tracing::debug!(%peer, %err, "visitor left before naming a host");

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tunnel_proto::channel::SharedPort;
 use tunnel_proto::channel::{ChannelConfig, Inbound, Listener};
 use tunnel_proto::pump::accept_until;
 use tunnel_runtime::Lifecycle;
@@ -259,6 +260,26 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
             continue;
         };
         let slots = relay::HandshakeSlots { _global: permit, _source: source_slot };
-        shared.life.tasks().spawn(relay::serve_session(shared.clone(), incoming, slots));
+        if !shared.config.share_port {
+            shared.life.tasks().spawn(relay::serve_session(shared.clone(), incoming, slots));
+            continue;
+        }
+        // The port is shared with an entrypoint: a session's ClientHello offers the relay's
+        // ALPN; anything else is a visitor.
+        let shared = shared.clone();
+        let tasks = shared.life.tasks().clone();
+        tasks.spawn(async move {
+            let timeout = shared.limits().sniff_timeout;
+            match incoming.classify(timeout).await {
+                Ok(SharedPort::Relay(incoming)) => relay::serve_session(shared, incoming, slots).await,
+                Ok(SharedPort::Visitor(tcp, read)) => {
+                    drop(slots);
+                    entrypoint::serve_shared(shared, tcp, peer, read).await;
+                }
+                Err(err) => {
+                    tracing::debug!(%peer, %err, "connection to the shared port closed before it said what it is")
+                }
+            }
+        });
     }
 }

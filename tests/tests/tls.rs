@@ -154,3 +154,43 @@ fn private_tls_is_reachable_through_a_sniffing_access_client() {
     let (code, _) = https(addrs[0], "secure.example.com", &["-k"]);
     assert_closed(code, "SNI of another tunnel's rule");
 }
+
+#[test]
+fn an_agent_and_https_and_http_visitors_share_the_relay_port() {
+    let tls = tls_origin();
+    let (secure, web) = (tunnel_id(), tunnel_id());
+    let (web_origin, seen) = origin::http_counting("W");
+    let rules = format!("secure.example.com:{secure},web.example:{web}");
+    let url = format!("relay+tls://127.0.0.1:0?sharePort=true&tunnel={rules}");
+    let server = Server::start_on(tunnel_tests::Transport::Tls, &["-L", &url], 0);
+    let port = server.relay;
+    // Both agents' sessions come in on the one port (their ClientHello offers the relay's ALPN).
+    let _agents = [
+        agent(&server, &[&format!("rtcp://:0/{}", tls.addr)], &secure, "", 1),
+        agent(&server, &[&format!("rtcp://:0/{web_origin}")], &web, "", 2),
+    ];
+    // A browser's TLS to another name is passed through to its origin, untouched.
+    let cacert = tls.cert.to_str().unwrap();
+    let (code, out) = https(port, "secure.example.com", &["--cacert", cacert, "-w", "%{certs}"]);
+    assert_eq!(code, 0, "HTTPS on the relay port: {out}");
+    assert_origin_cert(&out, &tls.cert);
+    // Plain HTTP on the same port is a sniffing entrypoint's visitor too.
+    let (status, body) = tunnel_tests::http_get(port, "web.example", "/plain");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("origin=W host=web.example path=/plain"), "{body}");
+    assert_eq!(seen.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A TLS visitor for a name no rule routes is closed, as on any entrypoint.
+    let (code, _) = https(port, "unknown.example.net", &["-k"]);
+    assert_closed(code, "unknown SNI on the shared port");
+}
+
+#[test]
+fn share_port_needs_the_tls_listener() {
+    let out = Command::new(tunnel_tests::bin("tunnel-server"))
+        .args(["-L", "relay://127.0.0.1:0?sharePort=true", "--check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sharePort") && err.contains("tls"), "{err}");
+}

@@ -256,8 +256,21 @@ pub struct Incoming {
 
 enum IncomingInner {
     Tcp(TcpStream, Option<tokio_rustls::TlsAcceptor>),
+    /// A TLS connection whose ClientHello was read to tell it from a visitor's.
+    Replayed(crate::rewind::Prefixed<TcpStream>, tokio_rustls::TlsAcceptor),
     Quic(Box<quinn::Incoming>),
 }
+
+/// What a connection to a relay port shared with an entrypoint is.
+pub enum SharedPort {
+    /// A session's: its ClientHello offers the relay's ALPN.
+    Relay(Incoming),
+    /// A visitor's, with the bytes read to tell (to be sniffed on from there).
+    Visitor(TcpStream, Vec<u8>),
+}
+
+/// The largest ClientHello read to tell a session from a visitor.
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 impl Listener {
     /// Binds the relay listener. The encrypted transports need the server's identity.
@@ -339,8 +352,46 @@ impl Incoming {
                     _ => Ok(()),
                 }
             }
-            IncomingInner::Quic(_) => Ok(()),
+            IncomingInner::Replayed(..) | IncomingInner::Quic(_) => Ok(()),
         }
+    }
+
+    /// On a TLS relay port shared with an entrypoint: reads the first bytes (at most
+    /// [`MAX_CLIENT_HELLO`], within `timeout`) until they show a ClientHello offering the
+    /// relay's ALPN ([`crate::tls::ALPN`], which every agent and access client sends) or
+    /// anything else, a visitor's (TLS to another name, or plain HTTP). A connection that
+    /// says nothing in time, or closes, is an error.
+    pub async fn classify(self, timeout: std::time::Duration) -> io::Result<SharedPort> {
+        let IncomingInner::Tcp(mut tcp, Some(acceptor)) = self.inner else {
+            return Ok(SharedPort::Relay(self));
+        };
+        let mut buf = Vec::with_capacity(2048);
+        let read = async {
+            loop {
+                use tokio::io::AsyncReadExt;
+                let room = (MAX_CLIENT_HELLO - buf.len()) as u64;
+                if AsyncReadExt::take(&mut tcp, room).read_buf(&mut buf).await? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                match crate::sniff::tls_offers_alpn(&buf, crate::tls::ALPN) {
+                    Ok(None) if buf.len() < MAX_CLIENT_HELLO => continue,
+                    Ok(Some(true)) => return Ok(true),
+                    _ => return Ok(false),
+                }
+            }
+        };
+        let relay = match tokio::time::timeout(timeout, read).await {
+            Ok(result) => result?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "nothing sent in time")),
+        };
+        Ok(match relay {
+            true => SharedPort::Relay(Incoming {
+                inner: IncomingInner::Replayed(crate::rewind::Prefixed::new(buf, tcp), acceptor),
+                peer: self.peer,
+                config: self.config,
+            }),
+            false => SharedPort::Visitor(tcp, buf),
+        })
     }
 
     /// Runs the transport handshake and starts the session as the server.
@@ -351,6 +402,10 @@ impl Incoming {
             }
             IncomingInner::Tcp(tcp, Some(acceptor)) => {
                 let tls = acceptor.accept(tcp).await.map_err(explain)?;
+                Ok(mux::MuxSession::spawn(tls, self.peer, mux::Side::Server, &self.config))
+            }
+            IncomingInner::Replayed(io, acceptor) => {
+                let tls = acceptor.accept(io).await.map_err(explain)?;
                 Ok(mux::MuxSession::spawn(tls, self.peer, mux::Side::Server, &self.config))
             }
             IncomingInner::Quic(incoming) => quic::establish(*incoming, self.config.inbound).await,
