@@ -165,9 +165,54 @@ impl Admin {
 
 type Shared = Arc<(Arc<dyn AdminApp>, Option<Secret>)>;
 
+/// Admin connections open at once, in all.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Admin connections open at once from one address: a client that holds many cannot starve
+/// the probes and scrapers that come from elsewhere.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+
+/// Places taken by open admin connections, in all and per source address.
+#[derive(Default)]
+struct Places {
+    per_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection's place; given back when dropped.
+struct Place {
+    places: Arc<Places>,
+    source: std::net::IpAddr,
+}
+
+impl Places {
+    fn take(self: &Arc<Self>, source: std::net::IpAddr) -> Option<Place> {
+        let mut map = self.per_source.lock().ok()?;
+        let total: usize = map.values().sum();
+        let here = map.entry(source).or_insert(0);
+        if *here >= MAX_CONNECTIONS_PER_SOURCE || total >= MAX_CONNECTIONS {
+            return None;
+        }
+        *here += 1;
+        Some(Place { places: self.clone(), source })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.places.per_source.lock() {
+            if let Some(n) = map.get_mut(&self.source) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.source);
+                }
+            }
+        }
+    }
+}
+
 async fn accept(listener: TcpListener, shared: Shared, stop: CancellationToken, tasks: TaskTracker) {
+    let places = Arc::new(Places::default());
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(err) => {
@@ -178,8 +223,14 @@ async fn accept(listener: TcpListener, shared: Shared, stop: CancellationToken, 
             },
             _ = stop.cancelled() => return,
         };
+        let peer = tunnel_proto::socket::canonical_peer(peer);
+        let Some(place) = places.take(peer.ip()) else {
+            tracing::debug!(%peer, "admin connection refused: too many open from this address or in all");
+            continue;
+        };
         let (shared, stop) = (shared.clone(), stop.clone());
         tasks.spawn(async move {
+            let _place = place;
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(respond(&shared, req).await) }

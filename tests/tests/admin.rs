@@ -282,3 +282,26 @@ fn sighup_never_ends_an_agent_or_access_client_and_json_logs_are_flat() {
     let v: serde_json::Value = serde_json::from_str(&up).unwrap();
     assert!(v["tunnel"] == id.as_str() && v["session"].is_number(), "fields are flat: {up}");
 }
+
+#[test]
+fn one_address_holding_many_admin_connections_does_not_starve_the_probes() {
+    use std::io::Read;
+    let server = Server::start(&["-L", "relay://127.0.0.1:0", "--admin", "127.0.0.1:0"], 0);
+    let admin = admin_of(&server.proc);
+    // One address opens far more idle connections than its share.
+    let held: Vec<std::net::TcpStream> =
+        (0..40).map(|_| std::net::TcpStream::connect(admin).expect("connect")).collect();
+    // Past its share, a connection from that address is closed at once, unanswered.
+    let mut extra = std::net::TcpStream::connect(admin).unwrap();
+    use std::io::Write;
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = extra.read_to_end(&mut got);
+    assert!(got.is_empty(), "a connection past the share is not served: {}", String::from_utf8_lossy(&got));
+    // A probe from another address is served.
+    let url = format!("http://{admin}/healthz");
+    let (code, body) = curl(&["--interface", "127.0.0.2", &url]);
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("\"alive\":true"), "{body}");
+    drop(held);
+}

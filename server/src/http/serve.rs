@@ -301,7 +301,14 @@ impl Visitor {
         label: &str,
         req: Request<Counted>,
     ) -> Result<(Origin, Response<Incoming>), (Reply, String)> {
-        let replay = Replay::of(&req);
+        // The visitor's own connection of its last request (sticky) goes first: it carries
+        // what a raw visitor's stream would, and fails like one. A request on a connection
+        // from the shared pool, or a new stream, may be sent again (see `Replay`).
+        let mut sticky = match self.options.reuse_origins {
+            true => self.take_sticky(tunnel, &host),
+            false => None,
+        };
+        let replay = if sticky.is_some() { None } else { Replay::of(&req) };
         let mut req = Some(req);
         let mut avoid = Vec::new();
         let failed = |detail: String| {
@@ -311,12 +318,10 @@ impl Visitor {
         let mut last = String::from("the origin connection failed");
         for attempt in 0..defaults::OPEN_ATTEMPTS {
             let Some(request) = req.take().or_else(|| replay.as_ref().map(Replay::request)) else { break };
-            let sticky = match attempt == 0 && self.options.reuse_origins {
-                true => self.take_sticky(tunnel, &host),
-                false => None,
-            };
-            let prefer = match (&sticky, attempt) {
-                (None, 0) => self.shared.registry.pick_session(&tunnel, Network::Tcp),
+            let sticky = sticky.take();
+            let kept = sticky.is_some();
+            let prefer = match (kept, attempt) {
+                (false, 0) => self.shared.registry.pick_session(&tunnel, Network::Tcp),
                 _ => None,
             };
             let pooled = match prefer {
@@ -338,7 +343,9 @@ impl Visitor {
                 continue;
             }
             let sent = origin.sender.try_send_request(request);
-            let outcome = if fresh {
+            let outcome = if fresh || kept {
+                // A new stream was just acknowledged by its agent; the visitor's own connection
+                // answered its last request: neither needs the probe's timer.
                 origin.drive(sent).await
             } else {
                 // A reused connection skipped the open's acknowledgement, which is what finds a
