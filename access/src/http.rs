@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tunnel_proto::wire::{Frame, Network, Reply, Status, StreamHeader};
 use tunnel_runtime::http::io::Prefixed;
@@ -30,24 +30,10 @@ use crate::{admin, current_session, open_stream, Shared};
 
 type Out = UnsyncBoxBody<Bytes, hyper::Error>;
 
-/// Concurrent requests of one HTTP/2 visitor connection.
-const MAX_H2_STREAMS: u32 = 100;
-
 /// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer.
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, prefix: Vec<u8>, peer: SocketAddr) {
     let limits = &shared.config.limits;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.sniff_timeout)
-        .max_buf_size(limits.sniff_max_bytes.max(8192))
-        .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(limits.sniff_max_bytes.max(8192) as u32);
+    let builder = tunnel_runtime::http::visitor_server(limits.sniff_timeout, limits.sniff_max_bytes);
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }

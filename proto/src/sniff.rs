@@ -124,6 +124,15 @@ pub fn http_host(buf: &[u8]) -> Result<Option<String>, SniffError> {
 /// Finds the SNI of a TLS ClientHello, however it is split into records.
 /// `Ok(None)`: more bytes are needed; `Ok(Some(None))`: a ClientHello without SNI.
 pub fn tls_sni(buf: &[u8]) -> Result<Option<Option<String>>, SniffError> {
+    match client_hello(buf)? {
+        None => Ok(None),
+        Some(accepted) => Ok(Some(accepted.client_hello().server_name().map(host::canonicalize).transpose()?)),
+    }
+}
+
+/// The ClientHello in `buf`, however it is split into records. `Ok(None)`: more bytes are
+/// needed.
+fn client_hello(buf: &[u8]) -> Result<Option<rustls::server::Accepted>, SniffError> {
     let mut acceptor = rustls::server::Acceptor::default();
     let mut rest = buf;
     while !rest.is_empty() {
@@ -133,33 +142,14 @@ pub fn tls_sni(buf: &[u8]) -> Result<Option<Option<String>>, SniffError> {
             Err(_) => return Err(SniffError::Malformed("TLS record")),
         }
     }
-    match acceptor.accept() {
-        Ok(None) => Ok(None),
-        Ok(Some(accepted)) => {
-            let sni = accepted.client_hello().server_name().map(host::canonicalize).transpose()?;
-            Ok(Some(sni))
-        }
-        Err(_) => Err(SniffError::Malformed("TLS ClientHello")),
-    }
+    acceptor.accept().map_err(|_| SniffError::Malformed("TLS ClientHello"))
 }
 
 /// Whether a TLS ClientHello offers ALPN protocol `alpn` (the relay's, on a port it shares
 /// with an entrypoint). `Ok(None)`: more bytes are needed; an error: not a ClientHello.
 pub fn tls_offers_alpn(buf: &[u8], alpn: &[u8]) -> Result<Option<bool>, SniffError> {
-    let mut acceptor = rustls::server::Acceptor::default();
-    let mut rest = buf;
-    while !rest.is_empty() {
-        match acceptor.read_tls(&mut rest) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => return Err(SniffError::Malformed("TLS record")),
-        }
-    }
-    match acceptor.accept() {
-        Ok(None) => Ok(None),
-        Ok(Some(accepted)) => Ok(Some(accepted.client_hello().alpn().is_some_and(|mut ids| ids.any(|id| id == alpn)))),
-        Err(_) => Err(SniffError::Malformed("TLS ClientHello")),
-    }
+    Ok(client_hello(buf)?
+        .map(|accepted| accepted.client_hello().alpn().is_some_and(|mut ids| ids.any(|id| id == alpn))))
 }
 
 /// Runs the sniffer that fits the first byte. `Ok(None)`: more bytes are needed.

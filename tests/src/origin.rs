@@ -58,19 +58,7 @@ pub struct Counts {
 /// `origin=NAME host=HOST path=PATH xff=X-FORWARDED-FOR` (the header as received) and a
 /// second line `auth=present|none` (whether an `Authorization` header came).
 pub fn http_counting(name: &str) -> (SocketAddr, Arc<Counts>) {
-    let (l, addr) = crate::listener();
-    let name = name.to_owned();
-    let counts = Arc::new(Counts::default());
-    let seen = counts.clone();
-    thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { continue };
-            seen.connections.fetch_add(1, Ordering::SeqCst);
-            let (name, seen) = (name.clone(), seen.clone());
-            thread::spawn(move || serve_http(conn, &name, Some(&seen)));
-        }
-    });
-    (addr, counts)
+    http_counting_on("127.0.0.1:0", name)
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {

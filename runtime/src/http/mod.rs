@@ -6,6 +6,39 @@ pub mod io;
 pub mod proxy;
 pub mod target;
 
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+
+/// Concurrent requests of one HTTP/2 visitor connection.
+pub const MAX_H2_STREAMS: u32 = 100;
+/// How often an HTTP/2 visitor is pinged, and how long its answer may take.
+pub const H2_PING: Duration = Duration::from_secs(20);
+
+/// The HTTP server for visitors: HTTP/1.1, and HTTP/2 with prior knowledge (told apart by
+/// the connection preface), with the limits a visitor controls: the head read within
+/// `head_timeout` (which also bounds the idle time between requests), at most `max_head`
+/// bytes of it and [`tunnel_proto::sniff::MAX_HTTP_HEADERS`] headers; [`MAX_H2_STREAMS`]
+/// streams at once, pinged every [`H2_PING`].
+pub fn visitor_server(head_timeout: Duration, max_head: usize) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(max_head.max(8192))
+        .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(max_head.max(8192) as u32)
+        .keep_alive_interval(H2_PING)
+        .keep_alive_timeout(H2_PING);
+    builder
+}
+
 use tunnel_proto::wire::Status;
 
 /// The HTTP status a relay status becomes for a visitor. "No agent" is a 502 (bad gateway),

@@ -17,7 +17,7 @@ use hyper::header::{
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tunnel_proto::defaults;
 use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
@@ -32,11 +32,6 @@ use tunnel_runtime::http::proxy::{self, strip_hop_by_hop};
 use tunnel_runtime::http::target;
 
 type Out = UnsyncBoxBody<Bytes, hyper::Error>;
-
-/// Concurrent requests of one HTTP/2 visitor connection.
-pub const MAX_H2_STREAMS: u32 = 100;
-/// How often an HTTP/2 visitor is pinged, and how long its answer may take.
-const H2_PING: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer; returns its
 /// outcome for the metrics.
@@ -56,21 +51,7 @@ pub(crate) async fn serve(
         let visitor = visitor.clone();
         async move { Ok::<_, Infallible>(Visitor::handle(visitor, req).await) }
     });
-    // HTTP/1.1, and HTTP/2 with prior knowledge (told apart by the connection preface).
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.sniff_timeout)
-        .max_buf_size(limits.sniff_max_bytes.max(8192))
-        .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .max_header_list_size(limits.sniff_max_bytes.max(8192) as u32)
-        .keep_alive_interval(H2_PING)
-        .keep_alive_timeout(H2_PING);
+    let builder = http::visitor_server(limits.sniff_timeout, limits.sniff_max_bytes);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
