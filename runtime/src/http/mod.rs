@@ -19,7 +19,7 @@ pub const H2_PING: Duration = Duration::from_secs(20);
 /// The HTTP server for visitors: HTTP/1.1, and HTTP/2 with prior knowledge (told apart by
 /// the connection preface), with the limits a visitor controls: the head read within
 /// `head_timeout` (which also bounds the idle time between requests), at most `max_head`
-/// bytes of it and [`tunnel_proto::sniff::MAX_HTTP_HEADERS`] headers; [`MAX_H2_STREAMS`]
+/// bytes of it and 100 headers (hyper's cap, the sniffer's too); [`MAX_H2_STREAMS`]
 /// streams at once, pinged every [`H2_PING`].
 pub fn visitor_server(head_timeout: Duration, max_head: usize) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -27,8 +27,10 @@ pub fn visitor_server(head_timeout: Duration, max_head: usize) -> Builder<TokioE
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
-        .max_buf_size(max_head.max(8192))
-        .max_headers(tunnel_proto::sniff::MAX_HTTP_HEADERS);
+        .max_buf_size(max_head.max(8192));
+    // hyper's own cap on the headers of a request is 100, the sniffer's
+    // (`tunnel_proto::sniff::MAX_HTTP_HEADERS`); setting it explicitly would only make every
+    // parse allocate and fill its header table.
     builder
         .http2()
         .timer(TokioTimer::new())
