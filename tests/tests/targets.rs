@@ -271,3 +271,29 @@ fn without_proxy_protocol_haproxy_refuses_the_agent() {
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(!body.contains("src="), "haproxy answered a connection without a PROXY header: {body}");
 }
+
+#[test]
+fn http_visitors_from_two_addresses_never_share_an_origin_connection_that_names_one_of_them() {
+    // Through the sniffing entrypoint, HTTP origin connections are reused; each must carry
+    // only requests of the address its PROXY header named.
+    let id = tunnel_id();
+    let hp = haproxy();
+    let server = server_for(&["pp.example"], &[], &id);
+    let toml = format!(
+        "[relay]\naddr = \"{}\"\ntunnel.id = \"{id}\"\n[[services]]\ntype = \"rtcp\"\n\
+         [[services.forwarder.nodes]]\naddr = \"{}\"\nhost = \"pp.example\"\nproxyProtocol = 1\n",
+        server.relay, hp.http
+    );
+    let (_agent, _dir) = agent_config(&server, &toml, 1);
+    let url = format!("http://{}/", server.entrypoints[0]);
+    for round in 0..3 {
+        for source in ["127.0.0.2", "127.0.0.3"] {
+            let out = Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--interface", source, "-H", "Host: pp.example", &url])
+                .output()
+                .expect("run curl");
+            let body = String::from_utf8_lossy(&out.stdout);
+            assert!(body.starts_with(&format!("src={source}:")), "round {round}, visitor {source}: {body}");
+        }
+    }
+}

@@ -23,11 +23,7 @@ pub const H2_PING: Duration = Duration::from_secs(20);
 /// streams at once, pinged every [`H2_PING`].
 pub fn visitor_server(head_timeout: Duration, max_head: usize) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
-        .max_buf_size(max_head.max(8192));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(head_timeout).max_buf_size(max_head.max(8192));
     // hyper's own cap on the headers of a request is 100, the sniffer's
     // (`tunnel_proto::sniff::MAX_HTTP_HEADERS`); setting it explicitly would only make every
     // parse allocate and fill its header table.

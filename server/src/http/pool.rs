@@ -27,9 +27,12 @@ pub const MAX_IDLE_PER_KEY: usize = 128;
 /// timeouts (nginx 75 s), so the origin rarely closes one just as it is reused.
 pub const IDLE_TIME: Duration = Duration::from_secs(30);
 
-/// Which origin connections may serve a request: tunnel, host, and the session carrying
-/// them (so that reuse keeps the tunnel's round-robin among its sessions).
-pub type Key = (Uuid, String, u64);
+/// Which origin connections may serve a request: tunnel, host, the session carrying them
+/// (so that reuse keeps the tunnel's round-robin among its sessions), and the visitor's
+/// address. A stream names its visitor once, when it opens, and an agent may pass that on
+/// to its target in a PROXY protocol header; so a connection opened for one address only
+/// ever carries that address's requests, and what the origin is told is always true.
+pub type Key = (Uuid, String, u64, std::net::IpAddr);
 
 /// The connection half of an origin connection: the future that does its IO (hyper's
 /// connection with upgrades, whose type cannot be named).

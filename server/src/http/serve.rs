@@ -87,7 +87,7 @@ struct Visitor {
 impl Drop for Visitor {
     fn drop(&mut self) {
         if let Some((tunnel, host, origin)) = self.sticky.get_mut().ok().and_then(|s| s.take()) {
-            let key = (tunnel, host, origin.session_id);
+            let key = (tunnel, host, origin.session_id, self.peer.ip());
             let (registry, session) = (&self.shared.registry, origin.session_id);
             self.shared.origins.put(key, origin, || registry.is_live(&tunnel, Network::Tcp, session));
         }
@@ -120,7 +120,7 @@ impl Visitor {
                 return;
             }
         }
-        let (registry, (tunnel, _, session)) = (&self.shared.registry, &key);
+        let (registry, (tunnel, _, session, _)) = (&self.shared.registry, &key);
         let live = || registry.is_live(tunnel, Network::Tcp, *session);
         self.shared.origins.put(key.clone(), origin, live);
     }
@@ -248,7 +248,7 @@ impl Visitor {
             Err((reply, detail)) => return self.error(&line, reply, &detail),
         };
         self.shared.metrics.opened(&label);
-        let key = (tunnel, line.host.clone(), origin.session_id);
+        let key = (tunnel, line.host.clone(), origin.session_id, self.peer.ip());
         tracing::debug!(peer = %self.peer, host = %key.1, %tunnel, session = origin.session_id, "request forwarded");
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             line.log(101, 0, 0);
@@ -307,7 +307,7 @@ impl Visitor {
             };
             let pooled = match prefer {
                 Some(session) if self.options.reuse_origins => {
-                    self.shared.origins.take(&(tunnel, host.clone(), session))
+                    self.shared.origins.take(&(tunnel, host.clone(), session, self.peer.ip()))
                 }
                 _ => sticky,
             };
@@ -386,7 +386,7 @@ impl Visitor {
             if origin.session_id == session && self.options.reuse_origins {
                 let registry = &self.shared.registry;
                 let live = || registry.is_live(&tunnel, Network::Tcp, session);
-                self.shared.origins.put((tunnel, host.to_owned(), session), origin, live);
+                self.shared.origins.put((tunnel, host.to_owned(), session, self.peer.ip()), origin, live);
             }
         }
     }
