@@ -463,6 +463,7 @@ impl Proc {
 }
 
 pub mod chaos;
+pub mod dns;
 pub mod gateway;
 
 impl Proc {
