@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use tunnel_tests::dns::{dig, Dnsmasq};
-use tunnel_tests::{agent, origin, tunnel_id, Server, Transport};
+use tunnel_tests::{addr_in, agent, curl, origin, tunnel_id, Server, Transport};
 
 /// A UDP socket on 127.0.0.1 talking to `to`, with a generous read timeout.
 fn client(to: SocketAddr) -> UdpSocket {
@@ -27,7 +27,15 @@ fn recv(s: &UdpSocket) -> Vec<u8> {
 /// logging every refusal and flow.
 fn start_server(t: Transport, query: &str, n: usize) -> Server {
     let url = format!("relay://127.0.0.1:0?{query}");
-    Server::start_on(t, &["-L", &url, "--log-level", "info,tunnel_runtime=debug"], n)
+    Server::start_on(t, &["-L", &url, "--log-level", "info,tunnel_runtime=debug", "--admin", "127.0.0.1:0"], n)
+}
+
+/// The server's count of visitors of UDP entrypoint `ep` with `outcome`.
+fn visitors(server: &Server, ep: SocketAddr, outcome: &str) -> u64 {
+    let admin = addr_in(&server.proc.wait_for("admin listening"));
+    let (_, text) = curl(&["-s", "--max-time", "10", &format!("http://{admin}/metrics")]);
+    let prefix = format!("tunnel_visitors_total{{entrypoint=\"udp://{ep}\",outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
 }
 
 fn dig_through_a_public_udp_entrypoint(t: Transport) {
@@ -137,6 +145,9 @@ fn only_public_rules_route_a_udp_entrypoint() {
     let mut buf = [0u8; 2048];
     let (n, _) = origin.recv_from(&mut buf).expect("the public rule's datagram arrives");
     assert_eq!(&buf[..n], b"to public.example", "and it is the first the origin ever saw");
+    let eps = &server.entrypoints;
+    assert_eq!([visitors(&server, eps[0], "refused"), visitors(&server, eps[1], "refused")], [1, 1]);
+    assert_eq!([visitors(&server, eps[2], "served"), visitors(&server, eps[2], "refused")], [1, 0]);
 }
 
 #[test]
