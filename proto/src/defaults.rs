@@ -46,6 +46,9 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const SESSION_WAIT: Duration = Duration::from_secs(10);
 /// UDP flows one agent or one access listener carries at once; each costs a socket and a task.
 pub const MAX_UDP_FLOWS: usize = 1024;
+/// UDP flows of one source address on a server's public UDP entrypoints: a few dozen visitor
+/// ports (a resolver's, a NAT's) fit, and 16 sources more are needed to fill one flow table.
+pub const MAX_UDP_FLOWS_PER_SOURCE: usize = 64;
 /// Datagrams queued per UDP flow before new ones are dropped (counted): a slow flow must not
 /// hold up the listener's other flows.
 pub const UDP_FLOW_QUEUE: usize = 256;

@@ -107,6 +107,15 @@ pub struct FlowOptions {
 pub trait FlowOpener: Send + Sync + 'static {
     /// Opens a stream for the flow of visitor `peer`, sending `first` right behind its header.
     fn open(&self, peer: SocketAddr, first: &[u8]) -> impl Future<Output = Result<Stream, String>> + Send;
+
+    /// Reports a flow whose stream could not be opened (default: one info line each).
+    fn failed(&self, peer: SocketAddr, why: &str) {
+        tracing::info!(%peer, reason = %why, "UDP flow failed");
+    }
+
+    /// Counts a datagram dropped on arrival: `reason` is `queue full` or `flow limit` (default:
+    /// nothing beyond the listener's own count and debug line).
+    fn dropped(&self, _reason: &'static str) {}
 }
 
 type Flows = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
@@ -143,6 +152,7 @@ pub async fn serve_flows<O: FlowOpener>(
             Some(Err(mpsc::error::TrySendError::Full(_))) => {
                 let total = dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::debug!(%peer, dropped = total, "UDP flow queue full, datagram dropped");
+                opener.dropped("queue full");
                 continue;
             }
             Some(Err(mpsc::error::TrySendError::Closed(d))) => d,
@@ -151,6 +161,7 @@ pub async fn serve_flows<O: FlowOpener>(
         if map.len() >= options.max_flows {
             let total = dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::debug!(%peer, dropped = total, "UDP flow limit reached, datagram dropped");
+            opener.dropped("flow limit");
             continue;
         }
         let (tx, rx) = mpsc::channel(defaults::UDP_FLOW_QUEUE);
@@ -182,7 +193,7 @@ impl Flow {
                 relay(stream, Queue(rx), self, buffer, ttl, "tunnel").await
             }
             Err(why) => {
-                tracing::info!(%peer, reason = %why, "UDP flow failed");
+                opener.failed(peer, &why);
                 why
             }
         };

@@ -53,7 +53,8 @@ pub struct FileConfig {
     /// Data-channel transport: `tcp` (default).
     #[serde(default)]
     pub listener: Option<String>,
-    /// Public entrypoints: `:80`, or `:5201/iperf.local` for a raw entrypoint bound to a host.
+    /// Public entrypoints: `:80`, or `:5201/iperf.local` for a raw entrypoint bound to a host,
+    /// or `udp://:5353/dns.example` for a UDP one.
     #[serde(default)]
     pub entry_point: Option<OneOrMany>,
     /// `[[entrypoints]]`: entrypoints with options, after those of `entryPoint`.
@@ -206,6 +207,10 @@ pub struct LimitsFile {
     max_streams_per_tunnel: Option<usize>,
     #[serde(default)]
     max_visitors_per_source: Option<usize>,
+    #[serde(default)]
+    max_udp_flows: Option<usize>,
+    #[serde(default)]
+    max_udp_flows_per_source: Option<usize>,
 }
 
 /// Limits in force; see [`tunnel_proto::defaults`] for why each default is what it is.
@@ -244,31 +249,41 @@ pub struct Limits {
     pub max_streams_per_tunnel: usize,
     /// Public visitors in flight per source address.
     pub max_visitors_per_source: usize,
+    /// UDP flows at once on one UDP entrypoint.
+    pub max_udp_flows: usize,
+    /// UDP flows at once of one source address, over every UDP entrypoint.
+    pub max_udp_flows_per_source: usize,
 }
 
 /// An `[[entrypoints]]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EntrypointFile {
-    /// Where to listen, as in `entryPoint` (`:80`, or `:5201/iperf.local` for a raw one).
+    /// Where to listen, as in `entryPoint` (`:80`, or `:5201/iperf.local` for a raw one, or
+    /// `udp://:5353/dns.example`).
     pub addr: String,
     /// CIDRs (or addresses) of proxies whose `X-Forwarded-For` is extended, not replaced.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// One info line per HTTP request (default on).
-    #[serde(default = "on")]
-    pub access_log: bool,
+    #[serde(default)]
+    pub access_log: Option<bool>,
     /// Keep HTTP origin connections for reuse across requests (default on).
-    #[serde(default = "on")]
-    pub reuse_origins: bool,
+    #[serde(default)]
+    pub reuse_origins: Option<bool>,
     /// Connections from `trustedProxies` start with a PROXY protocol header (v1 or v2) naming
     /// the visitor (default off).
     #[serde(default)]
     pub proxy_protocol: bool,
-}
-
-fn on() -> bool {
-    true
+    /// UDP: keep a flow after its first answer, until idle for `ttl` (default off).
+    #[serde(default)]
+    pub keepalive: Option<bool>,
+    /// UDP: idle time that ends a kept-alive flow (default 5s).
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// UDP: bytes read per datagram; longer ones are truncated (default 4096, at most 65535).
+    #[serde(default)]
+    pub read_buffer_size: Option<usize>,
 }
 
 /// A public entrypoint.
@@ -311,6 +326,8 @@ pub struct Config {
     pub identity: IdentitySource,
     /// Public entrypoints.
     pub entrypoints: Vec<Entrypoint>,
+    /// Public UDP entrypoints.
+    pub udp_entrypoints: Vec<crate::udp_entry::UdpEntrypoint>,
     /// The routing table.
     pub ingress: Ingress,
     /// Direct routing for access clients.
@@ -387,6 +404,8 @@ impl FileConfig {
         l.max_access_streams = u.take_with(&["maxAccessStreams"], str::parse::<usize>)?;
         l.max_streams_per_tunnel = u.take_with(&["maxStreamsPerTunnel"], str::parse::<usize>)?;
         l.max_visitors_per_source = u.take_with(&["maxVisitorsPerSource"], str::parse::<usize>)?;
+        l.max_udp_flows = u.take_with(&["maxUdpFlows"], str::parse::<usize>)?;
+        l.max_udp_flows_per_source = u.take_with(&["maxUdpFlowsPerSource"], str::parse::<usize>)?;
         fc.reuse = u.take_bool(&["reuse"])?.unwrap_or(false);
         fc.pid_file = u.take(&["pidFile"]);
         u.finish()?;
@@ -429,10 +448,17 @@ impl FileConfig {
             (Some(_), None) => return Err(invalid("keyFile", "certFile needs keyFile".into())),
             (None, Some(_)) => return Err(invalid("certFile", "keyFile needs certFile".into())),
         };
-        let mut entrypoints = Vec::new();
+        let (mut entrypoints, mut udp_entrypoints) = (Vec::new(), Vec::new());
         let plain = self.entry_point.as_ref().map(OneOrMany::items).unwrap_or_default();
         let tables = self.entrypoints.iter().map(|t| (t.addr.clone(), Some(t)));
         for (item, table) in plain.into_iter().map(|i| (i, None)).chain(tables) {
+            let item = match crate::udp_entry::parse(&item, table).map_err(|(key, why)| invalid(key, why))? {
+                crate::udp_entry::Parsed::Udp(ep) => {
+                    udp_entrypoints.push(ep);
+                    continue;
+                }
+                crate::udp_entry::Parsed::Tcp(item) => item,
+            };
             let (addr, hostname) = match item.split_once('/') {
                 Some((a, h)) => {
                     (a, Some(host::canonicalize(h).map_err(|e| invalid("entryPoint", format!("{item:?}: {e}")))?))
@@ -449,8 +475,8 @@ impl FileConfig {
                 trusted_proxies.push(net);
             }
             // The plain `entryPoint` form keeps its log volume: no access log.
-            let access_log = table.is_some_and(|t| t.access_log);
-            let reuse_origins = table.is_none_or(|t| t.reuse_origins);
+            let access_log = table.is_some_and(|t| t.access_log.unwrap_or(true));
+            let reuse_origins = table.is_none_or(|t| t.reuse_origins.unwrap_or(true));
             let proxy_protocol = table.is_some_and(|t| t.proxy_protocol);
             if proxy_protocol && trusted_proxies.is_empty() {
                 return Err(invalid(
@@ -538,6 +564,8 @@ impl FileConfig {
             max_access_streams: l.max_access_streams.unwrap_or(defaults::MAX_ACCESS_STREAMS),
             max_streams_per_tunnel: l.max_streams_per_tunnel.unwrap_or(defaults::MAX_STREAMS_PER_TUNNEL),
             max_visitors_per_source: l.max_visitors_per_source.unwrap_or(defaults::MAX_VISITORS_PER_SOURCE),
+            max_udp_flows: l.max_udp_flows.unwrap_or(defaults::MAX_UDP_FLOWS),
+            max_udp_flows_per_source: l.max_udp_flows_per_source.unwrap_or(defaults::MAX_UDP_FLOWS_PER_SOURCE),
         };
         if limits.max_streams_per_session == 0 || limits.max_streams_per_session >= defaults::MUX_MAX_STREAMS {
             return Err(invalid(
@@ -557,6 +585,8 @@ impl FileConfig {
             ("maxAccessStreams", limits.max_access_streams),
             ("maxStreamsPerTunnel", limits.max_streams_per_tunnel),
             ("maxVisitorsPerSource", limits.max_visitors_per_source),
+            ("maxUdpFlows", limits.max_udp_flows),
+            ("maxUdpFlowsPerSource", limits.max_udp_flows_per_source),
         ] {
             if v == 0 {
                 return Err(invalid(&format!("limits.{key}"), "must be at least 1".into()));
@@ -567,6 +597,7 @@ impl FileConfig {
             transport,
             identity,
             entrypoints,
+            udp_entrypoints,
             ingress: Ingress::new(rules),
             direct: self.tunnel.direct,
             global_tokens,
@@ -638,18 +669,18 @@ impl Config {
     /// at start: a raw entrypoint whose hostname no public rule routes refuses every
     /// connection. (The token table's warnings are [`Routes::token_warnings`].)
     pub fn warnings(&self) -> Vec<String> {
-        self.entrypoints
-            .iter()
-            .filter_map(|ep| {
-                let host = ep.hostname.as_deref()?;
+        let tcp =
+            self.entrypoints.iter().filter_map(|ep| Some((ep.addr.to_string(), ep.hostname.as_deref()?, "connection")));
+        let udp = self.udp_entrypoints.iter().map(|ep| (format!("udp://{}", ep.addr), ep.hostname.as_str(), "flow"));
+        tcp.chain(udp)
+            .filter_map(|(addr, host, what)| {
                 let why = match self.ingress.lookup(host) {
                     None => "no ingress rule routes it",
                     Some(rule) if rule.private => "its only rule is private (access clients only)",
                     Some(_) => return None,
                 };
                 Some(format!(
-                    "entryPoint {addr}/{host}: {why}, so every connection to {addr} is refused; add a public rule ([[ingress.rules]] hostname = \"{host}\", endpoint = \"TUNNEL-ID\", or tunnel={host}:TUNNEL-ID in -L)",
-                    addr = ep.addr
+                    "entryPoint {addr}/{host}: {why}, so every {what} to {addr} is refused; add a public rule ([[ingress.rules]] hostname = \"{host}\", endpoint = \"TUNNEL-ID\", or tunnel={host}:TUNNEL-ID in -L)"
                 ))
             })
             .collect()
@@ -815,6 +846,34 @@ mod tests {
         assert!(warnings[0].contains("127.0.0.1:5201/iperf.local") && warnings[0].contains("no ingress rule"));
         assert!(warnings[0].contains("hostname = \"iperf.local\""), "{}", warnings[0]);
         assert!(warnings[1].contains("private.local") && warnings[1].contains("private"), "{}", warnings[1]);
+    }
+
+    #[test]
+    fn udp_entrypoints_sit_beside_tcp_ones_and_warn_like_raw_ones() {
+        let id = "22f43305-42f7-4232-bbbc-aa6c042e3bc3";
+        let cfg = FileConfig::from_url(&format!(
+            "relay://:0?entryPoint=:80,udp://127.0.0.1:5353/dns.example,:5201/iperf.local,udp://:5354/nowhere.example&tunnel=dns.example:{id},iperf.local:{id}&maxUdpFlowsPerSource=3"
+        ))
+        .unwrap()
+        .validate("-L")
+        .unwrap();
+        assert_eq!(cfg.entrypoints.iter().map(|e| e.addr.port()).collect::<Vec<_>>(), [80, 5201]);
+        let udp: Vec<_> = cfg.udp_entrypoints.iter().map(|e| (e.addr.port(), e.hostname.as_str())).collect();
+        assert_eq!(udp, [(5353, "dns.example"), (5354, "nowhere.example")]);
+        assert_eq!(cfg.limits.max_udp_flows_per_source, 3);
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("udp://0.0.0.0:5354/nowhere.example"), "{}", warnings[0]);
+        assert!(warnings[0].contains("every flow") && warnings[0].contains("hostname = \"nowhere.example\""));
+        let text = "addr = \":0\"\nentryPoint = [\"udp://:53/a.example\"]\n[[entrypoints]]\naddr = \"udp://:54/b.example\"\nkeepalive = true\nttl = \"1m\"\n";
+        let cfg = toml::from_str::<FileConfig>(text).unwrap().validate("f").unwrap();
+        assert!(cfg.entrypoints.is_empty());
+        assert!(!cfg.udp_entrypoints[0].keepalive && cfg.udp_entrypoints[1].keepalive);
+        assert_eq!(cfg.udp_entrypoints[1].ttl, Duration::from_secs(60));
+        let err = FileConfig::from_url("relay://:0?entryPoint=udp://:53").unwrap().validate("-L").unwrap_err();
+        assert!(err.to_string().contains("entryPoint") && err.to_string().contains("needs a hostname"), "{err}");
+        let err = FileConfig::from_url("relay://:0?maxUdpFlows=0").unwrap().validate("-L").unwrap_err();
+        assert!(err.to_string().contains("limits.maxUdpFlows"), "{err}");
     }
 
     #[test]

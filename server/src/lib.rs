@@ -41,6 +41,7 @@ pub mod registry;
 mod relay;
 mod reload;
 pub mod routing;
+pub mod udp_entry;
 
 pub use config::{Config, FileConfig};
 
@@ -101,6 +102,7 @@ pub struct Server {
     relay_addr: SocketAddr,
     admin: Option<tunnel_runtime::admin::Admin>,
     entrypoint_addrs: Vec<SocketAddr>,
+    udp_entrypoint_addrs: Vec<SocketAddr>,
     gateway_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     /// The accept loops; they end when stopping begins.
@@ -127,6 +129,7 @@ impl Server {
                 .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
             entrypoints.push((l, ep.hostname.clone(), ep.http_options()));
         }
+        let udp_sockets = udp_entry::bind_all(&config.udp_entrypoints, config.reuse)?;
         let gateways = gateway::bind_all(&config.gateways).await?;
         let routes = config.routes();
         for warning in routes.token_warnings() {
@@ -176,6 +179,7 @@ impl Server {
                 Arc::new(options),
             ));
         }
+        let udp_entrypoint_addrs = udp_entry::spawn_all(&shared, udp_sockets, &mut listeners)?;
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
         shared.metrics.config_version.set(1);
@@ -191,7 +195,16 @@ impl Server {
         listeners.spawn(tunnel_runtime::telemetry::on_sighup(reloading.life.stopping().clone(), move || {
             let _ = reload::reload(&reloading);
         }));
-        Ok(Server { admin, relay_addr, entrypoint_addrs, gateway_addrs, shared, listeners, _pid_file: pid_file })
+        Ok(Server {
+            admin,
+            relay_addr,
+            entrypoint_addrs,
+            udp_entrypoint_addrs,
+            gateway_addrs,
+            shared,
+            listeners,
+            _pid_file: pid_file,
+        })
     }
 
     /// The relay listener's bound address.
@@ -202,6 +215,11 @@ impl Server {
     /// The entrypoints' bound addresses, in configuration order.
     pub fn entrypoint_addrs(&self) -> &[SocketAddr] {
         &self.entrypoint_addrs
+    }
+
+    /// The UDP entrypoints' bound addresses, in configuration order.
+    pub fn udp_entrypoint_addrs(&self) -> &[SocketAddr] {
+        &self.udp_entrypoint_addrs
     }
 
     /// The gateways' bound addresses, in configuration order.

@@ -55,6 +55,15 @@ pub struct VisitorOutcome {
     pub outcome: &'static str,
 }
 
+/// An entrypoint and a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntrypointReason {
+    /// The entrypoint's configured address.
+    pub entrypoint: String,
+    /// One of a fixed set.
+    pub reason: &'static str,
+}
+
 /// A reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -85,6 +94,8 @@ pub struct Metrics {
     pub bytes: Family<TunnelDirection, Counter>,
     /// Public visitors, by entrypoint and outcome.
     pub visitors: Family<VisitorOutcome, Counter>,
+    /// Datagrams dropped on arrival at a UDP entrypoint, by entrypoint and reason.
+    pub udp_dropped: Family<EntrypointReason, Counter>,
     /// Refused handshakes, by reason.
     pub handshake_failures: Family<Reason, Counter>,
     /// Reloads, by result.
@@ -101,6 +112,11 @@ impl Metrics {
         registry.register("tunnel_streams_failed", "Streams that could not be served", self.streams_failed.clone());
         registry.register("tunnel_bytes", "Bytes carried between visitors and agents", self.bytes.clone());
         registry.register("tunnel_visitors", "Public visitors by outcome", self.visitors.clone());
+        registry.register(
+            "tunnel_udp_datagrams_dropped",
+            "Datagrams dropped on arrival at a UDP entrypoint",
+            self.udp_dropped.clone(),
+        );
         registry.register(
             "tunnel_handshake_failures",
             "Sessions refused at their handshake",
@@ -145,6 +161,13 @@ impl Metrics {
             return;
         }
         self.visitors.get_or_create(&VisitorOutcome { entrypoint: entrypoint.to_owned(), outcome }).inc();
+    }
+
+    /// Counts a datagram dropped on arrival at UDP `entrypoint`.
+    pub fn udp_dropped(&self, entrypoint: &str, reason: &'static str) {
+        if self.on {
+            self.udp_dropped.get_or_create(&EntrypointReason { entrypoint: entrypoint.to_owned(), reason }).inc();
+        }
     }
 
     /// Counts a refused handshake.

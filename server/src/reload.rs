@@ -54,7 +54,7 @@ fn needs_restart(old: &Config, new: &Config, limits: &Limits) -> Vec<String> {
     differ("addr", old.relay_addr != new.relay_addr);
     differ("listener", old.transport != new.transport);
     let eps = |c: &Config| c.entrypoints.iter().map(|e| (e.addr, e.hostname.clone())).collect::<Vec<_>>();
-    differ("entryPoint", eps(old) != eps(new));
+    differ("entryPoint", eps(old) != eps(new) || old.udp_entrypoints != new.udp_entrypoints);
     differ("gateway", old.gateways.len() != new.gateways.len());
     differ("reuse", old.reuse != new.reuse);
     differ("pidFile", old.pid_file != new.pid_file);
@@ -69,6 +69,8 @@ fn needs_restart(old: &Config, new: &Config, limits: &Limits) -> Vec<String> {
         ("limits.maxAccessSessionsPerTunnel", a.max_access_sessions_per_tunnel != b.max_access_sessions_per_tunnel),
         ("limits.maxStreamsPerTunnel", a.max_streams_per_tunnel != b.max_streams_per_tunnel),
         ("limits.maxVisitorsPerSource", a.max_visitors_per_source != b.max_visitors_per_source),
+        ("limits.maxUdpFlows", a.max_udp_flows != b.max_udp_flows),
+        ("limits.maxUdpFlowsPerSource", a.max_udp_flows_per_source != b.max_udp_flows_per_source),
     ] {
         differ(key, changed);
     }
@@ -84,6 +86,8 @@ fn keep_sized_limits(new: &mut Limits, start: &Limits) {
     new.max_access_sessions_per_tunnel = start.max_access_sessions_per_tunnel;
     new.max_streams_per_tunnel = start.max_streams_per_tunnel;
     new.max_visitors_per_source = start.max_visitors_per_source;
+    new.max_udp_flows = start.max_udp_flows;
+    new.max_udp_flows_per_source = start.max_udp_flows_per_source;
 }
 
 /// Why `routes` no longer admits a session of `tunnel` with `token`, if it does not.

@@ -233,7 +233,8 @@ pub struct Server {
     pub proc: Proc,
     /// Relay listener.
     pub relay: SocketAddr,
-    /// Entrypoints in configuration order.
+    /// Entrypoints in configuration order, TCP ones first, then UDP ones (the server logs
+    /// them in that order).
     pub entrypoints: Vec<SocketAddr>,
     /// The data-channel transport.
     pub transport: Transport,
@@ -463,6 +464,7 @@ impl Proc {
 }
 
 pub mod chaos;
+pub mod dns;
 pub mod gateway;
 
 impl Proc {

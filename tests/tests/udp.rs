@@ -5,6 +5,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use tunnel_tests::dns::{dig, free_tcp_udp_port, Dnsmasq};
 use tunnel_tests::{access, agent, origin, poll_until, tunnel_id, External, Proc, Server, Transport};
 
 fn server_for(t: Transport, rules: &str) -> Server {
@@ -27,39 +28,13 @@ fn ask(s: &UdpSocket, payload: &[u8]) -> Vec<u8> {
     buf
 }
 
-/// A loopback port free for both TCP and UDP (iperf3 uses one port number for both).
-fn free_tcp_udp_port() -> u16 {
-    loop {
-        let (tcp, addr) = tunnel_tests::listener();
-        if UdpSocket::bind(addr).is_ok() {
-            drop(tcp);
-            return addr.port();
-        }
-    }
-}
-
 fn dig_through_the_tunnel_answers_every_query(t: Transport) {
-    let dns_port = free_tcp_udp_port();
-    let _dnsmasq = External::start({
-        let mut c = Command::new("dnsmasq");
-        c.args(["--no-daemon", "--bind-interfaces", "--listen-address=127.0.0.1", "--no-resolv", "--no-hosts"])
-            .args(["--user=root", "--pid-file=", "--host-record=dns.test,192.0.2.7"])
-            .arg(format!("--port={dns_port}"));
-        c
-    });
-    let dig = |port: u16| {
-        let out = Command::new("dig")
-            .args(["@127.0.0.1", "-p", &port.to_string(), "+short", "+tries=1", "+timeout=5", "dns.test"])
-            .output()
-            .expect("dig (dnsutils) must be installed");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    poll_until("dnsmasq", || dig(dns_port) == "192.0.2.7");
+    let dns = Dnsmasq::start(&[("dns.test", "192.0.2.7")]);
     let id = tunnel_id();
     let server = server_for(t, &format!("dns.srv-2.local:${id}"));
-    let _agent = agent(&server, &[&format!("rudp://:0/127.0.0.1:{dns_port}")], &id, "", 1);
+    let _agent = agent(&server, &[&format!("rudp://:0/127.0.0.1:{}", dns.port)], &id, "", 1);
     let (_access, addrs) = access(&server, &["udp://127.0.0.1:0/dns.srv-2.local"], &id, "");
-    let answered = (0..100).filter(|_| dig(addrs[0].port()) == "192.0.2.7").count();
+    let answered = (0..100).filter(|_| dig(addrs[0].port(), "dns.test") == "192.0.2.7").count();
     assert_eq!(answered, 100, "every query through the tunnel is answered");
 }
 
