@@ -98,3 +98,68 @@ fn forwarder(fw: &gost::Forwarder, p: &str) -> Result<ForwarderFile, Bad> {
     }
     Ok(ForwarderFile { nodes: vec![NodeFile { name: node.name.clone(), addr: node.addr.clone() }] })
 }
+
+#[cfg(test)]
+mod tests {
+    use tunnel_proto::wire::Network;
+    use tunnel_runtime::cli::ClientFile;
+    use tunnel_runtime::config::ConfigError;
+    use tunnel_runtime::gost::parse;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn example(name: &str) -> String {
+        let path = format!("{}/../deploy/examples/gost/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// As `-C f.yaml` does it: translated, validated, keys renamed.
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let (file, keys) = translate(&parse(text).unwrap()).map_err(|bad| gost::invalid("f.yaml", bad))?;
+        file.validate("f.yaml").map_err(|e| keys.rename(e))
+    }
+
+    fn key_of(text: &str) -> (String, String) {
+        match load(text).unwrap_err() {
+            ConfigError::Invalid { key, why, .. } => (key, why),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_access_clients() {
+        let c = load(&example("access-sniffing.yaml")).unwrap();
+        assert!(c.listeners[0].sniffing && c.listeners[0].hostname.is_none());
+        assert_eq!(c.listeners[0].addr.to_string(), "127.0.0.1:8000");
+        let c = load(&example("access-iperf.yaml")).unwrap();
+        let kinds: Vec<_> = c.listeners.iter().map(|l| (l.network, l.keepalive)).collect();
+        assert_eq!(kinds, [(Network::Tcp, false), (Network::Udp, true)], "both services: lists");
+        assert_eq!(c.listeners[1].hostname.as_deref(), Some("iperf.local"));
+        let c = load(&example("access-udp-dns.yaml")).unwrap();
+        assert_eq!((c.listeners[0].network, c.listeners[0].keepalive), (Network::Udp, false));
+        let with_ttl = example("access-iperf.yaml").replace("# ttl: 5s", "ttl: 9s\n        readBufferSize: 2048");
+        let c = load(&with_ttl).unwrap();
+        assert_eq!((c.listeners[1].ttl.as_secs(), c.listeners[1].read_buffer_size), (9, 2048));
+    }
+
+    #[test]
+    fn errors_name_the_yaml_key() {
+        let ssh = example("access-ssh.yaml");
+        let (key, _) = key_of(&ssh.replace("addr: ssh.srv-2.local", "addr: ssh.srv-2.local\n        host: x"));
+        assert_eq!(key, "services[0].forwarder.nodes[0].host");
+        let (key, why) =
+            key_of(&ssh.replace("      # - name: redis\n      #   addr", "      - name: redis\n        addr"));
+        assert_eq!(key, "services[0].forwarder.nodes", "{why}");
+        let (key, why) = key_of(
+            &example("access-udp-dns.yaml")
+                .replace("type: udp\n      chain", "type: udp\n      metadata:\n        sniffing: true\n      chain"),
+        );
+        assert_eq!(key, "services[0].handler.metadata.sniffing", "{why}");
+        let (key, _) = key_of(&example("access-iperf.yaml").replace("# ttl: 5s", "ttl: 0s"));
+        assert_eq!(key, "services[1].listener.metadata.ttl");
+        let (key, why) = key_of(&example("agent-udp-dns.yaml"));
+        assert_eq!(key, "services[0].handler.type");
+        assert!(why.contains("tunnel-agent -C FILE"), "{why}");
+    }
+}

@@ -375,3 +375,6 @@ impl KeyMap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -42,13 +42,15 @@ pub(super) fn translate(doc: &Document) -> Result<(FileConfig, KeyMap), Bad> {
     let mut keys = KeyMap::default();
     let mut file = service(svc, i, &mut keys)?;
     let used = ingress_of(svc, i)?;
+    let mut found = false;
     for (k, ingress) in doc.ingresses.iter().enumerate() {
         if Some(ingress.name.as_str()) != used.as_ref().map(|(_, name)| name.as_str()) {
             return Err((format!("ingresses[{k}]"), format!("{:?} is used by no relay service", ingress.name)));
         }
-        if !file.ingress.rules.is_empty() {
+        if found {
             return Err((format!("ingresses[{k}]"), format!("a second ingress named {:?}", ingress.name)));
         }
+        found = true;
         keys.add("ingress.rules", format!("ingresses[{k}].rules"));
         file.ingress.rules = ingress
             .rules
@@ -61,10 +63,8 @@ pub(super) fn translate(doc: &Document) -> Result<(FileConfig, KeyMap), Bad> {
             })
             .collect();
     }
-    if let Some((path, name)) = used {
-        if !doc.ingresses.iter().any(|g| g.name == name) {
-            return Err((path, format!("no ingress named {name:?} in ingresses")));
-        }
+    if let Some((path, name)) = used.filter(|_| !found) {
+        return Err((path, format!("no ingress named {name:?} in ingresses")));
     }
     Ok((file, keys))
 }
@@ -126,4 +126,72 @@ fn service(svc: &gost::Service, i: usize, keys: &mut KeyMap) -> Result<FileConfi
     file.token_file = md.take_str(&["tokenFile"])?;
     md.finish("entryPoint, ingress, tunnel.direct, sniffing.timeout, token, tokenFile")?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use tunnel_runtime::gost::parse;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn example(name: &str) -> String {
+        let path = format!("{}/../deploy/examples/gost/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// As `-C f.yaml` does it: translated, validated, keys renamed.
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let (file, keys) = translate(&parse(text).unwrap()).map_err(|bad| gost::invalid("f.yaml", bad))?;
+        file.validate("f.yaml").map_err(|e| keys.rename(e))
+    }
+
+    fn key_of(text: &str) -> (String, String) {
+        match load(text).unwrap_err() {
+            ConfigError::Invalid { key, why, .. } => (key, why),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn the_seed_servers() {
+        let c = load(&example("server-private.yaml")).unwrap();
+        assert_eq!(c.ingress.rules().len(), 8);
+        assert_eq!(c.entrypoints[0].addr.port(), 80);
+        assert_eq!(c.relay_addr.port(), 8443);
+        assert!(!c.direct);
+        let c = load(&example("server-direct.yaml")).unwrap();
+        assert!(c.direct && c.entrypoints.is_empty() && c.ingress.rules().is_empty());
+        let c = load(&example("server-iperf.yaml")).unwrap();
+        assert_eq!(c.ingress.rules().len(), 1);
+        let quic = example("server-direct.yaml").replace("type: tcp", "type: quic");
+        assert_eq!(load(&quic).unwrap().transport, tunnel_proto::channel::Transport::Quic);
+    }
+
+    #[test]
+    fn errors_name_the_yaml_key() {
+        let seed = example("server-ingress.yaml");
+        let (key, why) = key_of(&seed.replace("endpoint: ac74d9dd", "endpoint: zz74d9dd"));
+        assert_eq!(key, "ingresses[0].rules[1].endpoint", "{why}");
+        let (key, _) = key_of(&seed.replace("entryPoint: \":80\"", "entryPoint: \":http\""));
+        assert_eq!(key, "services[0].handler.metadata.entryPoint");
+        let (key, why) = key_of(&seed.replace("ingress: ingress-0", "ingress: ingress-9"));
+        assert_eq!(key, "ingresses[0]", "{why}");
+        let (key, why) = key_of(&seed.replace("- name: ingress-0", "- name: ingress-1"));
+        assert_eq!(key, "ingresses[0]", "{why}");
+        let (key, why) =
+            key_of(&seed.replace("      ingress: ingress-0\n", "      ingress: ingress-0\n      sniffing: true\n"));
+        assert_eq!(key, "services[0].handler.metadata.sniffing");
+        assert!(why.contains("entryPoint, ingress, tunnel.direct"), "{why}");
+        let (key, _) = key_of(&seed.replace("  listener:\n    type: tcp", "  listener:\n    type: ws"));
+        assert_eq!(key, "services[0].listener.type");
+        let (key, why) = key_of(&example("access-ssh.yaml"));
+        assert_eq!(key, "services[0].handler.type");
+        assert!(why.contains("tunnel-access -C FILE"), "{why}");
+        let direct = example("server-direct.yaml");
+        let (key, why) = key_of(&format!("{direct}{}", "chains:\n- name: c\n"));
+        assert_eq!(key, "chains", "{why}");
+        let (key, why) = key_of(&direct.replace("type: tcp", "type: tls\n    tls:\n      certFile: c.pem"));
+        assert_eq!(key, "services[0].listener.tls.keyFile", "{why}");
+    }
 }
