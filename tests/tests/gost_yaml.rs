@@ -213,3 +213,90 @@ fn iperf_through_an_ingress() {
 fn iperf_by_direct_routing() {
     iperf("server-direct.yaml");
 }
+
+/// A server from `server-ingress.yaml` on `listener` (tls or quic), its certificate made in
+/// a temporary state directory.
+fn encrypted_server(dir: &tempfile::TempDir, listener: &str) -> (Running, String) {
+    let edits = [
+        ("addr: :8443", "addr: 127.0.0.1:0".to_owned()),
+        ("entryPoint: \":80\"", "entryPoint: \"127.0.0.1:0\"".to_owned()),
+        ("  listener:\n    type: tcp", format!("  listener:\n    type: {listener}")),
+    ];
+    let path = example(dir, "server-ingress.yaml", &edits);
+    let state = dir.path().join("state");
+    let server =
+        Proc::start_with_env("tunnel-server", &["-C", &path], &[("TUNNEL_STATE_DIR", state.to_str().unwrap())]);
+    let line = server.wait_for("relay listening");
+    assert!(
+        line.contains(&format!("transport={listener}")) || line.contains(&format!("transport=\"{listener}\"")),
+        "{line}"
+    );
+    let start = line.find("fingerprint=").expect("a fingerprint") + "fingerprint=".len();
+    let pin = line[start..].split_whitespace().next().unwrap().trim_matches('"').to_owned();
+    let relay = addr_in(&line);
+    let entrypoint = Some(addr_in(&server.wait_for("entrypoint listening")));
+    (Running { server, relay, entrypoint }, pin)
+}
+
+fn tinyproxy(dir: &tempfile::TempDir, user: &str, pass: &str) -> (Proc, SocketAddr) {
+    let addr = origin::closed_port();
+    let cfg = format!(
+        "Port {}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\nBasicAuth {user} {pass}\nLogLevel Info\n",
+        addr.port()
+    );
+    let path = dir.path().join("tinyproxy.conf");
+    std::fs::write(&path, cfg).unwrap();
+    let mut cmd = Command::new("tinyproxy");
+    cmd.arg("-d").arg("-c").arg(&path);
+    let proc = Proc::start_command("tinyproxy (needs the tinyproxy package; CI installs it)", cmd);
+    proc.wait_for("Accepting connections");
+    (proc, addr)
+}
+
+/// A chain of two hops as GOST writes it: tinyproxy (HTTP CONNECT with credentials), then
+/// the server over TLS with its certificate pinned; the proxy resolves the server's name.
+#[test]
+fn tls_relay_through_an_http_proxy_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = origin::http("proxied");
+    let (s, pin) = encrypted_server(&dir, "tls");
+    let (proxy, proxy_addr) = tinyproxy(&dir, "gost", "s3cret");
+    let hop = format!(
+        "  hops:\n  - name: proxy\n    nodes:\n    - name: tinyproxy\n      addr: {proxy_addr}\n      connector:\n        \
+         type: http\n        auth:\n          username: gost\n          password: s3cret\n  - name: hop-0\n"
+    );
+    let edits = [
+        ("addr: :8443", format!("addr: localhost:{}", s.relay.port())),
+        ("192.168.1.1:80", web.to_string()),
+        ("  hops:\n  - name: hop-0\n", hop),
+        (
+            "      dialer:\n        type: tcp",
+            format!("      dialer:\n        type: tls\n        metadata:\n          pin: {pin}"),
+        ),
+    ];
+    let agent = Proc::start("tunnel-agent", &["-C", &example(&dir, "agent-rtcp.yaml", &edits)]);
+    agent.wait_for("session established");
+    s.server.wait_for("agent joined");
+    proxy.wait_for(&format!("CONNECT localhost:{}", s.relay.port()));
+    get_ok(s.entrypoint.unwrap(), "example.com", "proxied");
+}
+
+/// The QUIC dialer, with the certificate check off as GOST's `secure: false` says.
+#[test]
+fn quic_relay_with_secure_false() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = origin::http("quic");
+    let (s, _) = encrypted_server(&dir, "quic");
+    let edits = [
+        ("addr: :8443", format!("addr: {}", s.relay)),
+        ("192.168.1.1:80", web.to_string()),
+        (
+            "      dialer:\n        type: tcp",
+            "      dialer:\n        type: quic\n        tls:\n          secure: false".into(),
+        ),
+    ];
+    let agent = Proc::start("tunnel-agent", &["-C", &example(&dir, "agent-rtcp.yaml", &edits)]);
+    agent.wait_for("session established");
+    s.server.wait_for("agent joined");
+    get_ok(s.entrypoint.unwrap(), "example.com", "quic");
+}
