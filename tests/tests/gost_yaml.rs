@@ -300,3 +300,27 @@ fn quic_relay_with_secure_false() {
     s.server.wait_for("agent joined");
     get_ok(s.entrypoint.unwrap(), "example.com", "quic");
 }
+
+/// SIGHUP re-reads the YAML file: a new rule is served, and a bad file is refused naming its
+/// YAML key while the rules in force stay.
+#[test]
+fn a_yaml_file_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = origin::http("web");
+    let s = run_server(&dir, "server-ingress.yaml");
+    let _agent = run_agent(&dir, &s, "agent-rtcp.yaml", &[("192.168.1.1:80", web.to_string())]);
+    let ep = s.entrypoint.unwrap();
+    assert_eq!(http_get(ep, "extra.test", "/").0, 404);
+    let path = dir.path().join("server-ingress.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rule = "  - hostname: \"extra.test\"\n    endpoint: 4d21094e-b74c-4916-86c1-d9fa36ea677b\n";
+    std::fs::write(&path, format!("{text}{rule}")).unwrap();
+    s.server.signal("HUP");
+    s.server.wait_for("configuration reloaded");
+    get_ok(ep, "extra.test", "web");
+    std::fs::write(&path, format!("{text}{}", rule.replace("4d21094e", "zz21094e"))).unwrap();
+    s.server.signal("HUP");
+    let line = s.server.wait_for("reload refused");
+    assert!(line.contains("ingresses[0].rules[2].endpoint"), "{line}");
+    get_ok(ep, "extra.test", "web");
+}
