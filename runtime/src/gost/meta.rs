@@ -75,6 +75,19 @@ impl Meta {
         }
     }
 
+    /// Takes a string or a list of strings, with the path it was written at.
+    pub fn take_strings_at(&mut self, keys: &[&str]) -> Result<Option<(String, Vec<String>)>, Bad> {
+        let Some((path, v)) = self.take(keys)? else { return Ok(None) };
+        let items = match &v {
+            Value::Sequence(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>(),
+            one => scalar(one).map(|s| vec![s]),
+        };
+        match items {
+            Some(items) => Ok(Some((path, items))),
+            None => Err((path, "expected a string or a list of strings".to_owned())),
+        }
+    }
+
     /// Takes a boolean: `true`/`false`, also as strings, as GOST reads them.
     pub fn take_bool(&mut self, keys: &[&str]) -> Result<Option<bool>, Bad> {
         match self.take(keys)? {

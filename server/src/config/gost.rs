@@ -110,8 +110,8 @@ fn service(svc: &gost::Service, i: usize, keys: &mut KeyMap) -> Result<FileConfi
     md.add(&format!("{p}.handler.metadata"), &svc.handler.metadata)?;
     md.add(&format!("{p}.listener.metadata"), &svc.listener.metadata)?;
     md.take(&["ingress"])?;
-    if let Some((path, entry)) = md.take_str_at(&["entryPoint"])? {
-        file.entry_point = Some(OneOrMany::One(entry));
+    if let Some((path, entries)) = md.take_strings_at(&["entryPoint"])? {
+        file.entry_point = Some(OneOrMany::Many(entries));
         keys.add("entryPoint", path);
     }
     file.tunnel.direct = md.take_bool(&["tunnel.direct", "direct"])?.unwrap_or(false);
@@ -164,6 +164,9 @@ mod tests {
         assert!(c.direct && c.entrypoints.is_empty() && c.ingress.rules().is_empty());
         let c = load(&example("server-iperf.yaml")).unwrap();
         assert_eq!(c.ingress.rules().len(), 1);
+        let two = example("server-ingress.yaml").replace("entryPoint: \":80\"", "entryPoint: [\":80\", \":443\"]");
+        let ports: Vec<_> = load(&two).unwrap().entrypoints.iter().map(|e| e.addr.port()).collect();
+        assert_eq!(ports, [80, 443]);
         let quic = example("server-direct.yaml").replace("type: tcp", "type: quic");
         assert_eq!(load(&quic).unwrap().transport, tunnel_proto::channel::Transport::Quic);
     }
