@@ -15,6 +15,8 @@ use tunnel_runtime::url::{self, NodeUrl, UrlError};
 
 pub use tunnel_runtime::config::ConfigError;
 
+mod gost;
+
 /// The access client's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +178,13 @@ impl ClientFile for FileConfig {
 
     fn admin_mut(&mut self) -> &mut AdminFile {
         &mut self.admin
+    }
+
+    /// Translates a GOST YAML document (see `config/gost.rs`).
+    fn from_gost(
+        doc: &tunnel_runtime::gost::Document,
+    ) -> Result<(Self, tunnel_runtime::gost::KeyMap), (String, String)> {
+        gost::translate(doc)
     }
 
     /// Builds the config from `-L` listener URLs and the `-F` relay URL. A port range

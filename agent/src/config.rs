@@ -14,6 +14,8 @@ use tunnel_runtime::url::{self, NodeUrl};
 
 pub use tunnel_runtime::config::ConfigError;
 
+mod gost;
+
 use crate::health::{self, HealthCheck, Probe};
 use crate::proxy_protocol::ProxyVersion;
 use crate::target::{Selector, Strategy};
@@ -193,6 +195,13 @@ impl ClientFile for FileConfig {
 
     fn admin_mut(&mut self) -> &mut AdminFile {
         &mut self.admin
+    }
+
+    /// Translates a GOST YAML document (see `config/gost.rs`).
+    fn from_gost(
+        doc: &tunnel_runtime::gost::Document,
+    ) -> Result<(Self, tunnel_runtime::gost::KeyMap), (String, String)> {
+        gost::translate(doc)
     }
 
     /// Builds the config from `-L` service URLs and the `-F` relay URL.

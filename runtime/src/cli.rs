@@ -78,7 +78,7 @@ pub struct ClientArgs {
     /// the way is a -F before it: -F http://[USER:PASS@]HOST:PORT or -F socks5://...
     #[arg(short = 'F', value_name = "URL", requires = "services")]
     pub relay: Vec<String>,
-    /// TOML configuration file (instead of -L/-F).
+    /// Configuration file (instead of -L/-F): TOML, or GOST YAML when it ends in .yaml or .yml.
     #[arg(short = 'C', long = "config", value_name = "FILE", conflicts_with_all = ["services", "relay"])]
     pub config: Option<String>,
     /// Token for the tunnel (overrides the URL's or file's token or tokenFile).
@@ -115,14 +115,22 @@ impl ClientArgs {
 
 /// The configuration file of a client binary (agent, access client): `-L` URLs with a `-F`
 /// server URL, or a TOML file with `-C`.
-pub trait ClientFile: Sized + serde::de::DeserializeOwned {
+pub trait ClientFile: Sized + Clone + serde::de::DeserializeOwned {
     /// The validated configuration.
     type Config;
     /// From `-L` URLs and the `-F` URL.
     fn from_urls(services: &[String], relay: &str) -> Result<Self, ConfigError>;
-    /// From a TOML file.
+    /// From a GOST YAML document, with the YAML path of each TOML key it filled.
+    fn from_gost(doc: &crate::gost::Document) -> Result<(Self, crate::gost::KeyMap), crate::gost::Bad>;
+    /// From a TOML file, or a GOST YAML one (`.yaml`, `.yml`): translated, then validated once
+    /// so that an error names the YAML key it came from.
     fn load(path: &str) -> Result<Self, ConfigError> {
-        crate::config::load_toml(path)
+        if !crate::gost::is_yaml(path) {
+            return crate::config::load_toml(path);
+        }
+        let (file, keys) = Self::from_gost(&crate::gost::load(path)?).map_err(|bad| crate::gost::invalid(path, bad))?;
+        file.clone().validate(path).map_err(|e| keys.rename(e))?;
+        Ok(file)
     }
     /// The `[relay]` table, where `--token` goes.
     fn relay_mut(&mut self) -> &mut RelayFile;

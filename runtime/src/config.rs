@@ -39,7 +39,13 @@ pub enum ConfigError {
 pub fn load_toml<T: DeserializeOwned>(path: &str) -> Result<T, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
-    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_owned(), why: describe(&text, &e) })
+    toml::from_str(&text).map_err(|e| {
+        let mut why = describe(&text, &e);
+        if crate::gost::looks_like_yaml(&text) {
+            why.push_str(" (this looks like a GOST YAML file: name it .yaml or .yml to read it as one)");
+        }
+        ConfigError::File { path: path.to_owned(), why }
+    })
 }
 
 /// A TOML error as `line L, column C: message`. The `toml` crate's own `Display` quotes the
@@ -94,6 +100,14 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let err = load("addr = \":1\"\ntoken = 1234567\n");
         assert!(err.contains("line 2, column 9") && !err.contains("1234567"), "{err}");
+    }
+
+    #[test]
+    fn a_gost_yaml_file_named_otherwise_gets_a_hint() {
+        let err = load("# a GOST file\nservices:\n- name: service-0\n  addr: :8443\n");
+        assert!(err.contains("name it .yaml or .yml"), "{err}");
+        let err = load("addr = \":1\"\ntoken = \"hunter2\n");
+        assert!(!err.contains(".yaml"), "{err}");
     }
 
     #[test]

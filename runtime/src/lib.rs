@@ -9,6 +9,7 @@
 //! - [`visitor`], [`http`]: the visitor path of the server's entrypoints and the access
 //!   client's listeners (hostname, refusal with an HTTP answer the visitor can read).
 //! - [`udp`]: UDP flows over streams, for the agent and the access client.
+//! - [`gost`]: GOST v3 YAML files (`-C gost.yaml`), read into each binary's TOML-side file.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod gost;
 pub mod http;
 pub mod lifecycle;
 pub mod proxy_protocol;

@@ -20,6 +20,8 @@ use crate::routing::Routes;
 
 pub use tunnel_runtime::config::ConfigError;
 
+mod gost;
+
 /// One value or a list (`entryPoint = ":80"` or `entryPoint = [":80", ":443"]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -353,8 +355,11 @@ pub struct Config {
 }
 
 impl FileConfig {
-    /// Reads and parses a TOML file.
+    /// Reads and parses a TOML file, or a GOST YAML one (`.yaml`, `.yml`; see `config/gost.rs`).
     pub fn load(path: &str) -> Result<FileConfig, ConfigError> {
+        if tunnel_runtime::gost::is_yaml(path) {
+            return gost::load(path);
+        }
         tunnel_runtime::config::load_toml(path)
     }
 

@@ -15,6 +15,7 @@ use tunnel_server::{FileConfig, Server};
     tunnel-server -L \"relay://:8443?entryPoint=:80&tunnel=.example.com:4d21094e-b74c-4916-86c1-d9fa36ea677b,example.org:ac74d9dd-3125-442a-a7c1-f9e49e05faca\"\n  \
     tunnel-server -L \"relay://:8443?tunnel.direct=true\"\n  \
     tunnel-server -C server.toml\n  \
+    tunnel-server -C gost.yaml   (a GOST v3 YAML file: services, ingresses)\n  \
     tunnel-server -L \"relay://:8443?tunnel=app.example.com:4d21094e-b74c-4916-86c1-d9fa36ea677b\" --gateway \"gateway://:9000?secretFile=/etc/tunnel/gateway.key\"\n\n\
     Rules: HOST:UUID routes HOST to a tunnel; HOST:$UUID makes the rule private (access clients only).\n\
     HOST may be example.org (exact), .example.com (it and its subdomains) or *.example.com (subdomains)."
@@ -23,7 +24,7 @@ struct Cli {
     /// Relay service URL: relay://ADDR?entryPoint=...&tunnel=HOST:UUID,...&tunnel.direct=true
     #[arg(short = 'L', value_name = "URL", conflicts_with = "config")]
     listen: Option<String>,
-    /// TOML configuration file (instead of -L).
+    /// Configuration file (instead of -L): TOML, or GOST YAML when it ends in .yaml or .yml.
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     config: Option<String>,
     /// Token accepted for every tunnel (overrides the file's `token` or `tokenFile`).
