@@ -66,11 +66,10 @@ async fn handle(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -
         }
     };
     shared.metrics.streams.inc();
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::Builder::new().handshake(tunnel_runtime::http::io::origin_io(stream)).await {
-            Ok(pair) => pair,
-            Err(err) => return error(peer, &host, Reply::new(Status::BAD_GATEWAY, format!("origin handshake: {err}"))),
-        };
+    let (mut sender, conn) = match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(err) => return error(peer, &host, Reply::new(Status::BAD_GATEWAY, format!("origin handshake: {err}"))),
+    };
     tokio::spawn(async move {
         if let Err(err) = conn.with_upgrades().await {
             tracing::debug!(%err, "origin connection ended");

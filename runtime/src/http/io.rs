@@ -11,19 +11,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 pub use tunnel_proto::rewind::Prefixed;
 
-/// Buffer between a tunnel stream and the HTTP client reading an origin's responses from it.
-const ORIGIN_READ_BUFFER: usize = 16 * 1024;
-
-/// A tunnel stream as the IO of an HTTP client connection to its origin. hyper reads into
-/// the spare room of its buffer, which the futures-to-tokio layer under the mux must zero
-/// before every read (kilobytes for a response of a few hundred bytes); reading through a
-/// buffer that is zeroed once costs a copy of the bytes that came instead.
-pub fn origin_io(
-    stream: tunnel_proto::channel::Stream,
-) -> hyper_util::rt::TokioIo<tokio::io::BufReader<tunnel_proto::channel::Stream>> {
-    hyper_util::rt::TokioIo::new(tokio::io::BufReader::with_capacity(ORIGIN_READ_BUFFER, stream))
-}
-
 /// A body streamed through unchanged (never buffered) that counts its data bytes.
 pub struct Counted {
     inner: Option<Incoming>,

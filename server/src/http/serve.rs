@@ -414,16 +414,14 @@ impl Visitor {
                 return Err((err.reply_for_public(host), err.reply_for_tunnel(&tunnel).message));
             }
         };
-        let (sender, conn) = match hyper::client::conn::http1::Builder::new()
-            .handshake(tunnel_runtime::http::io::origin_io(agent.stream))
-            .await
-        {
-            Ok(pair) => pair,
-            Err(err) => {
-                let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
-                return Err((reply, format!("origin handshake failed: {err}")));
-            }
-        };
+        let (sender, conn) =
+            match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(agent.stream)).await {
+                Ok(pair) => pair,
+                Err(err) => {
+                    let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
+                    return Err((reply, format!("origin handshake failed: {err}")));
+                }
+            };
         Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), agent.agent, Box::new((agent.permit, slot))))
     }
 
