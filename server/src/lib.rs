@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) origins: Arc<http::pool::OriginPool>,
     /// Checks the basic authentication of ingress rules that ask for it.
     pub(crate) auth: http::auth::Verifier,
+    /// HTTP visitors keeping an origin connection of their own now.
+    pub(crate) sticky_origins: Arc<std::sync::atomic::AtomicUsize>,
     /// The configuration the server started with (listeners, transport, and what sizes the
     /// server-wide budgets); the parts a reload changes are `routes` and `limits`.
     pub(crate) config: Config,
@@ -150,6 +152,7 @@ impl Server {
             registry: registry::Registry::default(),
             origins: Arc::default(),
             auth: http::auth::Verifier::default(),
+            sticky_origins: Arc::default(),
             routes: routing::RoutesCell::new(routes),
             config,
             life: Lifecycle::new(),

@@ -80,13 +80,34 @@ struct Visitor {
     /// The origin connection of this visitor's last request, kept for its next one to the
     /// same tunnel and host: a keep-alive visitor then costs no trip through the shared pool
     /// (sessions are balanced per visitor, as raw visitors are). It goes to the pool when
-    /// the visitor leaves.
-    sticky: std::sync::Mutex<Option<(Uuid, String, Origin)>>,
+    /// the visitor leaves. At most [`MAX_STICKY`] visitors keep one at a time, so idle
+    /// keep-alive visitors by the thousand do not each hold an origin connection.
+    sticky: std::sync::Mutex<Option<(Uuid, String, Origin, StickyPlace)>>,
+}
+
+/// Visitors keeping an origin connection of their own at once; the others give theirs to
+/// the shared pool (bounded per key) after each response.
+pub const MAX_STICKY: usize = 256;
+
+/// One of the [`MAX_STICKY`] places; given back when dropped.
+struct StickyPlace(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StickyPlace {
+    fn take(count: &Arc<std::sync::atomic::AtomicUsize>) -> Option<StickyPlace> {
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_STICKY).then_some(n + 1));
+        taken.is_ok().then(|| StickyPlace(count.clone()))
+    }
+}
+
+impl Drop for StickyPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Visitor {
     fn drop(&mut self) {
-        if let Some((tunnel, host, origin)) = self.sticky.get_mut().ok().and_then(|s| s.take()) {
+        if let Some((tunnel, host, origin, _place)) = self.sticky.get_mut().ok().and_then(|s| s.take()) {
             let key = (tunnel, host, origin.session_id, self.peer.ip());
             let (registry, session) = (&self.shared.registry, origin.session_id);
             self.shared.origins.put(key, origin, || registry.is_live(&tunnel, Network::Tcp, session));
@@ -99,7 +120,7 @@ impl Visitor {
     fn take_sticky(&self, tunnel: Uuid, host: &str) -> Option<Origin> {
         let mut sticky = self.sticky.lock().ok()?;
         match sticky.take() {
-            Some((t, h, origin)) if t == tunnel && h == host && origin.reusable() => Some(origin),
+            Some((t, h, origin, _place)) if t == tunnel && h == host && origin.reusable() => Some(origin),
             Some(other) if other.2.reusable() => {
                 *sticky = Some(other);
                 None
@@ -116,8 +137,10 @@ impl Visitor {
         }
         if let Ok(mut sticky) = self.sticky.lock() {
             if sticky.is_none() {
-                *sticky = Some((key.0, key.1, origin));
-                return;
+                if let Some(place) = StickyPlace::take(&self.shared.sticky_origins) {
+                    *sticky = Some((key.0, key.1, origin, place));
+                    return;
+                }
             }
         }
         let (registry, (tunnel, _, session, _)) = (&self.shared.registry, &key);
