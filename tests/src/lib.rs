@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub mod fuzzing;
 pub mod origin;
 pub mod payload;
+pub mod proxies;
 
 /// How long to wait for a process to log what a test expects.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -109,27 +109,31 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Writes back every byte read from `conn` until the peer shuts its write half, then shuts
+/// its own (half-close travels back).
+pub fn echo_until_closed(mut conn: TcpStream) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+}
+
 /// Starts a TCP echo server: every byte read is written back; the write half is shut down
 /// when the client shuts down its own (half-close travels back).
 pub fn echo() -> SocketAddr {
     let (l, addr) = crate::listener();
     thread::spawn(move || {
         for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = conn.shutdown(std::net::Shutdown::Write);
-            });
+            let Ok(conn) = conn else { continue };
+            thread::spawn(move || echo_until_closed(conn));
         }
     });
     addr

@@ -238,21 +238,6 @@ fn encrypted_server(dir: &tempfile::TempDir, listener: &str) -> (Running, String
     (Running { server, relay, entrypoint }, pin)
 }
 
-fn tinyproxy(dir: &tempfile::TempDir, user: &str, pass: &str) -> (Proc, SocketAddr) {
-    let addr = origin::closed_port();
-    let cfg = format!(
-        "Port {}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\nBasicAuth {user} {pass}\nLogLevel Info\n",
-        addr.port()
-    );
-    let path = dir.path().join("tinyproxy.conf");
-    std::fs::write(&path, cfg).unwrap();
-    let mut cmd = Command::new("tinyproxy");
-    cmd.arg("-d").arg("-c").arg(&path);
-    let proc = Proc::start_command("tinyproxy (needs the tinyproxy package; CI installs it)", cmd);
-    proc.wait_for("Accepting connections");
-    (proc, addr)
-}
-
 /// A chain of two hops as GOST writes it: tinyproxy (HTTP CONNECT with credentials), then
 /// the server over TLS with its certificate pinned; the proxy resolves the server's name.
 #[test]
@@ -260,7 +245,7 @@ fn tls_relay_through_an_http_proxy_hop() {
     let dir = tempfile::tempdir().unwrap();
     let web = origin::http("proxied");
     let (s, pin) = encrypted_server(&dir, "tls");
-    let (proxy, proxy_addr) = tinyproxy(&dir, "gost", "s3cret");
+    let (proxy, proxy_addr) = tunnel_tests::proxies::tinyproxy(dir.path(), "gost", "s3cret");
     let hop = format!(
         "  hops:\n  - name: proxy\n    nodes:\n    - name: tinyproxy\n      addr: {proxy_addr}\n      connector:\n        \
          type: http\n        auth:\n          username: gost\n          password: s3cret\n  - name: hop-0\n"

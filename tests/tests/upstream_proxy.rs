@@ -17,17 +17,7 @@ struct ProxyProc {
 
 fn tinyproxy(user: &str, pass: &str) -> ProxyProc {
     let dir = tempfile::tempdir().unwrap();
-    let addr = origin::closed_port();
-    let cfg = format!(
-        "Port {}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\nBasicAuth {user} {pass}\nLogLevel Info\n",
-        addr.port()
-    );
-    let path = dir.path().join("tinyproxy.conf");
-    std::fs::write(&path, cfg).unwrap();
-    let mut cmd = Command::new("tinyproxy");
-    cmd.arg("-d").arg("-c").arg(&path);
-    let proc = Proc::start_command("tinyproxy (needs the tinyproxy package; CI installs it)", cmd);
-    proc.wait_for("Accepting connections");
+    let (proc, addr) = tunnel_tests::proxies::tinyproxy(dir.path(), user, pass);
     ProxyProc { proc, addr, _dir: dir }
 }
 
