@@ -29,6 +29,7 @@ pub mod datagram;
 pub mod defaults;
 pub mod framed;
 pub mod host;
+pub mod peer;
 pub mod pump;
 pub mod rewind;
 pub mod sniff;

@@ -13,8 +13,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::{Buf, BufMut, Bytes};
 use uuid::Uuid;
 
-/// The protocol version this build speaks, sent in [`Hello`].
+/// The protocol version agents and access clients speak, sent in [`Hello`].
 pub const VERSION: u8 = 1;
+/// The protocol version of the peer frames between server replicas ([`PeerHello`] and the
+/// frames after it): version 1 plus the peer frames.
+pub const PEER_VERSION: u8 = 2;
+/// Length of a peer handshake nonce and of a peer proof (HMAC-SHA256).
+pub const PEER_NONCE: usize = 32;
+/// Longest replica name in the peer handshake.
+pub const MAX_PEER_NAME: usize = 63;
 /// Largest frame body accepted; a larger `len` is an error before allocation.
 pub const MAX_BODY: usize = 1024;
 /// Longest hostname in a stream header (DNS names are at most 253 bytes).
@@ -61,6 +68,14 @@ pub enum Kind {
     Pong = 0x06,
     /// The sender is shutting the session down; open no new streams on it.
     GoAway = 0x07,
+    /// [`PeerHello`]: first frame of a session between server replicas (version 2).
+    PeerHello = 0x08,
+    /// [`PeerChallenge`]: the answer of the replica dialed.
+    PeerChallenge = 0x09,
+    /// [`PeerProof`]: the dialing replica's proof.
+    PeerProof = 0x0a,
+    /// [`PeerStream`]: first frame of a stream a replica forwards to another.
+    PeerStream = 0x0b,
 }
 
 impl Kind {
@@ -73,6 +88,10 @@ impl Kind {
             0x05 => Kind::Ping,
             0x06 => Kind::Pong,
             0x07 => Kind::GoAway,
+            0x08 => Kind::PeerHello,
+            0x09 => Kind::PeerChallenge,
+            0x0a => Kind::PeerProof,
+            0x0b => Kind::PeerStream,
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -226,6 +245,53 @@ pub struct StreamHeader {
     pub visitor: Option<SocketAddr>,
 }
 
+/// First frame of a session between two server replicas: the dialing replica's name and a
+/// fresh challenge for the replica it dials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerHello {
+    /// [`PEER_VERSION`].
+    pub version: u8,
+    /// Fresh random bytes the answer's proof covers.
+    pub nonce: [u8; PEER_NONCE],
+    /// The dialing replica's name (1 to [`MAX_PEER_NAME`] bytes).
+    pub name: String,
+}
+
+/// The dialed replica's answer to a [`PeerHello`]: its proof over the dialer's nonce and a
+/// fresh challenge of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerChallenge {
+    /// Fresh random bytes the dialer's [`PeerProof`] covers.
+    pub nonce: [u8; PEER_NONCE],
+    /// HMAC-SHA256 under the cluster secret; see `docs/PROTOCOL.md`.
+    pub proof: [u8; PEER_NONCE],
+    /// The dialed replica's name.
+    pub name: String,
+}
+
+/// Whom a forwarded stream is for, which decides the rules the receiving replica checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A public visitor: only public ingress rules may route it.
+    Public,
+    /// A stream of an access client of this tunnel: private rules and direct routing too.
+    Private(Uuid),
+}
+
+/// First frame of a stream from one replica to another: the tunnel, whom it is for, how many
+/// replicas it has crossed, and the stream header the tunnel's agent gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStream {
+    /// Replica-to-replica hops taken, counting this one (1 on the first).
+    pub hop: u8,
+    /// Public or private, and for a private stream the access client's tunnel.
+    pub scope: Scope,
+    /// The tunnel the stream goes to.
+    pub tunnel: Uuid,
+    /// What the agent gets.
+    pub header: StreamHeader,
+}
+
 /// The answer to a [`Hello`] or a [`StreamHeader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -271,6 +337,14 @@ pub enum Frame {
     Pong(u64),
     /// The sender is going away.
     GoAway,
+    /// See [`PeerHello`].
+    PeerHello(PeerHello),
+    /// See [`PeerChallenge`].
+    PeerChallenge(PeerChallenge),
+    /// The dialing replica's HMAC-SHA256 proof over the dialed replica's nonce.
+    PeerProof([u8; PEER_NONCE]),
+    /// See [`PeerStream`].
+    PeerStream(PeerStream),
 }
 
 impl Frame {
@@ -284,6 +358,10 @@ impl Frame {
             Frame::Ping(_) => Kind::Ping,
             Frame::Pong(_) => Kind::Pong,
             Frame::GoAway => Kind::GoAway,
+            Frame::PeerHello(_) => Kind::PeerHello,
+            Frame::PeerChallenge(_) => Kind::PeerChallenge,
+            Frame::PeerProof(_) => Kind::PeerProof,
+            Frame::PeerStream(_) => Kind::PeerStream,
         }
     }
 
@@ -308,15 +386,35 @@ impl Frame {
                 body.put_u16(r.status.0);
                 body.put_slice(cut_utf8(&r.message, MAX_MESSAGE));
             }
-            Frame::StreamHeader(h) => {
-                body.put_u8(h.network as u8);
-                let host = cut_utf8(&h.hostname, MAX_HOSTNAME);
-                body.put_u8(host.len() as u8);
-                body.put_slice(host);
-                encode_addr(&mut body, h.visitor);
-            }
+            Frame::StreamHeader(h) => encode_header(&mut body, h),
             Frame::Ping(v) | Frame::Pong(v) => body.put_u64(*v),
             Frame::GoAway => {}
+            Frame::PeerHello(h) => {
+                body.put_u8(h.version);
+                body.put_slice(&h.nonce);
+                put_name(&mut body, &h.name);
+            }
+            Frame::PeerChallenge(c) => {
+                body.put_slice(&c.nonce);
+                body.put_slice(&c.proof);
+                put_name(&mut body, &c.name);
+            }
+            Frame::PeerProof(proof) => body.put_slice(proof),
+            Frame::PeerStream(p) => {
+                body.put_u8(p.hop);
+                match p.scope {
+                    Scope::Public => {
+                        body.put_u8(1);
+                        body.put_slice(Uuid::nil().as_bytes());
+                    }
+                    Scope::Private(from) => {
+                        body.put_u8(2);
+                        body.put_slice(from.as_bytes());
+                    }
+                }
+                body.put_slice(p.tunnel.as_bytes());
+                encode_header(&mut body, &p.header);
+            }
         }
         out.put_u8(self.kind() as u8);
         out.put_u16(body.len() as u16);
@@ -356,6 +454,20 @@ pub fn decode_head(head: [u8; HEADER_LEN]) -> Result<(Kind, usize), DecodeError>
         return Err(DecodeError::TooLong(len));
     }
     Ok((kind, len))
+}
+
+fn encode_header(body: &mut Vec<u8>, h: &StreamHeader) {
+    body.put_u8(h.network as u8);
+    let host = cut_utf8(&h.hostname, MAX_HOSTNAME);
+    body.put_u8(host.len() as u8);
+    body.put_slice(host);
+    encode_addr(body, h.visitor);
+}
+
+fn put_name(body: &mut Vec<u8>, name: &str) {
+    let name = cut_utf8(name, MAX_PEER_NAME);
+    body.put_u8(name.len() as u8);
+    body.put_slice(name);
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary, so a
@@ -425,23 +537,7 @@ pub(crate) fn decode_body(kind: Kind, mut b: Bytes) -> Result<Frame, DecodeError
                 Frame::StreamReply(reply)
             }
         }
-        Kind::StreamHeader => {
-            if b.remaining() < 2 {
-                return Err(short("body too short"));
-            }
-            let network = Network::from_u8(b.get_u8()).ok_or(short("unknown network"))?;
-            let host_len = b.get_u8() as usize;
-            if host_len > MAX_HOSTNAME || b.remaining() < host_len {
-                return Err(short("bad hostname length"));
-            }
-            let host = b.copy_to_bytes(host_len);
-            let hostname = String::from_utf8(host.to_vec()).map_err(|_| short("hostname is not utf-8"))?;
-            let visitor = decode_addr(&mut b).ok_or(short("bad visitor address"))?;
-            if b.has_remaining() {
-                return Err(short("trailing bytes"));
-            }
-            Frame::StreamHeader(StreamHeader { network, hostname, visitor })
-        }
+        Kind::StreamHeader => Frame::StreamHeader(decode_header(kind, &mut b)?),
         Kind::Ping | Kind::Pong => {
             if b.remaining() != 8 {
                 return Err(short("body must be 8 bytes"));
@@ -459,8 +555,87 @@ pub(crate) fn decode_body(kind: Kind, mut b: Bytes) -> Result<Frame, DecodeError
             }
             Frame::GoAway
         }
+        Kind::PeerHello => {
+            if b.remaining() < 1 + PEER_NONCE + 1 {
+                return Err(short("body too short"));
+            }
+            let version = b.get_u8();
+            let nonce = take_array(&mut b);
+            let name = take_name(kind, &mut b)?;
+            Frame::PeerHello(PeerHello { version, nonce, name })
+        }
+        Kind::PeerChallenge => {
+            if b.remaining() < 2 * PEER_NONCE + 1 {
+                return Err(short("body too short"));
+            }
+            let nonce = take_array(&mut b);
+            let proof = take_array(&mut b);
+            let name = take_name(kind, &mut b)?;
+            Frame::PeerChallenge(PeerChallenge { nonce, proof, name })
+        }
+        Kind::PeerProof => {
+            if b.remaining() != PEER_NONCE {
+                return Err(short("body must be 32 bytes"));
+            }
+            Frame::PeerProof(take_array(&mut b))
+        }
+        Kind::PeerStream => {
+            if b.remaining() < 2 + 16 + 16 + 2 {
+                return Err(short("body too short"));
+            }
+            let hop = b.get_u8();
+            let scope_byte = b.get_u8();
+            let from = Uuid::from_bytes(take_array(&mut b));
+            let scope = match scope_byte {
+                1 if from.is_nil() => Scope::Public,
+                1 => return Err(short("a public stream names an access tunnel")),
+                2 => Scope::Private(from),
+                _ => return Err(short("unknown scope")),
+            };
+            let tunnel = Uuid::from_bytes(take_array(&mut b));
+            let header = decode_header(kind, &mut b)?;
+            Frame::PeerStream(PeerStream { hop, scope, tunnel, header })
+        }
     };
     Ok(frame)
+}
+
+/// The stream header fields, which must end the body.
+fn decode_header(kind: Kind, b: &mut Bytes) -> Result<StreamHeader, DecodeError> {
+    let short = |what| DecodeError::Malformed(kind, what);
+    if b.remaining() < 2 {
+        return Err(short("body too short"));
+    }
+    let network = Network::from_u8(b.get_u8()).ok_or(short("unknown network"))?;
+    let host_len = b.get_u8() as usize;
+    if host_len > MAX_HOSTNAME || b.remaining() < host_len {
+        return Err(short("bad hostname length"));
+    }
+    let host = b.copy_to_bytes(host_len);
+    let hostname = String::from_utf8(host.to_vec()).map_err(|_| short("hostname is not utf-8"))?;
+    let visitor = decode_addr(b).ok_or(short("bad visitor address"))?;
+    if b.has_remaining() {
+        return Err(short("trailing bytes"));
+    }
+    Ok(StreamHeader { network, hostname, visitor })
+}
+
+/// `N` bytes off the front (the caller checked there are that many).
+fn take_array<const N: usize>(b: &mut Bytes) -> [u8; N] {
+    let mut out = [0u8; N];
+    b.copy_to_slice(&mut out);
+    out
+}
+
+/// A replica name: its length byte, then 1 to [`MAX_PEER_NAME`] bytes of UTF-8 that end the
+/// body.
+fn take_name(kind: Kind, b: &mut Bytes) -> Result<String, DecodeError> {
+    let short = |what| DecodeError::Malformed(kind, what);
+    let len = b.get_u8() as usize;
+    if len == 0 || len > MAX_PEER_NAME || b.remaining() != len {
+        return Err(short("bad name length"));
+    }
+    String::from_utf8(b.copy_to_bytes(len).to_vec()).map_err(|_| short("name is not utf-8"))
 }
 
 fn encode_addr(out: &mut Vec<u8>, addr: Option<SocketAddr>) {

@@ -8,11 +8,19 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use tunnel_proto::wire::{Frame, Hello, Network, Networks, Reply, Role, Status, StreamHeader, Token, VERSION};
+use tunnel_proto::peer::{proof, Prover};
+use tunnel_proto::wire::{
+    Frame, Hello, Network, Networks, PeerChallenge, PeerHello, PeerStream, Reply, Role, Scope, Status, StreamHeader,
+    Token, PEER_VERSION, VERSION,
+};
 use tunnel_proto::Uuid;
 
 const PROTOCOL_MD: &str = include_str!("../../docs/PROTOCOL.md");
 const TUNNEL: &str = "4d21094e-b74c-4916-86c1-d9fa36ea677b";
+/// The peer handshake of the vectors: replica `a` dials `b` under this secret.
+const PEER_SECRET: &[u8] = b"0123456789abcdef";
+const DIALER_NONCE: [u8; 32] = [0x11; 32];
+const LISTENER_NONCE: [u8; 32] = [0x22; 32];
 
 /// The frame each vector name stands for.
 fn expected() -> Vec<(&'static str, Frame)> {
@@ -56,6 +64,38 @@ fn expected() -> Vec<(&'static str, Frame)> {
         ("ping-1", Frame::Ping(1)),
         ("pong-1", Frame::Pong(1)),
         ("goaway", Frame::GoAway),
+        ("peer-hello", Frame::PeerHello(PeerHello { version: PEER_VERSION, nonce: DIALER_NONCE, name: "a".into() })),
+        (
+            "peer-challenge",
+            Frame::PeerChallenge(PeerChallenge {
+                nonce: LISTENER_NONCE,
+                proof: proof(PEER_SECRET, Prover::Listener, &DIALER_NONCE, &LISTENER_NONCE, "a", "b"),
+                name: "b".into(),
+            }),
+        ),
+        ("peer-proof", Frame::PeerProof(proof(PEER_SECRET, Prover::Dialer, &LISTENER_NONCE, &DIALER_NONCE, "a", "b"))),
+        (
+            "peer-stream-public",
+            Frame::PeerStream(PeerStream {
+                hop: 1,
+                scope: Scope::Public,
+                tunnel,
+                header: StreamHeader {
+                    network: Network::Tcp,
+                    hostname: "example.com".into(),
+                    visitor: Some("192.0.2.1:54321".parse().unwrap()),
+                },
+            }),
+        ),
+        (
+            "peer-stream-private",
+            Frame::PeerStream(PeerStream {
+                hop: 1,
+                scope: Scope::Private(Uuid::parse_str("1c8d7f9e-0b6a-4d53-9a0e-3c2f5b7d8e61").unwrap()),
+                tunnel,
+                header: StreamHeader { network: Network::Udp, hostname: "dns.example".into(), visitor: None },
+            }),
+        ),
     ]
 }
 
@@ -140,6 +180,15 @@ fn every_kind_has_a_vector() {
         Frame::Ping(0),
         Frame::Pong(0),
         Frame::GoAway,
+        Frame::PeerHello(PeerHello { version: PEER_VERSION, nonce: [0; 32], name: "a".into() }),
+        Frame::PeerChallenge(PeerChallenge { nonce: [0; 32], proof: [0; 32], name: "a".into() }),
+        Frame::PeerProof([0; 32]),
+        Frame::PeerStream(PeerStream {
+            hop: 1,
+            scope: Scope::Public,
+            tunnel: Uuid::nil(),
+            header: StreamHeader { network: Network::Tcp, hostname: String::new(), visitor: None },
+        }),
     ] {
         assert!(kinds.contains(&frame.kind()), "no vector for {:?}", frame.kind());
     }

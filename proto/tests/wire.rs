@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_proto::framed::{read_frame, write_frame, FrameError};
 use tunnel_proto::wire::{
-    DecodeError, Frame, Hello, Kind, Network, Networks, Reply, Role, Status, StreamHeader, Token, HEADER_LEN, MAX_BODY,
-    MAX_HOSTNAME, MAX_MESSAGE, MAX_TOKEN,
+    DecodeError, Frame, Hello, Kind, Network, Networks, PeerChallenge, PeerHello, PeerStream, Reply, Role, Scope,
+    Status, StreamHeader, Token, HEADER_LEN, MAX_BODY, MAX_HOSTNAME, MAX_MESSAGE, MAX_TOKEN,
 };
 use tunnel_proto::Uuid;
 
@@ -82,6 +82,26 @@ fn frame() -> impl Strategy<Value = Frame> {
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
         Just(Frame::GoAway),
+        peer_frame(),
+    ]
+}
+
+/// The frames between replicas, with names of 1 to 63 characters.
+fn peer_frame() -> impl Strategy<Value = Frame> {
+    let name = "[a-z0-9._-]{1,63}";
+    let uuid = any::<u128>().prop_map(Uuid::from_u128);
+    let scope = prop_oneof![Just(Scope::Public), any::<u128>().prop_map(|u| Scope::Private(Uuid::from_u128(u)))];
+    prop_oneof![
+        (any::<u8>(), any::<[u8; 32]>(), name).prop_map(|(version, nonce, name)| Frame::PeerHello(PeerHello {
+            version,
+            nonce,
+            name
+        })),
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), name)
+            .prop_map(|(nonce, proof, name)| Frame::PeerChallenge(PeerChallenge { nonce, proof, name })),
+        any::<[u8; 32]>().prop_map(Frame::PeerProof),
+        (any::<u8>(), scope, uuid, stream_header())
+            .prop_map(|(hop, scope, tunnel, header)| Frame::PeerStream(PeerStream { hop, scope, tunnel, header })),
     ]
 }
 
@@ -203,7 +223,7 @@ fn length_limit_is_inclusive() {
 
 #[test]
 fn unknown_kind_fails_on_the_header_alone() {
-    for kind in [0x00, 0x08, 0x7f, 0xff] {
+    for kind in [0x00, 0x0c, 0x7f, 0xff] {
         let bytes = header(kind, 4);
         let mut buf = &bytes[..];
         assert_eq!(Frame::decode(&mut buf), Err(DecodeError::UnknownKind(kind)));
