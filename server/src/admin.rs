@@ -1,5 +1,5 @@
 //! What the server serves on its admin listener: readiness, metrics, the JSON API
-//! (`/api/v1/tunnels`, `/api/v1/rules`, `/api/v1/config`, `POST /api/v1/reload`) and the status
+//! (`/api/v1/tunnels`, `/api/v1/rules`, `/api/v1/config`, `/api/v1/cluster`, `POST /api/v1/reload`) and the status
 //! page at `/`.
 
 use std::sync::atomic::Ordering;
@@ -130,7 +130,13 @@ impl AdminApp for ServerAdmin {
         let draining = s.life.stopping().is_cancelled();
         let sessions: usize =
             s.registry.tunnels().iter().map(|(_, t)| t.pool.len()).sum::<usize>() + s.access_sessions.len();
-        (!draining, json!({ "ready": !draining, "draining": draining, "sessions": sessions }))
+        let mut body = json!({ "ready": !draining, "draining": draining, "sessions": sessions });
+        // A replica without Redis still serves its own tunnels: ready, and degraded.
+        if let Some(cluster) = &s.cluster {
+            body["cluster"] = cluster.status();
+            body["degraded"] = json!(!cluster.directory.is_up());
+        }
+        (!draining, body)
     }
 
     fn page(&self) -> Option<&'static str> {
@@ -146,6 +152,12 @@ impl AdminApp for ServerAdmin {
             ("GET", "/api/v1/tunnels") => Answer::json(200, &self.tunnels()),
             ("GET", "/api/v1/rules") => Answer::json(200, &self.rules()),
             ("GET", "/api/v1/config") => Answer::json(200, &self.config()),
+            ("GET", "/api/v1/cluster") => match &self.shared.cluster {
+                Some(cluster) => Answer::json(200, &cluster.status()),
+                None => {
+                    Answer::json(404, &json!({ "error": "this server is not a cluster replica (no [cluster] table)" }))
+                }
+            },
             ("POST", "/api/v1/reload") => match crate::reload::reload(&self.shared) {
                 Ok(report) => Answer::json(200, &report),
                 Err(why) => Answer::json(422, &json!({ "applied": false, "error": why })),

@@ -32,6 +32,19 @@ impl Auth {
         Auth { global: bytes(global), per_tunnel: per_tunnel.iter().map(|(k, v)| (*k, bytes(v))).collect() }
     }
 
+    /// A digest of every token (sorted), for replicas to compare configurations without
+    /// showing them.
+    pub fn fingerprint(&self) -> Vec<u8> {
+        use sha2::Digest;
+        let mut all: Vec<String> =
+            self.global.iter().map(|t| format!("*={}", hex::encode(sha2::Sha256::digest(t)))).collect();
+        for (tunnel, tokens) in &self.per_tunnel {
+            all.extend(tokens.iter().map(|t| format!("{tunnel}={}", hex::encode(sha2::Sha256::digest(t)))));
+        }
+        all.sort();
+        sha2::Sha256::digest(all.join(";").as_bytes()).to_vec()
+    }
+
     /// Whether any token is configured.
     pub fn enabled(&self) -> bool {
         !self.global.is_empty() || !self.per_tunnel.is_empty()

@@ -106,6 +106,9 @@ pub struct FileConfig {
     /// `[[gateway]]`: sealed-address gateways.
     #[serde(default)]
     pub gateway: Vec<crate::gateway::GatewayFile>,
+    /// `[cluster]`: several replicas sharing tunnels through Redis.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterFile>,
 }
 
 /// `[tunnel]`.
@@ -350,6 +353,8 @@ pub struct Config {
     pub gateways: Vec<crate::gateway::GatewayConfig>,
     /// The admin listener, if any.
     pub admin: Option<tunnel_runtime::admin::AdminConfig>,
+    /// The cluster, if this server is one replica of several.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Where the configuration came from, for a reload.
     pub origin: Origin,
 }
@@ -613,6 +618,10 @@ impl FileConfig {
             pid_file: self.pid_file.map(Into::into),
             gateways,
             admin: self.admin.validate(source_name, None)?,
+            cluster: match &self.cluster {
+                None => None,
+                Some(c) => Some(c.validate(|k| std::env::var(k).ok()).map_err(|(key, why)| invalid(&key, why))?),
+            },
             origin: Origin::default(),
         })
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use tunnel_proto::pump::accept_until;
-use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Reply, Scope, Status, StreamHeader};
 use tunnel_runtime::proxy_protocol;
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
@@ -167,15 +167,16 @@ async fn serve_visitor(
     };
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
     let label = shared.tunnel_label(&tunnel);
-    let mut agent = match shared.registry.open(&tunnel, &header, &prefix, limits.reply_timeouts()).await {
-        Ok(agent) => agent,
-        Err(err) => {
-            shared.metrics.failed(&label, err.status().0);
-            let detail = err.reply_for_tunnel(&tunnel).message;
-            visitor::refuse(tcp, peer, speaks, &host, err.reply_for_public(&host), &detail).await;
-            return "refused";
-        }
-    };
+    let mut agent =
+        match shared.open(&tunnel, Scope::Public, None, &[], &header, &prefix, limits.reply_timeouts()).await {
+            Ok(agent) => agent,
+            Err(err) => {
+                shared.metrics.failed(&label, err.status().0);
+                let detail = err.reply_for_tunnel(&tunnel).message;
+                visitor::refuse(tcp, peer, speaks, &host, err.reply_for_public(&host), &detail).await;
+                return "refused";
+            }
+        };
     shared.metrics.opened(&label);
     let prefix_len = prefix.len();
     drop(prefix); // sent with the header; not kept for the life of the visitor

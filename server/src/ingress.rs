@@ -110,6 +110,12 @@ impl Ingress {
         self.candidates(host).any(|r| &r.tunnel == tunnel)
     }
 
+    /// Whether a public rule of the best host pattern for `host` sends it to `tunnel` (what a
+    /// replica checks of a public visitor another replica forwards).
+    pub fn publicly_routes_to(&self, host: &str, tunnel: &Uuid) -> bool {
+        self.candidates(host).any(|r| &r.tunnel == tunnel && !r.private)
+    }
+
     /// Whether a rule for `host` has a path (its requests' paths are then normalised).
     pub fn has_paths(&self, host: &str) -> bool {
         self.candidates(host).any(|r| r.path.is_some())

@@ -29,6 +29,7 @@ use tunnel_runtime::Lifecycle;
 mod admin;
 pub mod auth;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 mod entrypoint;
 pub mod gateway;
@@ -77,12 +78,59 @@ pub(crate) struct Shared {
     /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
     /// period, and every session and visitor task.
     pub(crate) life: Lifecycle,
+    /// This server's part in a cluster of replicas, if it is one.
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Shared {
     /// The limits in force now.
     pub(crate) fn limits(&self) -> Arc<config::Limits> {
         self.limits.read().expect("limits lock").clone()
+    }
+
+    /// Opens a stream to an agent of `tunnel` (session `prefer` first, none of `avoid`): on a
+    /// session of this server's pool, or when it has none that can take the stream, through
+    /// another replica that holds the tunnel. `scope` is what that replica checks again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn open(
+        &self,
+        tunnel: &uuid::Uuid,
+        scope: tunnel_proto::wire::Scope,
+        prefer: Option<u64>,
+        avoid: &[u64],
+        header: &tunnel_proto::wire::StreamHeader,
+        prefix: &[u8],
+        timeouts: tunnel_proto::framed::ReplyTimeouts,
+    ) -> Result<registry::AgentStream, registry::OpenError> {
+        let Some(cluster) = &self.cluster else {
+            return self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts).await;
+        };
+        if prefer.is_some_and(|id| cluster.is_link(id)) {
+            return cluster.open(self, tunnel, scope, prefer, avoid, header, prefix, timeouts).await;
+        }
+        match self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts).await {
+            Err(local @ (registry::OpenError::NoAgent(_) | registry::OpenError::Failed(_))) => {
+                // No session here could take it: another replica's may.
+                match cluster.open(self, tunnel, scope, None, avoid, header, prefix, timeouts).await {
+                    Err(registry::OpenError::NoAgent(_)) => Err(local),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The session [`Shared::open`] would try first for `network`: a local one, or the link
+    /// to a replica holding the tunnel.
+    pub(crate) fn pick_session(&self, tunnel: &uuid::Uuid, network: tunnel_proto::wire::Network) -> Option<u64> {
+        self.registry
+            .pick_session(tunnel, network)
+            .or_else(|| self.cluster.as_ref().and_then(|c| c.pick(tunnel, network)))
+    }
+
+    /// Whether session (or link) `id` may still carry streams of `tunnel`.
+    pub(crate) fn is_live(&self, tunnel: &uuid::Uuid, network: tunnel_proto::wire::Network, id: u64) -> bool {
+        self.registry.is_live(tunnel, network, id) || self.cluster.as_ref().is_some_and(|c| c.is_live(id))
     }
 
     /// The label of `tunnel` in metrics: its ID when the ingress names it, `direct` otherwise
@@ -134,6 +182,14 @@ impl Server {
         let udp_sockets = udp_entry::bind_all(&config.udp_entrypoints, config.reuse)?;
         let gateways = gateway::bind_all(&config.gateways).await?;
         let routes = config.routes();
+        let cluster = match &config.cluster {
+            Some(c) => Some(cluster::Cluster::bind(c.clone(), &config, identity.as_ref(), &routes).await?),
+            None => None,
+        };
+        let (cluster, peer_listener) = match cluster {
+            Some((c, l)) => (Some(Arc::new(c)), Some(l)),
+            None => (None, None),
+        };
         for warning in routes.token_warnings() {
             tracing::warn!("{warning}");
         }
@@ -156,6 +212,7 @@ impl Server {
             routes: routing::RoutesCell::new(routes),
             config,
             life: Lifecycle::new(),
+            cluster,
         });
         let mut listeners = JoinSet::new();
         let transport = shared.config.transport;
@@ -170,6 +227,11 @@ impl Server {
         listeners.spawn(http::pool::run_expiry(shared.origins.clone(), shared.life.stopping().clone()));
         let origins = shared.origins.clone();
         shared.registry.on_leave(move |session| origins.drop_session(session));
+        if let (Some(cluster), Some(listener)) = (shared.cluster.clone(), peer_listener) {
+            let presence = cluster.directory.clone();
+            shared.registry.on_change(move |tunnel| cluster::presence::Presence::changed(presence.as_ref(), tunnel));
+            cluster.start(&shared, listener, &mut listeners);
+        }
         for (l, hostname, options) in entrypoints {
             let addr = l.local_addr()?;
             tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");
@@ -188,6 +250,9 @@ impl Server {
         shared.metrics.config_version.set(1);
         let admin = tunnel_runtime::admin::Admin::start(shared.config.admin.as_ref(), |mut registry| {
             shared.metrics.register(&mut registry);
+            if shared.cluster.is_some() {
+                shared.metrics.register_cluster(&mut registry);
+            }
             Arc::new(admin::ServerAdmin { shared: shared.clone(), registry, relay: relay_addr })
         })
         .await

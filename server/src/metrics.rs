@@ -102,6 +102,20 @@ pub struct Metrics {
     pub reloads: Family<Outcome, Counter>,
     /// The version of the configuration in force (1 at start, +1 per applied reload).
     pub config_version: Gauge,
+    /// Streams forwarded between replicas, by direction (`out` to another replica, `in` from
+    /// one) and result (`ok`, `refused`, `failed`).
+    pub forwarded: Family<Forwarded, Counter>,
+    /// 1 while the cluster's Redis answers, 0 while it does not (absent without a cluster).
+    pub cluster_redis_up: Gauge,
+}
+
+/// A forwarded stream's direction and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Forwarded {
+    /// `out` or `in`.
+    pub direction: &'static str,
+    /// `ok`, `refused` or `failed`.
+    pub result: &'static str,
 }
 
 impl Metrics {
@@ -128,6 +142,23 @@ impl Metrics {
             "Version of the configuration in force",
             self.config_version.clone(),
         );
+        registry.register("tunnel_cluster_forwarded", "Streams forwarded between replicas", self.forwarded.clone());
+    }
+
+    /// Registers the cluster's gauge (a server with a `[cluster]` table only).
+    pub fn register_cluster(&self, registry: &mut Registry) {
+        registry.register(
+            "tunnel_cluster_redis_up",
+            "1 while the cluster's Redis answers, 0 while forwarding is off for want of it",
+            self.cluster_redis_up.clone(),
+        );
+    }
+
+    /// Counts a forwarded stream.
+    pub fn forwarded(&self, direction: &'static str, result: &'static str) {
+        if self.on {
+            self.forwarded.get_or_create(&Forwarded { direction, result }).inc();
+        }
     }
 
     /// Counts a stream opened to an agent of `tunnel`.

@@ -31,6 +31,9 @@ pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
     let mut limits = new.limits.clone();
     keep_sized_limits(&mut limits, &shared.config.limits);
     shared.routes.replace(routes.clone());
+    if let Some(cluster) = &shared.cluster {
+        cluster.directory.set_own_config(crate::cluster::config_hash(&routes));
+    }
     *shared.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
     let version = shared.config_version.fetch_add(1, Ordering::Relaxed) + 1;
     shared.metrics.config_version.set(version as i64);
@@ -58,6 +61,8 @@ fn needs_restart(old: &Config, new: &Config, limits: &Limits) -> Vec<String> {
     differ("gateway", old.gateways.len() != new.gateways.len());
     differ("reuse", old.reuse != new.reuse);
     differ("pidFile", old.pid_file != new.pid_file);
+    let cluster = |c: &Config| c.cluster.as_ref().map(|c| (c.name.clone(), c.listen, c.advertise, c.lease));
+    differ("cluster", cluster(old) != cluster(new));
     differ("admin.addr", old.admin.as_ref().map(|a| a.addr) != new.admin.as_ref().map(|a| a.addr));
     differ("certFile", format!("{:?}", old.identity) != format!("{:?}", new.identity));
     let (a, b) = (limits, &new.limits);

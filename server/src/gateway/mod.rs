@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tunnel_proto::pump::accept_until;
-use tunnel_proto::wire::{Network, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Scope, Status, StreamHeader};
 use tunnel_runtime::visitor::LogBudget;
 use uuid::Uuid;
 
@@ -265,7 +265,7 @@ async fn through_tunnel(
     peer: SocketAddr,
 ) -> Result<Upstream, Failure> {
     let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(peer) };
-    let opening = shared.registry.open(tunnel, &header, early, shared.limits().reply_timeouts());
+    let opening = shared.open(tunnel, Scope::Public, None, &[], &header, early, shared.limits().reply_timeouts());
     match tokio::time::timeout(timeout, opening).await {
         Ok(Ok(agent)) => Ok(Upstream::Tunnel(agent)),
         Ok(Err(err)) => {

@@ -20,7 +20,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tunnel_proto::defaults;
-use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Reply, Scope, Status, StreamHeader};
 use tunnel_runtime::{http, visitor};
 use uuid::Uuid;
 
@@ -109,8 +109,8 @@ impl Drop for Visitor {
     fn drop(&mut self) {
         if let Some((tunnel, host, origin, _place)) = self.sticky.get_mut().ok().and_then(|s| s.take()) {
             let key = (tunnel, host, origin.session_id, self.peer.ip());
-            let (registry, session) = (&self.shared.registry, origin.session_id);
-            self.shared.origins.put(key, origin, || registry.is_live(&tunnel, Network::Tcp, session));
+            let (shared, session) = (&self.shared, origin.session_id);
+            self.shared.origins.put(key, origin, || shared.is_live(&tunnel, Network::Tcp, session));
         }
     }
 }
@@ -143,8 +143,8 @@ impl Visitor {
                 }
             }
         }
-        let (registry, (tunnel, _, session, _)) = (&self.shared.registry, &key);
-        let live = || registry.is_live(tunnel, Network::Tcp, *session);
+        let (shared, (tunnel, _, session, _)) = (&self.shared, &key);
+        let live = || shared.is_live(tunnel, Network::Tcp, *session);
         self.shared.origins.put(key.clone(), origin, live);
     }
 }
@@ -325,7 +325,7 @@ impl Visitor {
             let sticky = sticky.take();
             let kept = sticky.is_some();
             let prefer = match (kept, attempt) {
-                (false, 0) => self.shared.registry.pick_session(&tunnel, Network::Tcp),
+                (false, 0) => self.shared.pick_session(&tunnel, Network::Tcp),
                 _ => None,
             };
             let pooled = match prefer {
@@ -407,8 +407,8 @@ impl Visitor {
         tracing::debug!(%host, session, "slow response on a reused origin connection; probing its session");
         if let Ok(origin) = self.connect(tunnel, host, Some(session), &[], label).await {
             if origin.session_id == session && self.options.reuse_origins {
-                let registry = &self.shared.registry;
-                let live = || registry.is_live(&tunnel, Network::Tcp, session);
+                let shared = &self.shared;
+                let live = || shared.is_live(&tunnel, Network::Tcp, session);
                 self.shared.origins.put((tunnel, host.to_owned(), session, self.peer.ip()), origin, live);
             }
         }
@@ -430,7 +430,7 @@ impl Visitor {
         };
         let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(self.peer) };
         let timeouts = self.shared.limits().reply_timeouts();
-        let agent = match self.shared.registry.open_preferring(&tunnel, prefer, avoid, &header, &[], timeouts).await {
+        let agent = match self.shared.open(&tunnel, Scope::Public, prefer, avoid, &header, &[], timeouts).await {
             Ok(agent) => agent,
             Err(err) => {
                 self.shared.metrics.failed(label, err.status().0);

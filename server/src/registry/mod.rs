@@ -40,6 +40,8 @@ pub struct Registry {
     next_id: AtomicU64,
     /// Told of every session that leaves its pool (to drop what is kept per session).
     on_leave: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
+    /// Told of every tunnel whose pool changed (to publish the cluster's presence).
+    on_change: std::sync::OnceLock<Box<dyn Fn(Uuid) + Send + Sync>>,
 }
 
 impl Registry {
@@ -53,7 +55,7 @@ impl Registry {
         token: CancellationToken,
         keep: bool,
     ) -> Result<Arc<AgentSession>, PoolFull> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = self.next_session_id();
         let max_sessions = join.max_sessions;
         let agent = Arc::new(AgentSession::new(id, tunnel, session, join, token));
         // The map entry stays locked while the session is added: `leave` drops an empty
@@ -61,7 +63,17 @@ impl Registry {
         let record =
             self.tunnels.entry(tunnel).or_insert_with(|| Arc::new(TunnelRecord { pool: Pool::default(), keep }));
         record.pool.add(agent.clone(), max_sessions)?;
+        drop(record);
+        if let Some(hook) = self.on_change.get() {
+            hook(tunnel);
+        }
         Ok(agent)
+    }
+
+    /// A session number no other session of this server has (links to other replicas take
+    /// theirs here too, so per-session state never mixes them up).
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Removes a session from its pool (no-op when already gone).
@@ -73,6 +85,14 @@ impl Registry {
         if let Some(hook) = self.on_leave.get() {
             hook(id);
         }
+        if let Some(hook) = self.on_change.get() {
+            hook(*tunnel);
+        }
+    }
+
+    /// Sets what is told of each tunnel whose pool changed (once; later calls are ignored).
+    pub fn on_change(&self, hook: impl Fn(Uuid) + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(hook));
     }
 
     /// Sets what is told of each session leaving its pool (once; later calls are ignored).

@@ -48,6 +48,9 @@ pub enum OpenError {
     /// The agent answered with a refusal (no target, target unreachable, ...).
     #[error("{}", .0.message)]
     Refused(Reply),
+    /// Other replicas holding the tunnel were tried, and none could take the stream.
+    #[error("no replica could take the stream: {0}")]
+    Replicas(String),
 }
 
 impl OpenError {
@@ -55,7 +58,7 @@ impl OpenError {
     pub fn status(&self) -> Status {
         match self {
             OpenError::NoAgent(_) | OpenError::Busy => Status::UNAVAILABLE,
-            OpenError::Failed(_) => Status::BAD_GATEWAY,
+            OpenError::Failed(_) | OpenError::Replicas(_) => Status::BAD_GATEWAY,
             OpenError::Timeout(_) => Status::GATEWAY_TIMEOUT,
             OpenError::Refused(reply) => reply.status,
         }
@@ -74,7 +77,7 @@ impl OpenError {
             OpenError::Failed(err) => {
                 Reply::new(self.status(), format!("no agent of tunnel {tunnel} could take the stream: {err}"))
             }
-            OpenError::Timeout(_) => Reply::new(self.status(), self.to_string()),
+            OpenError::Timeout(_) | OpenError::Replicas(_) => Reply::new(self.status(), self.to_string()),
             OpenError::Refused(reply) => reply.clone(),
         }
     }

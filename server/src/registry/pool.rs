@@ -64,6 +64,11 @@ impl AgentSession {
         !self.left.load(Ordering::Relaxed) && !self.session.is_closed()
     }
 
+    /// Its stream budget (a stream holds one permit).
+    pub fn budget(&self) -> Arc<Semaphore> {
+        self.budget.clone()
+    }
+
     /// Streams in flight now.
     pub fn streams_in_flight(&self) -> usize {
         self.max_streams - self.budget.available_permits()

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 use tunnel_proto::channel::{Inbound, Session, Stream};
 use tunnel_proto::framed::{read_frame, write_frame};
-use tunnel_proto::wire::{Frame, Hello, Reply, Status, StreamHeader};
+use tunnel_proto::wire::{Frame, Hello, Reply, Scope, Status, StreamHeader};
 use uuid::Uuid;
 
 use super::control::{control_loop, drain, ControlOutcome};
@@ -129,7 +129,10 @@ async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stre
     };
     let header = StreamHeader { hostname: route.host, ..header };
     let label = shared.tunnel_label(&route.tunnel);
-    match shared.registry.open(&route.tunnel, &header, &[], limits.reply_timeouts()).await {
+    match shared
+        .open(&route.tunnel, Scope::Private(access_tunnel), None, &[], &header, &[], limits.reply_timeouts())
+        .await
+    {
         Ok(mut agent) => {
             shared.metrics.opened(&label);
             if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {

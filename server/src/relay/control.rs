@@ -11,7 +11,7 @@ use tunnel_proto::wire::Frame;
 use crate::Shared;
 
 /// How a session's control stream ended.
-pub(super) enum ControlOutcome {
+pub(crate) enum ControlOutcome {
     /// The server is shutting down and said going-away.
     ServerDraining,
     /// The client said going-away; confirmed.
@@ -43,7 +43,7 @@ impl std::fmt::Display for ControlOutcome {
 /// Answers pings until the session ends, stays silent past the keepalive timeout, either side
 /// says going-away (the client's is confirmed with a going-away of our own), or `token` (this
 /// session's own) is cancelled.
-pub(super) async fn control_loop(
+pub(crate) async fn control_loop(
     shared: &Shared,
     session: &Arc<dyn Session>,
     mut control: Stream,

@@ -26,7 +26,7 @@ static REFUSALS: LogBudget = LogBudget::new();
 
 mod access;
 mod agent;
-mod control;
+pub(crate) mod control;
 
 /// An access-client session, as the API lists it and a reload checks it.
 pub(crate) struct AccessRecord {

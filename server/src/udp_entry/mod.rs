@@ -26,7 +26,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tunnel_proto::channel::Stream;
 use tunnel_proto::datagram;
-use tunnel_proto::wire::{Network, Reply, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Reply, Scope, Status, StreamHeader};
 use tunnel_runtime::udp::{serve_flows, FlowOpener, FlowOptions};
 use tunnel_runtime::visitor;
 
@@ -138,7 +138,11 @@ impl Opener {
             .map_err(|e| (Reply::new(Status::BAD_REQUEST, format!("{host}: {e}")), String::new()))?;
         let label = self.shared.tunnel_label(&tunnel);
         let limits = self.shared.limits();
-        let agent = match self.shared.registry.open(&tunnel, &header, &prefix, limits.reply_timeouts()).await {
+        let agent = match self
+            .shared
+            .open(&tunnel, Scope::Public, None, &[], &header, &prefix, limits.reply_timeouts())
+            .await
+        {
             Ok(agent) => agent,
             Err(err) => {
                 self.shared.metrics.failed(&label, err.status().0);
