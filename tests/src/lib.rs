@@ -261,6 +261,22 @@ impl Server {
         Server::launch(transport, args, entrypoints, &[])
     }
 
+    /// Starts `tunnel-server -C FILE`, `toml` being the file's text (its `addr` on port 0),
+    /// and waits for its relay and `entrypoints` TCP listeners. The file's directory lives as
+    /// long as the server.
+    pub fn start_file(toml: &str, entrypoints: usize) -> Server {
+        let dir = tempfile::tempdir().expect("config dir");
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, toml).expect("write server.toml");
+        let proc = Proc::start("tunnel-server", &["-C", path.to_str().expect("utf-8 path")]);
+        let line = proc.wait_for("relay listening");
+        let relay = addr_in(&line);
+        let fingerprint = line.split_whitespace().find_map(|w| w.strip_prefix("fingerprint=")).map(str::to_owned);
+        let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
+        let transport = if fingerprint.is_some() { Transport::Tls } else { Transport::Tcp };
+        Server { proc, relay, entrypoints, transport, fingerprint, _state: Some(dir) }
+    }
+
     fn launch(transport: Transport, args: &[&str], entrypoints: usize, env: &[(&str, &str)]) -> Server {
         let state = (transport != Transport::Tcp).then(|| tempfile::tempdir().expect("state dir"));
         let args: Vec<String> = args
@@ -467,6 +483,7 @@ impl Proc {
 pub mod chaos;
 pub mod dns;
 pub mod gateway;
+pub mod redis;
 
 impl Proc {
     /// Starts a prepared command (e.g. `ip netns exec NS tunnel-agent ...`; `bin` gives the

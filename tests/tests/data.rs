@@ -3,15 +3,13 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tunnel_tests::payload::{random_sha256, source_on, write_random};
 use tunnel_tests::{
-    access, agent, agent_config, origin, poll_until, read_until_close, send_and_shutdown, tunnel_id, External, Proc,
-    Server, Transport, WAIT,
+    access, agent, agent_config, origin, read_until_close, send_and_shutdown, tunnel_id, Proc, Server, Transport, WAIT,
 };
 
 const BIG: usize = 64 << 20;
@@ -159,38 +157,15 @@ fn half_close_still_delivers_the_reply_then_eof(t: Transport) {
     }
 }
 
-/// `redis-server` on a free loopback port, killed when dropped.
-fn start_redis() -> (External, SocketAddr) {
-    let addr = origin::closed_port();
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
-    cmd.args(["--daemonize", "no"]);
-    let mut redis = External::start(cmd);
-    poll_until("redis-server", || {
-        redis.assert_running();
-        redis_cli(addr, &["PING"]).0 == "PONG"
-    });
-    (redis, addr)
-}
-
-/// Runs `redis-cli` against `addr` (bounded by coreutils `timeout`); returns trimmed stdout
-/// and stderr.
+/// `redis-cli` against `addr`.
 fn redis_cli(addr: SocketAddr, args: &[&str]) -> (String, String) {
-    let port = addr.port().to_string();
-    let out = Command::new("timeout")
-        .args(["20", "redis-cli", "-h", "127.0.0.1", "-p", &port])
-        .args(args)
-        .output()
-        .expect("run timeout redis-cli");
-    if out.status.code() == Some(127) {
-        panic!("redis-cli not found: this test needs redis-tools installed (CI installs it)");
-    }
-    (String::from_utf8_lossy(&out.stdout).trim().to_owned(), String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    tunnel_tests::redis::cli(&tunnel_tests::redis::Where::Tcp(addr), args)
 }
 
 #[test]
 fn redis_works_through_a_raw_entrypoint_and_through_access() {
-    let (_redis, redis) = start_redis();
+    let redis_server = tunnel_tests::redis::Redis::tcp();
+    let tunnel_tests::redis::Where::Tcp(redis) = redis_server.at else { unreachable!() };
     let tunnel = tunnel_id();
     let server = Server::start(
         &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0/redis.local&tunnel=redis.local:{tunnel}")],
