@@ -7,9 +7,10 @@ binaries' own `--check`.
 
 For the default values and each CHART/ci/*-values.yaml: lint (strict), render, validate every
 manifest with `kubernetes-validate --strict`, check what the chart promises (probes, security,
-Services, checksum), then lay out each Deployment's volumes as the kubelet would (ConfigMap
-and Secret files, the projected volume's mode) in a temporary root and run the container's own
-command and arguments with `--check`. Each REFUSED_DIR/*.yaml must be refused at render with a
+Services, checksum, the cluster's table, environment, ports and peer Service), then lay out
+each Deployment's volumes as the kubelet would (ConfigMap and Secret files, the projected
+volume's mode) in a temporary root and run the container's own command and arguments, with
+its environment (downward API values made up, `$(VAR)` expanded), with `--check`. Each REFUSED_DIR/*.yaml must be refused at render with a
 message containing its `# expect:` line. Exits non-zero, naming what failed, on any problem.
 """
 
@@ -17,15 +18,19 @@ import copy
 import hashlib
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import helm_python as helm
 import yaml
 
 RELEASE, NAMESPACE = "edge", "tunnel"
 CREDENTIALS = "/etc/tunnel/credentials"
+# What the downward API would give a pod (TEST-NET-1, never routed).
+POD_FIELDS = {"status.podIP": "192.0.2.17", "metadata.name": "edge-tunnel-server-5d8f7c9b4-x7k2p"}
 failures = []
 
 
@@ -150,9 +155,13 @@ def secret_files(docs, name, items):
 def lay_out_volume(docs, volume, mount, root):
     """Writes the files `volume` would show at `mount` under `root`, with the kubelet's modes."""
     target = root / mount["mountPath"].lstrip("/")
-    if "configMap" in volume:
-        cm = by_name(docs, "ConfigMap", volume["configMap"]["name"])
-        data = cm["data"]
+    if "configMap" in volume or "secret" in volume:
+        if "configMap" in volume:
+            data = by_name(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+        else:
+            secret = volume["secret"]
+            keys = [{"key": k, "path": k} for k in by_name(docs, "Secret", secret["secretName"]).get("stringData", {})]
+            data = {k: v.decode() for k, v in secret_files(docs, secret["secretName"], secret.get("items", keys)).items()}
         if "subPath" in mount:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(data[mount["subPath"]])
@@ -173,6 +182,92 @@ def lay_out_volume(docs, volume, mount, root):
         os.chmod(target, 0o700)
     else:
         raise ValueError(f"unhandled volume {volume}")
+
+
+def container_env(container):
+    """The container's environment as the kubelet makes it: downward API fields filled in,
+    `$(VAR)` replaced by a variable defined earlier in the list (else left as written)."""
+    env = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), e["value"])
+        else:
+            env[e["name"]] = POD_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def server_toml(docs):
+    """The rendered server.toml, parsed, and the kind of resource that holds it."""
+    for kind in ("ConfigMap", "Secret"):
+        for d in kinds(docs, kind):
+            text = (d.get("data") if kind == "ConfigMap" else d.get("stringData", {})).get("server.toml")
+            if text is not None:
+                return tomllib.loads(text), kind
+    return None, None
+
+
+def check_cluster(case, docs, values):
+    """With server.cluster.enabled: the [cluster] table, the pod's name and address in the
+    environment, the peer port and its headless Service, the key file, the Redis URL out of
+    every ConfigMap. Without it: none of them."""
+    server = values.get("server", {})
+    if not server.get("enabled", True):
+        return
+    cluster = server.get("cluster", {})
+    enabled = cluster.get("enabled", False)
+    toml, holder = server_toml(docs)
+    deploy = by_name(docs, "Deployment", f"{RELEASE}-tunnel-server")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container.get("env", [])}
+    ports = {p["name"]: p for p in container["ports"]}
+    peer_svc = by_name(docs, "Service", f"{RELEASE}-tunnel-peer")
+    if not enabled:
+        if "cluster" in toml or "peer" in ports or peer_svc or "TUNNEL_CLUSTER_ADVERTISE" in env:
+            fail(case, "cluster settings rendered without server.cluster.enabled")
+        return
+    peer_port = cluster.get("peerPort", 7443)
+    protocol = "UDP" if server.get("relay", {}).get("transport") == "quic" else "TCP"
+    want = {"peer": f"0.0.0.0:{peer_port}", "redis": cluster["redis"]["url"], "secretFile": f"{CREDENTIALS}/cluster-secret"}
+    if cluster.get("lease"):
+        want["lease"] = cluster["lease"]
+    if toml.get("cluster") != want:
+        fail(case, f"[cluster] is {toml.get('cluster')}, expected {want}")
+    if holder != "Secret":
+        fail(case, f"server.toml holds the Redis URL in a {holder}, not a Secret")
+    for cm in kinds(docs, "ConfigMap"):
+        if cluster["redis"]["url"] in yaml.safe_dump(cm):
+            fail(case, f"ConfigMap {cm['metadata']['name']} holds the Redis URL")
+    fields = {n: env.get(n, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for n in ("POD_IP", "TUNNEL_CLUSTER_NAME")}
+    if fields != {"POD_IP": "status.podIP", "TUNNEL_CLUSTER_NAME": "metadata.name"}:
+        fail(case, f"the pod's address and name are not in the environment: {fields}")
+    advertise = container_env(container).get("TUNNEL_CLUSTER_ADVERTISE")
+    if advertise != f"{POD_FIELDS['status.podIP']}:{peer_port}":
+        fail(case, f"TUNNEL_CLUSTER_ADVERTISE becomes {advertise!r} in the pod")
+    if ports.get("peer", {}).get("containerPort") != peer_port or ports["peer"].get("protocol") != protocol:
+        fail(case, f"no {protocol} container port peer {peer_port}: {ports.get('peer')}")
+    if peer_svc is None:
+        fail(case, "no peer Service")
+    else:
+        spec = peer_svc["spec"]
+        if spec.get("clusterIP") != "None" or spec.get("publishNotReadyAddresses") is not True:
+            fail(case, "the peer Service is not headless with publishNotReadyAddresses")
+        if spec["selector"] != deploy["spec"]["selector"]["matchLabels"]:
+            fail(case, "the peer Service does not select the server's pods")
+        if [(p["port"], p["targetPort"], p["protocol"]) for p in spec["ports"]] != [(peer_port, "peer", protocol)]:
+            fail(case, f"the peer Service's ports are {spec['ports']}")
+    sources = deploy["spec"]["template"]["spec"]["volumes"]
+    projected = [s["secret"] for v in sources if "projected" in v for s in v["projected"]["sources"]]
+    key_sources = [s for s in projected if any(i["path"] == "cluster-secret" for i in s["items"])]
+    secret = cluster.get("secret", {})
+    name = secret.get("existingSecret") or f"{RELEASE}-tunnel-cluster"
+    if [s["name"] for s in key_sources] != [name]:
+        fail(case, f"cluster-secret comes from {[s['name'] for s in key_sources]}, not Secret {name}")
+    elif not secret.get("existingSecret"):
+        made = secret_files(docs, name, [{"key": secret.get("key", "secret"), "path": "k"}])["k"]
+        if len(made) < 16:
+            fail(case, f"the generated cluster key has {len(made)} bytes")
+    if "checksum/cluster" not in deploy["spec"]["template"]["metadata"]["annotations"]:
+        fail(case, "no checksum/cluster annotation")
 
 
 def run_checks(case, docs, bin_dir, workdir):
@@ -197,7 +292,8 @@ def run_checks(case, docs, bin_dir, workdir):
                     path = root / m["mountPath"].lstrip("/")
                     path.write_text(local(path.read_text()))
             env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "TUNNEL_TOKEN")}
-            env.update({e["name"]: local(e["value"]) for e in c.get("env", [])})
+            env.update(container_env(c))
+            env = {k: local(v) for k, v in env.items()}
             command = [str(pathlib.Path(bin_dir) / c["command"][0])] + [local(a) for a in c["args"]] + ["--check"]
             run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
             output = run.stdout + run.stderr
@@ -231,6 +327,11 @@ def check_rolls_on_change(chart):
         fail("checksum", "a changed ConfigMap leaves the pod template as it was")
     if template(base) == template(changed_token):
         fail("checksum", "a changed token Secret leaves the pod template as it was")
+    cluster = {"server": {"cluster": {"enabled": True, "redis": {"url": "redis://redis:6379/0"}, "secret": {"value": "k" * 32}}}}
+    changed_key = copy.deepcopy(cluster)
+    changed_key["server"]["cluster"]["secret"]["value"] = "j" * 32
+    if template(cluster) == template(changed_key):
+        fail("checksum", "a changed cluster key leaves the pod template as it was")
 
 
 def check_refused(chart, refused_dir):
@@ -273,6 +374,7 @@ def main():
             kubernetes_validate(case, docs, workdir)
             check_pods(case, docs, values)
             check_service_monitor(case, docs)
+            check_cluster(case, docs, values)
             checked = run_checks(case, docs, bin_dir, workdir)
             expected = len(kinds(docs, "Deployment"))
             if checked == 0 or checked != expected:

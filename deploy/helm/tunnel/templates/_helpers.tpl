@@ -147,6 +147,11 @@ readinessProbe:
   failureThreshold: 2
 {{- end -}}
 
+{{/* The Secret holding the key the cluster's replicas authenticate each other with. */}}
+{{- define "tunnel.clusterSecret" -}}
+{{- default (include "tunnel.component" (dict "root" . "name" "cluster")) .Values.server.cluster.secret.existingSecret -}}
+{{- end -}}
+
 {{/* The Secret holding the admin token. */}}
 {{- define "tunnel.adminSecret" -}}
 {{- default (include "tunnel.component" (dict "root" . "name" "admin")) .Values.admin.token.existingSecret -}}
