@@ -32,8 +32,8 @@ pub struct ClusterFile {
     /// The address other replicas dial, when `peer` is a wildcard.
     #[serde(default)]
     pub advertise: Option<String>,
-    /// `redis://[user:password@]host:port/db` (or the `TUNNEL_CLUSTER_REDIS` environment
-    /// variable).
+    /// `redis://[user:password@]host:port/db`, `rediss://` for TLS (verified against the
+    /// system's roots), or `unix:///path` (or the `TUNNEL_CLUSTER_REDIS` environment variable).
     #[serde(default)]
     pub redis: Option<Secret>,
     /// The secret every replica shares (at least 16 bytes).
@@ -104,8 +104,9 @@ impl ClusterFile {
                 }
             };
         let redis = redis.expose().trim();
-        if !(redis.starts_with("redis://") || redis.starts_with("unix://") || redis.starts_with("redis+unix://")) {
-            return Err(bad("redis", "expected a redis://host:port/db URL (or unix:///path)".into()));
+        let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
+        if !schemes.iter().any(|s| redis.starts_with(s)) {
+            return Err(bad("redis", "expected a redis://host:port/db URL (rediss:// for TLS, or unix:///path)".into()));
         }
         if let Err(err) = redis::Client::open(redis) {
             return Err(bad("redis", format!("not a Redis URL: {err}")));
