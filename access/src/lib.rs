@@ -225,7 +225,7 @@ async fn serve_visitor(shared: &Arc<Shared>, mut tcp: TcpStream, peer: SocketAdd
         return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;
     };
     let Some(session) = current_session(shared).await else {
-        let why = format!("not connected to the server at {}", shared.config.relay.addr);
+        let why = format!("not connected to the server at {}", shared.config.relay.describe_servers());
         return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;
     };
     let header = StreamHeader { network: listener.network, hostname: host.clone(), visitor: Some(peer) };

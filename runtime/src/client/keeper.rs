@@ -1,8 +1,9 @@
 //! The session keeper shared by the agent and the access client: keeps session number `index`
 //! of a client alive for as long as the client runs.
 //!
-//! Life of a slot: resolve the server name and dial the `index`-th address (so several
-//! sessions spread over replicas behind one name), say hello, hand the session to its
+//! Life of a slot: resolve the configured servers into candidate addresses
+//! ([`Dialer::candidates`]) and dial candidate `index % n` (so several sessions spread over
+//! replicas, whether listed or behind one name), say hello, hand the session to its
 //! [`SessionUser`], run the control stream, and when it ends:
 //! - the server said going-away: drain the old session in the background (tracked, so a
 //!   shutdown waits for it) and connect a replacement at once;
@@ -98,16 +99,18 @@ pub async fn keep(
         Backoff::new(timings.backoff_base, timings.backoff_max, tunnel_proto::defaults::BACKOFF_RESET_AFTER);
     let drains = TaskTracker::new();
     loop {
-        let target = dialer.address(index).await;
+        let candidates = dialer.candidates().await;
+        let candidate = &candidates[index % candidates.len()];
+        let target = candidate.addr.as_str();
         let connected = tokio::select! {
-            r = dialer.connect_to(&target) => r,
+            r = dialer.connect_to(candidate) => r,
             _ = shutdown.cancelled() => break,
         };
         let c = match connected {
             Ok(c) => c,
             Err(err) => {
                 user.reconnect(if err.status().is_some() { "refused" } else { "unreachable" });
-                let delay = failed(&dialer, index, &target, &mut backoff, &err);
+                let delay = failed(&dialer, index, target, &mut backoff, &err);
                 if sleep_or_shutdown(delay, &shutdown).await {
                     break;
                 }

@@ -14,7 +14,7 @@ pub mod relay;
 
 pub use backoff::Backoff;
 pub use control::{run_control, ControlEnd};
-pub use dial::{ConnectError, Connected, Dialer};
+pub use dial::{Candidate, ConnectError, Connected, Dialer};
 pub use keeper::{keep, Established, KeeperTimings, SessionUser};
 pub use proxy::{Proxy, ProxyKind};
 pub use relay::{parse_tunnel_id, RelayFile, RelayOptions, TunnelIdTable};
