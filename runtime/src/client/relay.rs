@@ -4,7 +4,7 @@
 //! The server may be several servers (replicas of a cluster): `addr` is one `host:port`, a
 //! TOML array of them, or a comma-separated list (`relay://s1:8443,s2:8443?...`). They share
 //! every other setting; with TLS each is verified under its own host unless `serverName`
-//! names one for all. [`super::keeper`] spreads sessions over them.
+//! names one for all. [`super::keeper`] spreads sessions over them and fails over.
 
 use std::time::Duration;
 
