@@ -54,7 +54,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -
         return error(peer, &host, Reply::new(Status::UNAVAILABLE, why));
     };
     let Some(session) = current_session(shared).await else {
-        let why = format!("not connected to the server at {}", shared.config.relay.addr);
+        let why = format!("not connected to the server at {}", shared.config.relay.describe_servers());
         return error(peer, &host, Reply::new(Status::UNAVAILABLE, why));
     };
     let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };

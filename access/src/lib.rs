@@ -1,7 +1,8 @@
 //! `tunnel-access`: reach private tunnels from your own machine.
 //!
 //! The access client keeps one session to the server for its tunnel (kept by the shared
-//! keeper, [`tunnel_runtime::client::keeper`]) and opens local listeners. Life of a local
+//! keeper, [`tunnel_runtime::client::keeper`], which fails over to the next configured server
+//! when it is lost) and opens local listeners. Life of a local
 //! connection: accepted; its hostname is the listener's fixed one
 //! (`tcp://:2222/ssh.srv-2.local`) or sniffed from the connection (`sniffing=true`) by the
 //! shared visitor path ([`tunnel_runtime::visitor`]); a stream is opened on the session with a
@@ -225,7 +226,7 @@ async fn serve_visitor(shared: &Arc<Shared>, mut tcp: TcpStream, peer: SocketAdd
         return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;
     };
     let Some(session) = current_session(shared).await else {
-        let why = format!("not connected to the server at {}", shared.config.relay.addr);
+        let why = format!("not connected to the server at {}", shared.config.relay.describe_servers());
         return visitor::refuse(tcp, peer, speaks, &host, Reply::new(Status::UNAVAILABLE, why), "").await;
     };
     let header = StreamHeader { network: listener.network, hostname: host.clone(), visitor: Some(peer) };

@@ -412,7 +412,7 @@ mod tests {
         .validate("-L")
         .unwrap();
         assert_eq!(cfg.targets[0].addr, "192.168.1.1:80");
-        assert_eq!(cfg.relay.addr, "127.0.0.1:8443");
+        assert_eq!(cfg.relay.servers, ["127.0.0.1:8443"]);
         let err = FileConfig::from_urls(&["rtcp://:0/:80".into()], "relay://:8443?tunnel.id=nope")
             .unwrap()
             .validate("-F")

@@ -2,7 +2,9 @@
 //!
 //! The agent dials the server, joins one tunnel, and serves the streams the server opens.
 //! Its sessions are kept by the shared keeper ([`tunnel_runtime::client::keeper`]): several
-//! per agent, spread over the server name's addresses, reconnecting with backoff forever.
+//! per agent (`sessions`, default 2; N for one on each of N replicas), spread over the
+//! configured servers' addresses, failing over to the next address when one is lost, and
+//! reconnecting with backoff forever.
 //! Life of a stream ([`stream`]): the server opens it and writes a stream header naming the
 //! network and the visitor's hostname; the agent asks [`target`] for the group of targets whose
 //! `host` pattern matches (targets without `host` are the fallbacks), dials them in the

@@ -36,11 +36,14 @@ impl Backoff {
         half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
-    /// Records that a session lasted `lived`; a long enough one resets the backoff.
-    pub fn session_ended(&mut self, lived: Duration) {
-        if lived >= self.reset_after {
+    /// Records that a session lasted `lived`; a long enough one resets the backoff (and the
+    /// answer is whether it did).
+    pub fn session_ended(&mut self, lived: Duration) -> bool {
+        let reset = lived >= self.reset_after;
+        if reset {
             self.failures = 0;
         }
+        reset
     }
 }
 

@@ -1,5 +1,9 @@
 //! Dialing the server and the hello exchange that opens a session.
 //!
+//! The configured servers (one, or the replicas of a cluster) are turned into *candidates*,
+//! the addresses a session may be dialed to ([`Dialer::candidates`]); each is dialed with its
+//! own server's connector, so TLS verifies the name that server was configured with.
+//!
 //! A session starts with the client opening its *control stream* and writing a
 //! [`Hello`]; the server answers with a hello reply. The control stream then stays open for
 //! keepalive pings and going-away notices ([`super::control`]); when it ends, the session
@@ -50,20 +54,36 @@ impl ConnectError {
     }
 }
 
+/// One configured server: its address as configured and the connector that dials it (its
+/// own TLS name).
+pub struct Server {
+    /// The server's `host:port` as configured.
+    pub addr: String,
+    /// Dials the transport, verifying this server's name.
+    pub connector: Connector,
+}
+
+/// One address a session may be dialed to: an address of configured server number `server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The `host:port` to dial (resolved, unless through a proxy or unresolvable).
+    pub addr: String,
+    /// Index of the configured server it belongs to.
+    pub server: usize,
+}
+
 /// Where and how to connect.
 pub struct Dialer {
-    /// Dials the transport.
-    pub connector: Connector,
-    /// The server's `host:port`.
-    pub addr: String,
+    /// The configured servers, in order (at least one).
+    pub servers: Vec<Server>,
     /// What to say in the hello.
     pub hello: Hello,
     /// Limit for connect plus hello reply.
     pub handshake_timeout: Duration,
     /// Lasting refusals, counted across the client's session slots.
     pub refusals: super::refusal::Refusals,
-    /// Whether the server's name is resolved here to spread sessions over its addresses;
-    /// not through a proxy, which is handed the name.
+    /// Whether the servers' names are resolved here to spread sessions over their addresses;
+    /// not through a proxy, which is handed the names.
     pub resolve: bool,
 }
 
@@ -76,37 +96,44 @@ pub struct Connected {
 }
 
 impl Dialer {
-    /// Dials the server and performs the hello exchange.
-    pub async fn connect(&self) -> Result<Connected, ConnectError> {
-        self.connect_to(&self.addr).await
-    }
-
-    /// The address session number `index` should use: the server name is resolved afresh
-    /// and sessions are spread over its addresses (several replicas behind one name). Falls
-    /// back to the configured address, whose dial then reports the resolution error.
-    pub async fn address(&self, index: usize) -> String {
-        if !self.resolve {
-            return self.addr.clone();
-        }
-        match tokio::net::lookup_host(&self.addr).await {
-            Ok(found) => {
-                let mut addrs: Vec<std::net::SocketAddr> = found.collect();
-                addrs.sort();
-                addrs.dedup();
-                if addrs.is_empty() {
-                    self.addr.clone()
-                } else {
-                    addrs[index % addrs.len()].to_string()
+    /// The addresses sessions are spread over, resolved afresh: each configured server's
+    /// addresses (a name resolving to several replicas gives several, sorted), in configured
+    /// order, each address once. A server whose name does not resolve stands for itself, so
+    /// its dial reports the resolution error. Never empty.
+    pub async fn candidates(&self) -> Vec<Candidate> {
+        let mut all: Vec<Candidate> = Vec::new();
+        for (server, s) in self.servers.iter().enumerate() {
+            for addr in self.addresses_of(&s.addr).await {
+                if !all.iter().any(|c| c.addr == addr) {
+                    all.push(Candidate { addr, server });
                 }
             }
-            Err(_) => self.addr.clone(),
         }
+        all
     }
 
-    /// Dials `target` (one address of the server) and performs the hello exchange.
-    pub async fn connect_to(&self, target: &str) -> Result<Connected, ConnectError> {
+    /// The addresses of one configured server.
+    async fn addresses_of(&self, configured: &str) -> Vec<String> {
+        if !self.resolve {
+            return vec![configured.to_owned()];
+        }
+        let mut found: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(configured).await {
+            Ok(found) => found.collect(),
+            Err(_) => Vec::new(),
+        };
+        found.sort();
+        found.dedup();
+        if found.is_empty() {
+            return vec![configured.to_owned()];
+        }
+        found.iter().map(ToString::to_string).collect()
+    }
+
+    /// Dials `candidate` and performs the hello exchange.
+    pub async fn connect_to(&self, candidate: &Candidate) -> Result<Connected, ConnectError> {
+        let target = candidate.addr.as_str();
         let attempt = async {
-            let session = self
+            let session = self.servers[candidate.server]
                 .connector
                 .connect(target)
                 .await

@@ -1,14 +1,21 @@
 //! The session keeper shared by the agent and the access client: keeps session number `index`
 //! of a client alive for as long as the client runs.
 //!
-//! Life of a slot: resolve the server name and dial the `index`-th address (so several
-//! sessions spread over replicas behind one name), say hello, hand the session to its
-//! [`SessionUser`], run the control stream, and when it ends:
+//! Life of a slot: resolve the configured servers into candidate addresses
+//! ([`Dialer::candidates`]) and dial the one its [`Rotation`] picks (slot `index` starts on
+//! candidate `index % n`, so sessions spread over replicas, whether listed or behind one name),
+//! say hello, hand the session to its [`SessionUser`], run the control stream, and when it
+//! ends:
 //! - the server said going-away: drain the old session in the background (tracked, so a
-//!   shutdown waits for it) and connect a replacement at once;
+//!   shutdown waits for it) and connect a replacement at once, to the next candidate;
 //! - our own shutdown was acknowledged: let this session's streams finish (at most the grace
 //!   period), close, stop;
-//! - the session was lost: close it and reconnect after a backoff with jitter.
+//! - the session was lost: close it and reconnect to the next candidate.
+//!
+//! After a failed attempt or a lost session the slot moves on to the next candidate: at once
+//! while this round has candidates not yet tried, after a backoff with jitter once every
+//! candidate has failed in turn (see [`super::rotation`]). With one server address that is
+//! the plain backoff after every failure.
 //!
 //! Reconnects never stop; each failed attempt is one warning that says why. A refusal that
 //! only a configuration change ends ([`super::refusal`]) says its fix once, then each attempt
@@ -21,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::Session;
 
+use super::rotation::Rotation;
 use super::{refusal, run_control, Backoff, ConnectError, ControlEnd, Dialer};
 
 /// Timings of a keeper.
@@ -97,17 +105,22 @@ pub async fn keep(
     let mut backoff =
         Backoff::new(timings.backoff_base, timings.backoff_max, tunnel_proto::defaults::BACKOFF_RESET_AFTER);
     let drains = TaskTracker::new();
+    let mut rotation = Rotation::new(index);
     loop {
-        let target = dialer.address(index).await;
+        let candidates = dialer.candidates().await;
+        let n = candidates.len();
+        let candidate = &candidates[rotation.pick(n)];
+        let target = candidate.addr.as_str();
         let connected = tokio::select! {
-            r = dialer.connect_to(&target) => r,
+            r = dialer.connect_to(candidate) => r,
             _ = shutdown.cancelled() => break,
         };
         let c = match connected {
             Ok(c) => c,
             Err(err) => {
                 user.reconnect(if err.status().is_some() { "refused" } else { "unreachable" });
-                let delay = failed(&dialer, index, &target, &mut backoff, &err);
+                let round_failed = rotation.failed(n);
+                let delay = failed(&dialer, index, target, &mut backoff, &err, round_failed);
                 if sleep_or_shutdown(delay, &shutdown).await {
                     break;
                 }
@@ -124,10 +137,13 @@ pub async fn keep(
             run_control(&here.session, c.control, timings.keepalive_interval, timings.keepalive_timeout, &shutdown)
                 .await;
         user.down(&here);
-        backoff.session_ended(started.elapsed());
+        if backoff.session_ended(started.elapsed()) {
+            rotation.reset();
+        }
         match end {
             ControlEnd::ServerGoingAway => {
                 user.reconnect("going_away");
+                rotation.moved_on(n);
                 tracing::info!(%tunnel, server = %target, session = index, "server is going away: replacing the session while it drains");
                 drains.spawn(drain(here, false, timings.grace_period));
             }
@@ -142,7 +158,7 @@ pub async fn keep(
                 if shutdown.is_cancelled() {
                     break;
                 }
-                let delay = backoff.next_delay();
+                let delay = if rotation.failed(n) { backoff.next_delay() } else { Duration::ZERO };
                 tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, reason = %why, "session lost; reconnecting");
                 if sleep_or_shutdown(delay, &shutdown).await {
                     break;
@@ -157,11 +173,19 @@ pub async fn keep(
 /// Logs a failed attempt of slot `index` and returns the delay before the next. A refusal
 /// that only a configuration change ends is told with its fix once (across the slots), then
 /// in one short line per attempt with its number, retried at the largest backoff; anything
-/// else is one line with the reason and the usual backoff.
-fn failed(dialer: &Dialer, index: usize, target: &str, backoff: &mut Backoff, err: &ConnectError) -> Duration {
+/// else is one line with the reason, and the usual backoff once `round_failed` (none while
+/// other candidates are still to be tried).
+fn failed(
+    dialer: &Dialer,
+    index: usize,
+    target: &str,
+    backoff: &mut Backoff,
+    err: &ConnectError,
+    round_failed: bool,
+) -> Duration {
     let tunnel = dialer.hello.tunnel;
     let Some(status) = err.status().filter(|s| refusal::is_lasting(*s)) else {
-        let delay = backoff.next_delay();
+        let delay = if round_failed { backoff.next_delay() } else { Duration::ZERO };
         tracing::warn!(%tunnel, server = %target, session = index, retry_in = ?delay, error = %err, "cannot join tunnel");
         return delay;
     };

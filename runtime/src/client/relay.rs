@@ -1,5 +1,10 @@
 //! Where an agent or access client connects: `-F relay://host:port?tunnel.id=...` or the
 //! `[relay]` table of its TOML file, validated into [`RelayOptions`].
+//!
+//! The server may be several servers (replicas of a cluster): `addr` is one `host:port`, a
+//! TOML array of them, or a comma-separated list (`relay://s1:8443,s2:8443?...`). They share
+//! every other setting; with TLS each is verified under its own host unless `serverName`
+//! names one for all. [`super::keeper`] spreads sessions over them and fails over.
 
 use std::time::Duration;
 
@@ -17,8 +22,8 @@ use crate::url;
 pub struct RelayOptions {
     /// Transport (by scheme).
     pub transport: Transport,
-    /// Server `host:port`.
-    pub addr: String,
+    /// The servers' `host:port`s, in configured order (at least one).
+    pub servers: Vec<String>,
     /// Tunnel joined or reached.
     pub tunnel: uuid::Uuid,
     /// Token, if any.
@@ -48,28 +53,32 @@ impl RelayOptions {
         }
     }
 
-    /// A dialer for this server saying `hello`.
+    /// The servers for messages: `host:port`, or several separated by commas.
+    pub fn describe_servers(&self) -> String {
+        self.servers.join(", ")
+    }
+
+    /// A dialer for these servers saying `hello`: a connector per server, so that each is
+    /// verified under its own name.
     pub fn dialer(&self, hello: Hello, handshake_timeout: Duration) -> Result<Dialer, tunnel_proto::tls::TlsError> {
         // An agent serves the streams the server opens; an access client opens its own and
         // takes none.
         let inbound = if hello.role == Role::Access { Inbound::Refuse } else { Inbound::Any };
         let channel = ChannelConfig { connect_timeout: handshake_timeout, inbound, ..ChannelConfig::default() };
-        let mut connector = Connector::new(self.transport, &self.addr, &self.tls, channel)?;
-        if let Some(proxy) = &self.proxy {
-            tracing::info!(proxy = %proxy.describe(), server = %self.addr, "reaching the server through a proxy");
-            connector = connector.via(proxy.clone());
+        let mut servers = Vec::with_capacity(self.servers.len());
+        for addr in &self.servers {
+            let mut connector = Connector::new(self.transport, addr, &self.tls, channel.clone())?;
+            if let Some(proxy) = &self.proxy {
+                tracing::info!(proxy = %proxy.describe(), server = %addr, "reaching the server through a proxy");
+                connector = connector.via(proxy.clone());
+            }
+            servers.push(super::dial::Server { addr: addr.clone(), connector });
         }
         if self.transport.is_encrypted() && self.tls.verify == Verify::Insecure {
-            tracing::warn!(server = %self.addr, "insecure=true: the server's certificate is not verified");
+            let servers = self.describe_servers();
+            tracing::warn!(%servers, "insecure=true: the server's certificate is not verified");
         }
-        Ok(Dialer {
-            connector,
-            addr: self.addr.clone(),
-            hello,
-            handshake_timeout,
-            refusals: Default::default(),
-            resolve: self.proxy.is_none(),
-        })
+        Ok(Dialer { servers, hello, handshake_timeout, refusals: Default::default(), resolve: self.proxy.is_none() })
     }
 }
 
@@ -77,7 +86,9 @@ impl RelayOptions {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayFile {
-    /// Server address, `host:port` or `:port`.
+    /// Server address, `host:port` or `:port`; several servers (replicas) comma-separated, as
+    /// in the `-F` URL, or in TOML an array of strings, kept here comma-separated.
+    #[serde(deserialize_with = "server_list")]
     pub addr: String,
     /// Transport: `tcp` (default).
     #[serde(default)]
@@ -110,8 +121,8 @@ pub struct RelayFile {
     /// Skip certificate verification (a warning is logged).
     #[serde(default)]
     pub insecure: bool,
-    /// Sessions an agent keeps to the server (default 2): a spare for fail-over and
-    /// restarts, spread over the server name's addresses.
+    /// Sessions an agent keeps (default 2): a spare for fail-over and restarts, spread over
+    /// the servers' addresses; for a cluster of N replicas, N gives one session per replica.
     #[serde(default)]
     pub sessions: Option<usize>,
     /// An upstream proxy to reach the server through: `http://[user[:pass]@]host:port`
@@ -206,7 +217,12 @@ impl RelayFile {
             _ => return Err(("caFile".into(), "give at most one of caFile, pin and insecure".into())),
         };
         let tls = ClientTls { verify, server_name: self.server_name.clone() };
-        tls.server_name(&url::dial_addr(&self.addr)).map_err(|e| ("serverName".to_owned(), e.to_string()))?;
+        let servers = parse_servers(&self.addr)?;
+        for addr in &servers {
+            // Each server's host is its TLS name unless serverName names one for all.
+            let key = if self.server_name.is_some() { "serverName" } else { "addr" };
+            tls.server_name(addr).map_err(|e| (key.to_owned(), e.to_string()))?;
+        }
         let raw_id = match (self.tunnel.map(|t| t.id), self.tunnel_id) {
             (Some(id), _) | (None, Some(id)) => id,
             (None, None) => {
@@ -217,10 +233,6 @@ impl RelayFile {
             }
         };
         let tunnel = parse_tunnel_id(&raw_id).map_err(|e| ("tunnel.id".to_owned(), e))?;
-        if self.addr.is_empty() {
-            return Err(("addr".into(), "missing: the server's host:port".into()));
-        }
-        url::split_host_port(&self.addr).map_err(|e| ("addr".to_owned(), e))?;
         let token = crate::secret::token_or_file(self.token, self.token_file.as_deref(), "token", "tokenFile")?;
         let weight = self.weight.unwrap_or(1);
         if weight == 0 {
@@ -248,8 +260,62 @@ impl RelayFile {
         if !(1..=16).contains(&sessions) {
             return Err(("sessions".into(), "must be between 1 and 16".into()));
         }
-        Ok(RelayOptions { transport, addr: url::dial_addr(&self.addr), tunnel, token, weight, tls, sessions, proxy })
+        Ok(RelayOptions { transport, servers, tunnel, token, weight, tls, sessions, proxy })
     }
+}
+
+/// Splits `addr` (one server or several, comma-separated) into dial addresses, checking each;
+/// errors name the bad entry.
+fn parse_servers(addr: &str) -> Result<Vec<String>, (String, String)> {
+    let bad = |why: String| Err(("addr".to_owned(), why));
+    if addr.trim().is_empty() {
+        return bad("missing: the server's host:port, or a list of them".into());
+    }
+    let entries: Vec<&str> = addr.split(',').map(str::trim).collect();
+    let mut servers = Vec::with_capacity(entries.len());
+    for (n, entry) in entries.iter().enumerate() {
+        let which = if entries.len() == 1 { String::new() } else { format!("server {} of {}: ", n + 1, entries.len()) };
+        if entry.is_empty() {
+            return bad(format!("{which}empty; expected host:port in {addr:?}"));
+        }
+        if let Err(why) = url::split_host_port(entry) {
+            return bad(format!("{which}{why}"));
+        }
+        servers.push(url::dial_addr(entry));
+    }
+    Ok(servers)
+}
+
+/// `addr` in TOML: a string, or an array of `host:port` strings (joined with commas, the
+/// form the `-F` URL gives).
+fn server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a server \"host:port\" or an array of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut all = Vec::new();
+            while let Some(entry) = seq.next_element::<String>()? {
+                if entry.contains(',') {
+                    return Err(serde::de::Error::custom(format!(
+                        "server {} {entry:?}: one host:port per array entry, without commas",
+                        all.len() + 1
+                    )));
+                }
+                all.push(entry);
+            }
+            if all.is_empty() {
+                return Err(serde::de::Error::custom("an empty list of servers: give at least one host:port"));
+            }
+            Ok(all.join(","))
+        }
+    }
+    d.deserialize_any(List)
 }
 
 #[cfg(test)]
@@ -267,6 +333,71 @@ mod tests {
             assert!(!err.contains("single quotes"), "{err}");
         }
         assert!(parse_tunnel_id("4d21094e-b74c-4916-86c1-d9fa36ea677b").is_ok());
+    }
+
+    const ID: &str = "4d21094e-b74c-4916-86c1-d9fa36ea677b";
+
+    fn from_toml(addr: &str) -> Result<RelayOptions, (String, String)> {
+        let text = format!("addr = {addr}\ntunnel.id = \"{ID}\"\n");
+        toml::from_str::<RelayFile>(&text).map_err(|e| ("toml".to_owned(), e.to_string()))?.validate()
+    }
+
+    #[test]
+    fn servers_from_a_toml_string_or_array() {
+        assert_eq!(from_toml("\"server.example:8443\"").unwrap().servers, ["server.example:8443"]);
+        let many = from_toml("[\"s1.example:8443\", \":7002\", \"[::1]:7003\"]").unwrap();
+        assert_eq!(many.servers, ["s1.example:8443", "127.0.0.1:7002", "[::1]:7003"]);
+        assert_eq!(many.describe_servers(), "s1.example:8443, 127.0.0.1:7002, [::1]:7003");
+        let (key, why) = from_toml("[]").unwrap_err();
+        assert!(key == "toml" && why.contains("empty list of servers"), "{why}");
+        let (key, why) = from_toml("[\"s1:1,s2:2\"]").unwrap_err();
+        assert!(key == "toml" && why.contains("one host:port per array entry"), "{why}");
+        let (_, why) = from_toml("[\"s1:1\", 7]").unwrap_err();
+        assert!(why.contains("addr"), "the TOML error names the key: {why}");
+    }
+
+    #[test]
+    fn servers_from_a_url_with_commas() {
+        for scheme in ["relay", "relay+tls", "relay+quic"] {
+            let url = format!("{scheme}://127.0.0.1:7001,s2.example:7002 , :7003?tunnel.id={ID}&insecure=true");
+            let relay = RelayFile::from_url(&url).unwrap().validate().unwrap();
+            assert_eq!(relay.servers, ["127.0.0.1:7001", "s2.example:7002", "127.0.0.1:7003"], "{scheme}");
+            let dialer = relay.dialer(relay.hello(Role::Agent, Networks::NONE), Duration::from_secs(1)).unwrap();
+            let dialed: Vec<&str> = dialer.servers.iter().map(|s| s.addr.as_str()).collect();
+            assert_eq!(dialed, relay.servers, "a connector per server, each under its own name");
+        }
+    }
+
+    #[test]
+    fn every_server_is_checked_and_the_bad_one_named() {
+        let bad = |addr: &str| from_toml(&format!("\"{addr}\"")).unwrap_err();
+        let (key, why) = bad("s1.example:8443,s2.example");
+        assert!(key == "addr" && why.contains("server 2 of 2") && why.contains("s2.example"), "{why}");
+        let (key, why) = bad("s1.example:8443,,s3.example:1");
+        assert!(key == "addr" && why.contains("server 2 of 3: empty"), "{why}");
+        let (key, why) = bad("s1.example:8443,s2.example:http");
+        assert!(key == "addr" && why.contains("\"http\" in \"s2.example:http\""), "{why}");
+        let (key, why) = bad("");
+        assert!(key == "addr" && why.contains("missing"), "{why}");
+        let (key, why) = from_toml("[\"s1.example:1\", \"bad name:2\"]").unwrap_err();
+        assert!(key == "addr" && why.contains("bad name"), "{why}");
+        let one = bad("nope");
+        assert!(!one.1.contains("server 1"), "a single server keeps the plain message: {}", one.1);
+    }
+
+    #[test]
+    fn candidates_are_the_union_in_order_without_repeats() {
+        let relay =
+            from_toml("[\"127.0.0.2:7002\", \"127.0.0.1:7001\", \"127.0.0.2:7002\", \"localhost:7001\"]").unwrap();
+        let dialer = relay.dialer(relay.hello(Role::Agent, Networks::NONE), Duration::from_secs(1)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let found = rt.block_on(dialer.candidates());
+        let addrs: Vec<&str> = found.iter().map(|c| c.addr.as_str()).collect();
+        // localhost resolves to 127.0.0.1 (already listed) and perhaps [::1].
+        assert_eq!(&addrs[..2], ["127.0.0.2:7002", "127.0.0.1:7001"], "{addrs:?}");
+        assert!(addrs[2..].iter().all(|a| *a == "[::1]:7001"), "{addrs:?}");
+        assert_eq!((found[0].server, found[1].server), (0, 1));
+        assert!(found[2..].iter().all(|c| c.server == 3));
     }
 
     #[test]

@@ -30,7 +30,10 @@ fn check_server(config: tunnel_server::Config) {
 }
 
 fn check_relay(relay: &tunnel_runtime::client::RelayOptions) {
-    split_host_port(&relay.addr).unwrap_or_else(|e| panic!("validated relay address {:?}: {e}", relay.addr));
+    assert!(!relay.servers.is_empty(), "validated relay without a server");
+    for addr in &relay.servers {
+        split_host_port(addr).unwrap_or_else(|e| panic!("validated relay address {addr:?}: {e}"));
+    }
     assert!(relay.weight >= 1 && (1..=16).contains(&relay.sessions));
     if let Some(t) = &relay.token {
         assert!(!t.is_empty() && t.len() <= MAX_TOKEN, "token of {} bytes accepted", t.len());
