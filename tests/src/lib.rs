@@ -273,7 +273,11 @@ impl Server {
         let relay = addr_in(&line);
         let fingerprint = line.split_whitespace().find_map(|w| w.strip_prefix("fingerprint=")).map(str::to_owned);
         let entrypoints = (1..=entrypoints).map(|n| addr_in(&proc.wait_for_nth("entrypoint listening", n))).collect();
-        let transport = if fingerprint.is_some() { Transport::Tls } else { Transport::Tcp };
+        let transport = match line.split_whitespace().find_map(|w| w.strip_prefix("transport=")) {
+            Some("relay+quic") | Some("quic") => Transport::Quic,
+            Some("relay+tls") | Some("tls") => Transport::Tls,
+            _ => Transport::Tcp,
+        };
         Server { proc, relay, entrypoints, transport, fingerprint, _state: Some(dir) }
     }
 

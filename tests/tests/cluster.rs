@@ -1,4 +1,4 @@
-//! Server replicas sharing tunnels through a real `redis-server` ([CLUSTER]): three replicas
+//! Server replicas sharing tunnels through a real `redis-server` ([SCALE]): three replicas
 //! on 127.0.0.1, .2 and .3 with an agent on one; public HTTP, raw TCP, and access-client TCP
 //! and UDP visitors on the others reach it; `kill -9` of the agent's replica; a replica with a
 //! wrong cluster secret; a stale presence entry pointing in a circle; Redis stopped and back.
@@ -27,9 +27,16 @@ impl Replica {
     /// rules `app.example` and `raw.example` and private ones `priv.example` and `dns.example`
     /// to `tunnel`.
     fn start(n: u8, name: &str, tunnel: &str, redis: &Redis, secret: &str) -> Replica {
+        Replica::start_with(n, name, tunnel, redis, secret, "")
+    }
+
+    /// As [`Replica::start`], with `top` (e.g. the listener and certificate) at the head of
+    /// its TOML.
+    fn start_with(n: u8, name: &str, tunnel: &str, redis: &Redis, secret: &str, top: &str) -> Replica {
         let ip = format!("127.0.0.{n}");
         let toml = format!(
             r#"
+{top}
 addr = "{ip}:0"
 entryPoint = ["{ip}:0", "{ip}:0/raw.example"]
 
@@ -86,14 +93,30 @@ fn agent(relay: &str, http: SocketAddr, udp: SocketAddr) -> Proc {
     p
 }
 
-/// A raw TCP visitor: an HTTP request written by hand to the raw entrypoint; the answer.
+/// A raw TCP visitor: an HTTP request written by hand to the raw entrypoint; the answer
+/// (its head and its `Content-Length` of body; the origin keeps the connection open).
 fn raw_visit(addr: SocketAddr) -> String {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(b"GET /raw HTTP/1.1\r\nHost: raw.example\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = c.read_to_string(&mut out);
-    out
+    c.write_all(b"GET /raw HTTP/1.1\r\nHost: raw.example\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok());
+            if length.is_some_and(|n| body.len() >= n) {
+                return text;
+            }
+        }
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 fn udp_visit(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
@@ -154,8 +177,8 @@ fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_req
     holder.server.proc.wait_for("agent joined");
     let holder_name = if std::ptr::eq(holder, &b) { "b" } else { "c" };
     other.sees(holder_name, 1, 1);
-    b.server.proc.wait_for("replica=a tunnels=0");
-    c.server.proc.wait_for("replica=a tunnels=0");
+    b.server.proc.wait_for("replica gone (its lease expired or it left) replica=a");
+    c.server.proc.wait_for("replica gone (its lease expired or it left) replica=a");
     println!("measured: replica a forgotten by b and c {:?} after kill -9 (lease 3s)", killed.elapsed());
     let mut failures = Vec::new();
     for i in 0..20 {
@@ -173,6 +196,56 @@ fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_req
     every_visitor_reaches(other, &tunnel, "web", b"after");
     agent.signal("KILL");
     let _ = agent.wait_exit();
+}
+
+/// Replicas sharing one certificate forward over TLS and over QUIC: the peer link pins the
+/// relay's own certificate.
+#[test]
+fn forwarding_runs_over_tls_and_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    tunnel_tests::openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "relay.key",
+            "-out",
+            "relay.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=relay.example",
+            "-addext",
+            "subjectAltName=DNS:relay.example,IP:127.0.0.1,IP:127.0.0.2",
+        ],
+    );
+    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let redis = Redis::unix(dir.path());
+    let (http, udp) = (origin::http("web"), origin::udp_echo());
+    for listener in ["tls", "quic"] {
+        let tunnel = tunnel_id();
+        let top =
+            format!("listener = \"{listener}\"\ncertFile = \"{}\"\nkeyFile = \"{}\"", cert.display(), key.display());
+        let (a_name, b_name) = (format!("{listener}-a"), format!("{listener}-b"));
+        let a = Replica::start_with(1, &a_name, &tunnel, &redis, SECRET, &top);
+        let b = Replica::start_with(2, &b_name, &tunnel, &redis, SECRET, &top);
+        let fp = a.server.fingerprint.clone().expect("a fingerprint");
+        let relay = format!("relay+{listener}://{}?tunnel.id={tunnel}&sessions=1&pin={fp}", a.server.relay);
+        let mut agent = agent(&relay, http, udp);
+        b.sees(&a_name, 1, 1);
+        every_visitor_reaches(&b, &tunnel, "web", listener.as_bytes());
+        b.server.proc.wait_for(&format!("cluster: link to replica up"));
+        a.server.proc.wait_for(&format!("replica={b_name}"));
+        agent.signal("KILL");
+        let _ = agent.wait_exit();
+    }
 }
 
 #[test]

@@ -106,7 +106,10 @@ impl ClusterFile {
         let redis = redis.expose().trim();
         let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
         if !schemes.iter().any(|s| redis.starts_with(s)) {
-            return Err(bad("redis", "expected a redis://host:port/db URL (rediss:// for TLS, or unix:///path)".into()));
+            return Err(bad(
+                "redis",
+                "expected a redis://host:port/db URL (rediss:// for TLS, or unix:///path)".into(),
+            ));
         }
         if let Err(err) = redis::Client::open(redis) {
             return Err(bad("redis", format!("not a Redis URL: {err}")));

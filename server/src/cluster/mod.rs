@@ -1,4 +1,4 @@
-//! Several replicas of the server sharing their tunnels ([CLUSTER]).
+//! Several replicas of the server sharing their tunnels ([SCALE]).
 //!
 //! - [`config`]: the `[cluster]` table;
 //! - [`presence`]: which replica holds sessions for which tunnel, as the visitor path reads
