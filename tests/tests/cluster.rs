@@ -267,6 +267,32 @@ fn a_replica_with_a_wrong_secret_is_refused_and_logged() {
     assert!(!a.server.proc.logged("cluster: replica connected"), "{}", a.server.proc.output());
 }
 
+/// Idle connections from one address to a replica's peer port take only that address's
+/// handshake places: another replica still links and forwards.
+#[test]
+fn idle_connections_to_the_peer_port_do_not_lock_out_the_other_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::unix(dir.path());
+    let tunnel = tunnel_id();
+    let (http, udp) = (origin::http("web"), origin::udp_echo());
+    let a = Replica::start(1, "a", &tunnel, &redis, SECRET);
+    let b = Replica::start(2, "b", &tunnel, &redis, SECRET);
+    let _agent = agent(&format!("relay://{}?tunnel.id={tunnel}&sessions=1", a.server.relay), http, udp);
+    b.sees("a", 1, 1);
+    let idle: Vec<TcpStream> = (0..100)
+        .filter_map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.bind(&"127.0.0.9:0".parse::<SocketAddr>().unwrap().into()).ok()?;
+            s.connect(&a.peer.into()).ok()?;
+            Some(s.into())
+        })
+        .collect();
+    assert_eq!(idle.len(), 100, "the idle connections are open");
+    let (status, body) = http_get(b.server.entrypoints[0], "app.example", "/");
+    assert_eq!(status, 200, "B still links to A and forwards: {body}");
+    drop(idle);
+}
+
 #[test]
 fn a_forwarded_stream_never_takes_a_second_hop() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,25 +206,31 @@ pub(crate) async fn accept(shared: Arc<Shared>, cluster: Arc<Cluster>, listener:
         else {
             return;
         };
+        // The relay's per-source handshake budget, and a small one of the peer port's own: one
+        // address cannot hold every handshake place of the peer port.
+        let Some(source) = shared.budgets.handshakes_per_source.take(&incoming.peer_addr().ip()) else {
+            tracing::debug!(peer = %incoming.peer_addr(), "cluster: too many handshakes from this address, connection dropped");
+            continue;
+        };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             tracing::debug!(peer = %incoming.peer_addr(), "cluster: too many peer handshakes, connection dropped");
             continue;
         };
         let (shared, cluster) = (shared.clone(), cluster.clone());
         let tasks = shared.life.tasks().clone();
-        tasks.spawn(async move { serve(shared, cluster, incoming, permit).await });
+        tasks.spawn(async move { serve(shared, cluster, incoming, (permit, source)).await });
     }
 }
 
 /// One peer session: the handshake, then the streams it forwards.
-async fn serve(
-    shared: Arc<Shared>,
-    cluster: Arc<Cluster>,
-    incoming: Incoming,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+async fn serve<P>(shared: Arc<Shared>, cluster: Arc<Cluster>, incoming: Incoming, permit: P) {
     let addr = incoming.peer_addr();
     let timeout = shared.limits().handshake_timeout;
+    // A replica speaks at once; an idle connection gives its places back early.
+    let first = tunnel_proto::defaults::FIRST_BYTES_TIMEOUT.min(timeout);
+    if !matches!(tokio::time::timeout(first, incoming.readable()).await, Ok(Ok(()))) {
+        return tracing::debug!(peer = %addr, "cluster: peer refused: nothing sent in time");
+    }
     let (session, control, name) = match tokio::time::timeout(timeout, handshake(&cluster, incoming)).await {
         Ok(Ok(parts)) => parts,
         Ok(Err(why)) => {
