@@ -42,7 +42,8 @@ pub struct ClusterFile {
     /// A file holding the secret instead (private to its owner).
     #[serde(default)]
     pub secret_file: Option<String>,
-    /// How long presence outlives its last renewal (renewed three times per lease).
+    /// Within how long a replica that stops renewing is forgotten (renewed three times per
+    /// lease).
     #[serde(default, with = "humantime_serde")]
     pub lease: Option<Duration>,
 }

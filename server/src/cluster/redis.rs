@@ -2,8 +2,10 @@
 //! renews it, follows the others' records by pub/sub and a periodic full read, and says
 //! when Redis is lost. Nothing on a visitor's path waits for it.
 //!
-//! Keys: `tunnel:replica:NAME` holds a replica's record as JSON and expires with the lease
-//! unless renewed (three renewals per lease). After each change a replica publishes its
+//! Keys: `tunnel:replica:NAME` holds a replica's record as JSON. It is renewed every third of
+//! the lease and expires two thirds of a lease after its last renewal (one late renewal is
+//! forgiven); the others read every record each third of a lease, so a replica that stops is
+//! forgotten within one lease. After each change a replica publishes its
 //! name on the `tunnel:presence` channel; the others read that one key again. Each renewal
 //! also reads every record (SCAN and MGET), which is how an expired replica is noticed.
 //! A clean stop deletes the key and publishes the name.
@@ -139,8 +141,8 @@ async fn publish(
     };
     let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
     let key = format!("{KEY_PREFIX}{}", record.name);
-    let lease = task.lease.as_millis() as u64;
-    timed(redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(lease).query_async::<()>(conn)).await?;
+    let expiry = (task.lease.as_millis() as u64 * 2 / 3).max(1);
+    timed(redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(expiry).query_async::<()>(conn)).await?;
     if announce {
         timed(redis::cmd("PUBLISH").arg(CHANNEL).arg(&record.name).query_async::<()>(conn)).await?;
     }
