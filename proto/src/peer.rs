@@ -38,15 +38,7 @@ pub fn proof(
     dialer: &str,
     listener: &str,
 ) -> [u8; PEER_NONCE] {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(prover.context());
-    mac.update(challenge);
-    mac.update(own);
-    for name in [dialer, listener] {
-        mac.update(&[name.len() as u8]);
-        mac.update(name.as_bytes());
-    }
-    mac.finalize().into_bytes().into()
+    mac(secret, prover, challenge, own, dialer, listener).finalize().into_bytes().into()
 }
 
 /// Whether `given` is `prover`'s proof, compared in constant time.
@@ -59,6 +51,18 @@ pub fn verify(
     listener: &str,
     given: &[u8; PEER_NONCE],
 ) -> bool {
+    mac(secret, prover, challenge, own, dialer, listener).verify_slice(given).is_ok()
+}
+
+/// The MAC over everything a proof covers, before it is finished.
+fn mac(
+    secret: &[u8],
+    prover: Prover,
+    challenge: &[u8; PEER_NONCE],
+    own: &[u8; PEER_NONCE],
+    dialer: &str,
+    listener: &str,
+) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(prover.context());
     mac.update(challenge);
@@ -67,7 +71,7 @@ pub fn verify(
         mac.update(&[name.len() as u8]);
         mac.update(name.as_bytes());
     }
-    mac.verify_slice(given).is_ok()
+    mac
 }
 
 #[cfg(test)]

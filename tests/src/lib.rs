@@ -533,6 +533,20 @@ impl Server {
     }
 }
 
+/// A self-signed P-256 certificate for `cn` (and `extra` openssl arguments, e.g. `-addext
+/// subjectAltName=...`) valid two days, written to `dir/cert.pem` with its key in
+/// `dir/key.pem` (mode 0600); returns both paths.
+pub fn self_signed(dir: &Path, cn: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let subject = format!("/CN={cn}");
+    let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    args.extend(["-keyout", "key.pem", "-out", "cert.pem", "-subj", &subject, "-days", "2"]);
+    args.extend(extra);
+    openssl(dir, &args);
+    let key = dir.join("key.pem");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod key.pem");
+    (dir.join("cert.pem"), key)
+}
+
 /// Runs `openssl ARGS` in `dir` and returns its standard output; panics with openssl's error
 /// output if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {

@@ -85,6 +85,34 @@ lease = "3s"
     }
 }
 
+/// What every scenario has: Redis on a socket in a directory of its own, a tunnel, and an HTTP
+/// and a UDP echo origin for its agent.
+struct Setup {
+    redis: Redis,
+    tunnel: String,
+    http: SocketAddr,
+    udp: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = Redis::unix(dir.path());
+        Setup { redis, tunnel: tunnel_id(), http: origin::http("web"), udp: origin::udp_echo(), _dir: dir }
+    }
+
+    /// Replica `name` on 127.0.0.`n` with the cluster's secret.
+    fn replica(&self, n: u8, name: &str) -> Replica {
+        Replica::start(n, name, &self.tunnel, &self.redis, SECRET)
+    }
+
+    /// An agent with one session, on `r` only.
+    fn agent_on(&self, r: &Replica) -> Proc {
+        agent(&format!("relay://{}?tunnel.id={}&sessions=1", r.server.relay, self.tunnel), self.http, self.udp)
+    }
+}
+
 /// An agent of `tunnel` serving `http` (TCP) and `udp` (UDP) with the given `-F` URL.
 fn agent(relay: &str, http: SocketAddr, udp: SocketAddr) -> Proc {
     let (tcp_service, udp_service) = (format!("rtcp://:0/{http}"), format!("rudp://:0/{udp}"));
@@ -131,7 +159,7 @@ fn udp_visit(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
 /// Every kind of visitor on `r` reaches the origin `name` of the tunnel.
 fn every_visitor_reaches(r: &Replica, tunnel: &str, name: &str, udp_tag: &[u8]) {
     let (status, body) = http_get(r.server.entrypoints[0], "app.example", "/web");
-    assert_eq!(status, 200, "public HTTP visitor on {}: {body}", r.server.relay);
+    assert_eq!(status, 200, "public HTTP visitor on {}: {body}\n{}", r.server.relay, r.server.proc.output());
     assert!(body.contains(&format!("origin={name}")), "{body}");
     let raw = raw_visit(r.server.entrypoints[1]);
     assert!(raw.starts_with("HTTP/1.1 200") && raw.contains(&format!("origin={name}")), "raw visitor: {raw}");
@@ -145,13 +173,9 @@ fn every_visitor_reaches(r: &Replica, tunnel: &str, name: &str, udp_tag: &[u8]) 
 
 #[test]
 fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::unix(dir.path());
-    let tunnel = tunnel_id();
-    let (http, udp) = (origin::http("web"), origin::udp_echo());
-    let a = Replica::start(1, "a", &tunnel, &redis, SECRET);
-    let b = Replica::start(2, "b", &tunnel, &redis, SECRET);
-    let c = Replica::start(3, "c", &tunnel, &redis, SECRET);
+    let setup = Setup::new();
+    let (tunnel, http, udp) = (&setup.tunnel, setup.http, setup.udp);
+    let (a, b, c) = (setup.replica(1, "a"), setup.replica(2, "b"), setup.replica(3, "c"));
     // One session, on A first; B and C are its next candidates.
     let relay =
         format!("relay://{},{},{}?tunnel.id={tunnel}&sessions=1", a.server.relay, b.server.relay, c.server.relay);
@@ -160,7 +184,7 @@ fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_req
     b.sees("a", 1, 1);
     c.sees("a", 1, 1);
     for r in [&b, &c] {
-        every_visitor_reaches(r, &tunnel, "web", b"ping");
+        every_visitor_reaches(r, tunnel, "web", b"ping");
     }
     for r in [&b, &c] {
         let ready = r.readyz();
@@ -193,7 +217,7 @@ fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_req
         }
     }
     assert!(failures.is_empty(), "requests failed after the agent moved: {failures:?}");
-    every_visitor_reaches(other, &tunnel, "web", b"after");
+    every_visitor_reaches(other, tunnel, "web", b"after");
     agent.signal("KILL");
     let _ = agent.wait_exit();
 }
@@ -203,30 +227,8 @@ fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_req
 #[test]
 fn forwarding_runs_over_tls_and_quic() {
     let dir = tempfile::tempdir().unwrap();
-    tunnel_tests::openssl(
-        dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "relay.key",
-            "-out",
-            "relay.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=relay.example",
-            "-addext",
-            "subjectAltName=DNS:relay.example,IP:127.0.0.1,IP:127.0.0.2",
-        ],
-    );
-    let (cert, key) = (dir.path().join("relay.pem"), dir.path().join("relay.key"));
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let san = "subjectAltName=DNS:relay.example,IP:127.0.0.1,IP:127.0.0.2";
+    let (cert, key) = tunnel_tests::self_signed(dir.path(), "relay.example", &["-addext", san]);
     let redis = Redis::unix(dir.path());
     let (http, udp) = (origin::http("web"), origin::udp_echo());
     for listener in ["tls", "quic"] {
@@ -241,7 +243,7 @@ fn forwarding_runs_over_tls_and_quic() {
         let mut agent = agent(&relay, http, udp);
         b.sees(&a_name, 1, 1);
         every_visitor_reaches(&b, &tunnel, "web", listener.as_bytes());
-        b.server.proc.wait_for(&format!("cluster: link to replica up"));
+        b.server.proc.wait_for("cluster: link to replica up");
         a.server.proc.wait_for(&format!("replica={b_name}"));
         agent.signal("KILL");
         let _ = agent.wait_exit();
@@ -250,17 +252,18 @@ fn forwarding_runs_over_tls_and_quic() {
 
 #[test]
 fn a_replica_with_a_wrong_secret_is_refused_and_logged() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::unix(dir.path());
-    let tunnel = tunnel_id();
-    let (http, udp) = (origin::http("web"), origin::udp_echo());
-    let a = Replica::start(1, "a", &tunnel, &redis, SECRET);
-    let intruder = Replica::start(4, "intruder", &tunnel, &redis, "another-secret-0123456789");
-    let _agent = agent(&format!("relay://{}?tunnel.id={tunnel}&sessions=1", a.server.relay), http, udp);
+    let setup = Setup::new();
+    let tunnel = &setup.tunnel;
+    let a = setup.replica(1, "a");
+    let intruder = Replica::start(4, "intruder", tunnel, &setup.redis, "another-secret-0123456789");
+    let _agent = setup.agent_on(&a);
     intruder.sees("a", 1, 1);
     let (status, body) = http_get(intruder.server.entrypoints[0], "app.example", "/");
     assert_eq!(status, 502, "a replica outside the cluster gets nothing forwarded: {body}");
-    assert!(!body.contains(&tunnel) && !body.contains(&a.peer.to_string()), "the answer reveals nothing: {body}");
+    assert!(
+        !body.contains(tunnel.as_str()) && !body.contains(&a.peer.to_string()),
+        "the answer reveals nothing: {body}"
+    );
     intruder.server.proc.wait_for("does not hold this cluster's secret");
     a.server.proc.wait_for("cluster: peer refused");
     // And the other way: A's proof over the intruder's nonce did not pass, so A never served it.
@@ -271,13 +274,9 @@ fn a_replica_with_a_wrong_secret_is_refused_and_logged() {
 /// handshake places: another replica still links and forwards.
 #[test]
 fn idle_connections_to_the_peer_port_do_not_lock_out_the_other_replicas() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::unix(dir.path());
-    let tunnel = tunnel_id();
-    let (http, udp) = (origin::http("web"), origin::udp_echo());
-    let a = Replica::start(1, "a", &tunnel, &redis, SECRET);
-    let b = Replica::start(2, "b", &tunnel, &redis, SECRET);
-    let _agent = agent(&format!("relay://{}?tunnel.id={tunnel}&sessions=1", a.server.relay), http, udp);
+    let setup = Setup::new();
+    let (a, b) = (setup.replica(1, "a"), setup.replica(2, "b"));
+    let _agent = setup.agent_on(&a);
     b.sees("a", 1, 1);
     let idle: Vec<TcpStream> = (0..100)
         .filter_map(|_| {
@@ -295,11 +294,9 @@ fn idle_connections_to_the_peer_port_do_not_lock_out_the_other_replicas() {
 
 #[test]
 fn a_forwarded_stream_never_takes_a_second_hop() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::unix(dir.path());
-    let tunnel = tunnel_id();
-    let a = Replica::start(1, "a", &tunnel, &redis, SECRET);
-    let b = Replica::start(2, "b", &tunnel, &redis, SECRET);
+    let setup = Setup::new();
+    let (redis, tunnel) = (&setup.redis, &setup.tunnel);
+    let (a, b) = (setup.replica(1, "a"), setup.replica(2, "b"));
     // Stale presence in a circle: "ghost-a" at A's peer address and "ghost-b" at B's both
     // claim the tunnel, which no replica holds.
     for (name, peer) in [("ghost-a", a.peer), ("ghost-b", b.peer)] {
@@ -328,13 +325,10 @@ fn a_forwarded_stream_never_takes_a_second_hop() {
 
 #[test]
 fn without_redis_local_tunnels_keep_working_and_forwarding_resumes_when_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::unix(dir.path());
-    let tunnel = tunnel_id();
-    let (http, udp) = (origin::http("web"), origin::udp_echo());
-    let a = Replica::start(1, "a", &tunnel, &redis, SECRET);
-    let b = Replica::start(2, "b", &tunnel, &redis, SECRET);
-    let _agent = agent(&format!("relay://{}?tunnel.id={tunnel}&sessions=1", a.server.relay), http, udp);
+    let mut setup = Setup::new();
+    let (a, b) = (setup.replica(1, "a"), setup.replica(2, "b"));
+    let _agent = setup.agent_on(&a);
+    let redis = &mut setup.redis;
     b.sees("a", 1, 1);
     assert_eq!(http_get(b.server.entrypoints[0], "app.example", "/").0, 200);
 

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Instant;
 
-use tunnel_tests::{agent, agent_config, openssl, origin, poll_until, tunnel_id, External, Server, WAIT};
+use tunnel_tests::{agent, agent_config, origin, poll_until, tunnel_id, External, Server, WAIT};
 
 /// One `GET /` with `Host: host` on a fresh connection; returns the status line's code and the
 /// body (read by its Content-Length: the test origin keeps connections open). In-process, so a
@@ -166,26 +166,7 @@ fn free_port() -> SocketAddr {
 
 fn haproxy() -> Haproxy {
     let dir = tempfile::tempdir().unwrap();
-    openssl(
-        dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-subj",
-            "/CN=tls.example",
-            "-days",
-            "2",
-        ],
-    );
+    tunnel_tests::self_signed(dir.path(), "tls.example", &[]);
     let pem = dir.path().join("both.pem");
     let both = [dir.path().join("cert.pem"), dir.path().join("key.pem")].map(|p| std::fs::read_to_string(p).unwrap());
     std::fs::write(&pem, both.concat()).unwrap();

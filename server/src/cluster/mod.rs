@@ -161,7 +161,10 @@ impl Cluster {
         let message = peer::message(*tunnel, scope, header, prefix);
         let mut last = None;
         let mut busy = false;
-        for holder in holders {
+        // A link found dead by this stream (its replica restarted, say) is dialed again once.
+        let mut redialed = false;
+        let mut queue: std::collections::VecDeque<presence::Holder> = holders.into();
+        while let Some(holder) = queue.pop_front() {
             let link = match self.link(shared, holder.peer).await {
                 Ok(link) => link,
                 Err(why) => {
@@ -196,8 +199,12 @@ impl Cluster {
                 }
                 Err(err) => {
                     tracing::debug!(replica = %holder.name, error = %err, "cluster: forwarding failed; trying the next replica");
-                    if matches!(err, ReplyError::Silent(_)) {
+                    let silent = matches!(err, ReplyError::Silent(_));
+                    if silent {
                         link.agent.session.close();
+                    } else if !redialed && link.agent.session.is_closed() {
+                        redialed = true;
+                        queue.push_front(holder.clone());
                     }
                     last = Some(format!("replica {}: {err}", holder.name));
                 }

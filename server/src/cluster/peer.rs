@@ -242,7 +242,6 @@ async fn serve<P>(shared: Arc<Shared>, cluster: Arc<Cluster>, incoming: Incoming
         Err(_) => return tracing::debug!(peer = %addr, "cluster: peer refused: no handshake in time"),
     };
     drop(permit);
-    session.set_inbound(Inbound::Any);
     tracing::info!(peer = %addr, replica = %name, "cluster: replica connected");
     let token = shared.life.session_token();
     let accept = async {
@@ -305,6 +304,8 @@ async fn handshake(cluster: &Cluster, incoming: Incoming) -> Result<(Arc<dyn Ses
         let _ = control.shutdown().await;
         return Err(format!("replica {:?} proved a wrong cluster secret", hello.name));
     }
+    // Streams may follow the 200 at once: accept them before saying it.
+    session.set_inbound(Inbound::Any);
     write_frame(&mut control, &Frame::HelloReply(Reply::ok())).await.map_err(|e| e.to_string())?;
     Ok((session, control, hello.name))
 }
