@@ -31,6 +31,8 @@ RELEASE, NAMESPACE = "edge", "tunnel"
 CREDENTIALS = "/etc/tunnel/credentials"
 # What the downward API would give a pod (TEST-NET-1, never routed).
 POD_FIELDS = {"status.podIP": "192.0.2.17", "metadata.name": "edge-tunnel-server-5d8f7c9b4-x7k2p"}
+# What the operator's Secrets hold, for the environment a pod gets from them.
+SECRET_VALUES = {("tunnel-redis", "redis-url"): "rediss://:redis-password-5e1b@redis.example.net:6380/2"}
 failures = []
 
 
@@ -191,6 +193,9 @@ def container_env(container):
     for e in container.get("env", []):
         if "value" in e:
             env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), e["value"])
+        elif "secretKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = SECRET_VALUES.get((ref["name"], ref["key"]), f"secret {ref['name']}/{ref['key']}")
         else:
             env[e["name"]] = POD_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
     return env
@@ -227,7 +232,14 @@ def check_cluster(case, docs, values):
         return
     peer_port = cluster.get("peerPort", 7443)
     protocol = "UDP" if server.get("relay", {}).get("transport") == "quic" else "TCP"
-    want = {"peer": f"0.0.0.0:{peer_port}", "redis": cluster["redis"]["url"], "secretFile": f"{CREDENTIALS}/cluster-secret"}
+    redis = cluster["redis"]
+    want = {"peer": f"0.0.0.0:{peer_port}", "secretFile": f"{CREDENTIALS}/cluster-secret"}
+    if redis.get("url"):
+        want["redis"] = redis["url"]
+    else:
+        ref = (env.get("TUNNEL_CLUSTER_REDIS") or {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if (ref.get("name"), ref.get("key")) != (redis["existingSecret"], redis.get("key", "url")):
+            fail(case, f"TUNNEL_CLUSTER_REDIS does not come from Secret {redis['existingSecret']}: {ref}")
     if cluster.get("lease"):
         want["lease"] = cluster["lease"]
     if toml.get("cluster") != want:
@@ -235,7 +247,7 @@ def check_cluster(case, docs, values):
     if holder != "Secret":
         fail(case, f"server.toml holds the Redis URL in a {holder}, not a Secret")
     for cm in kinds(docs, "ConfigMap"):
-        if cluster["redis"]["url"] in yaml.safe_dump(cm):
+        if redis.get("url") and redis["url"] in yaml.safe_dump(cm):
             fail(case, f"ConfigMap {cm['metadata']['name']} holds the Redis URL")
     fields = {n: env.get(n, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for n in ("POD_IP", "TUNNEL_CLUSTER_NAME")}
     if fields != {"POD_IP": "status.podIP", "TUNNEL_CLUSTER_NAME": "metadata.name"}:
