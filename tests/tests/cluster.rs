@@ -190,7 +190,12 @@ fn visitors_on_any_replica_reach_an_agent_on_one_and_its_loss_costs_no_later_req
         let ready = r.readyz();
         assert_eq!(ready["cluster"]["state"], "ok", "{ready}");
         assert_eq!(ready["cluster"]["configMismatch"], serde_json::json!([]), "{ready}");
+        let (_, metrics) = curl(&[&format!("http://{}/metrics", r.admin)]);
+        assert!(metrics.contains(r#"tunnel_cluster_forwarded_total{direction="out",result="ok"}"#), "{metrics}");
+        assert!(metrics.contains("tunnel_cluster_redis_up 1"), "{metrics}");
     }
+    let (_, metrics) = curl(&[&format!("http://{}/metrics", a.admin)]);
+    assert!(metrics.contains(r#"tunnel_cluster_forwarded_total{direction="in",result="ok"}"#), "{metrics}");
 
     // kill -9 of the agent's replica: its presence expires with the lease, the agent moves.
     let killed = Instant::now();
