@@ -681,11 +681,18 @@ impl Origin {
 impl Config {
     /// What this configuration leaves unusable without being wrong, for `--check` and the log
     /// at start: a raw entrypoint whose hostname no public rule routes refuses every
-    /// connection. (The token table's warnings are [`Routes::token_warnings`].)
+    /// connection; cluster replicas that each make their own certificate refuse each other. (The token table's warnings are [`Routes::token_warnings`].)
     pub fn warnings(&self) -> Vec<String> {
         let tcp =
             self.entrypoints.iter().filter_map(|ep| Some((ep.addr.to_string(), ep.hostname.as_deref()?, "connection")));
         let udp = self.udp_entrypoints.iter().map(|ep| (format!("udp://{}", ep.addr), ep.hostname.as_str(), "flow"));
+        let cluster = match (&self.cluster, &self.identity) {
+            (Some(_), IdentitySource::SelfSigned { .. }) if self.transport.is_encrypted() => Some(format!(
+                "[cluster] with listener = \"{}\" and a self-signed certificate: replicas pin their own relay certificate on each other, so each making its own refuses every other; give every replica the same certFile and keyFile",
+                self.transport.scheme().trim_start_matches("relay+")
+            )),
+            _ => None,
+        };
         tcp.chain(udp)
             .filter_map(|(addr, host, what)| {
                 let why = match self.ingress.lookup(host) {
@@ -697,6 +704,7 @@ impl Config {
                     "entryPoint {addr}/{host}: {why}, so every {what} to {addr} is refused; add a public rule ([[ingress.rules]] hostname = \"{host}\", endpoint = \"TUNNEL-ID\", or tunnel={host}:TUNNEL-ID in -L)"
                 ))
             })
+            .chain(cluster)
             .collect()
     }
 
