@@ -35,6 +35,14 @@ const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer"
 /// Removes hop-by-hop headers, and those `Connection` names; an upgrade keeps `Connection`
 /// and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    // Most messages carry none: one pass over the names they have instead of a lookup of each
+    // name that could be there.
+    let hop = |name: &hyper::header::HeaderName| {
+        HOP_BY_HOP.contains(&name.as_str()) || (!upgrading && (name == CONNECTION || name == UPGRADE))
+    };
+    if !headers.keys().any(hop) {
+        return;
+    }
     if !upgrading {
         let named: Vec<String> = headers
             .get_all(CONNECTION)
