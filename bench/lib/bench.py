@@ -1260,12 +1260,14 @@ def metadata(a):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="one short round (iperf3 -t 2, wrk -d 2s)")
+    p.add_argument("--quick", action="store_true", help="one short round (iperf3 -t 2, wrk -d 2s, a quarter of the redis-benchmark requests)")
     p.add_argument("--smoke", action="store_true",
                    help="direct + relay:// only, one 1-second iperf3 and wrk case, 20 held connections, "
                         "python origin, debug binaries, no installs or build")
-    p.add_argument("--only", help="comma-separated systems: " + ",".join(SYSTEMS))
-    p.add_argument("--cases", help="comma-separated cases: " + ",".join(ALL_CASES))
+    p.add_argument("--only", help="comma-separated systems: " + ",".join(SYSTEMS) +
+                   f" (default: all but {', '.join(sorted(OPT_IN))}, which run only when named)")
+    p.add_argument("--cases", help="comma-separated cases: " + ",".join(ALL_CASES) +
+                   " (presence runs on tunnel-tcp-fwd only, mem-raw on the tunnel systems only)")
     p.add_argument("--iperf-time", type=int, default=5)
     p.add_argument("--wrk-duration", type=int, default=5)
     p.add_argument("--wrk-threads", type=int, default=2)
