@@ -11,6 +11,7 @@ import argparse
 import ctypes
 import datetime
 import json
+import math
 import os
 import re
 import shutil
@@ -30,8 +31,10 @@ LOOP = "127.0.0.1"
 NCPU = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "tunnel-tcp-base",
-           "rathole", "rathole-noise", "bore"]
+SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "tunnel-tcp-fwd",
+           "tunnel-tcp-base", "rathole", "rathole-noise", "rathole-bw", "bore"]
+# Run only when named in --only (or with --base): not part of the default comparison.
+OPT_IN = {"tunnel-tcp-base", "rathole-bw"}
 LABELS = {
     "direct": "direct",
     "tunnel-tcp": "relay://",
@@ -43,17 +46,38 @@ LABELS = {
     # The same as relay:// with the admin listener on, so every stream is counted in the
     # metrics: what the counters cost on the hot path.
     "tunnel-tcp-metrics": "relay://, metrics on",
+    # Two replicas of the server in a cluster ([cluster], a redis-server on a Unix socket): the
+    # agent holds sessions on replica A only and every visitor enters at replica B, so each one
+    # is forwarded B -> A -> agent. What a visitor on the "wrong" replica pays.
+    "tunnel-tcp-fwd": "relay://, forwarded B→A",
     # relay:// built from an earlier commit (bench/run --base REV): a change measured against
     # what it changed, in the same run. Only with --base-bin-dir.
     "tunnel-tcp-base": "relay://, before",
     "rathole": "rathole (tcp)",
     "rathole-noise": "rathole (noise)",
+    # rathole's README: "If the bandwidth is more important, TCP_NODELAY can be opted out with
+    # nodelay = false" (its default has been true since 0.4.7). Opt-in: the comparison runs
+    # rathole as installed, with its defaults.
+    "rathole-bw": "rathole (tcp, nodelay = false)",
     "bore": "bore",
 }
-ALL_CASES = ["mem", "iperf1", "iperf8", "wrk-ka", "wrk-close", "wrk-c1"]
+ALL_CASES = ["mem", "mem-raw", "iperf1", "iperf8", "wrk-ka", "wrk-close", "wrk-c1", "redis", "presence"]
 WEB_HOST = "web.local"
-# rathole and bore log every visitor connection at their default level (info); run them at warn
-# so that logging costs them nothing in the comparison. Our binaries log no line per visitor.
+# A raw (non-sniffing) entrypoint to the same nginx, for the idle visitors of `mem-raw`.
+RAW_HOST = "raw.local"
+# Agent sessions in the mem-raw case (the default is 2).
+RAW_HOLD_SESSIONS = 3
+# A raw entrypoint to the redis-server origin of the `redis` case.
+REDIS_HOST = "redis.local"
+# The server's default presence lease ([cluster] lease, not set here) and its renewal period.
+CLUSTER_LEASE = 6.0
+RENEW_PERIOD = CLUSTER_LEASE / 3
+# redis-benchmark's commands, as its CSV names them, and the metric suffix of each.
+REDIS_TESTS = [("SET", "set"), ("GET", "get"), ("PING_INLINE", "ping")]
+# bore logs every visitor connection at its default level (info: "incoming connection", "new
+# connection", "connection exited"); rathole 0.5.0 logs per visitor only at debug, so warn
+# changes nothing for it. Both run at warn so that logging costs them nothing in the
+# comparison. Our binaries log no line per visitor.
 PEER_ENV = {"RUST_LOG": "warn"}
 IPERF_HOST = "iperf.local"
 
@@ -225,6 +249,32 @@ def wait_http(port, timeout=20.0):
     raise BenchError(f"127.0.0.1:{port} did not answer 200 within {timeout}s ({last})")
 
 
+def redis_cli(sock, *args):
+    """`redis-cli -s SOCK ARGS...`: its trimmed output, or "" if it failed."""
+    try:
+        r = subprocess.run(["redis-cli", "-s", sock, *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def redis_calls(sock):
+    """Calls per command so far, from `INFO commandstats` (`cmdstat_set:calls=3,usec=...`)."""
+    out = redis_cli(sock, "INFO", "commandstats")
+    if not out:
+        raise BenchError(f"INFO commandstats failed on {sock}")
+    calls = {}
+    for m in re.finditer(r"^cmdstat_(\S+?):calls=(\d+)", out, re.M):
+        calls[m.group(1)] = int(m.group(2))
+    return calls
+
+
+def calls_between(before, after):
+    """Commands counted between two `redis_calls`, without the INFO calls that read them."""
+    diff = {k: v - before.get(k, 0) for k, v in after.items() if k != "info"}
+    return {k: v for k, v in diff.items() if v}
+
+
 # --------------------------------------------------------------------------- /proc
 
 def cpu_ticks(pid):
@@ -301,6 +351,7 @@ class Bench:
         self.origin_port = None
         self.iperf_port = None
         self.iperf_proc = None
+        self.redis_port = None
         self.tools = args.tools_dir
         self.uuid = str(uuid.uuid4())
 
@@ -351,6 +402,12 @@ class Bench:
             self.origin_port = int(wait_log(p, r"listening (\d+)").group(1))
         wait_http(self.origin_port)
         self.start_iperf_server()
+        if "redis" in self.a.cases:
+            # The origin of the redis case: Debian's redis-server, persistence off, on loopback.
+            self.redis_port = free_port()
+            p = self.procs.start("redis-origin", ["redis-server", "--port", str(self.redis_port), "--bind", LOOP,
+                                                  "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            wait_listen([p], self.redis_port)
 
     def start_iperf_server(self):
         # A restart keeps the port: the running system's agent points at it.
@@ -363,27 +420,67 @@ class Bench:
 
     # ----- systems
 
-    def start_system(self, system, env):
+    def start_system(self, system, env, agent_sessions=None):
         """Starts `system`, filling `env`: ports (web, iperf), procs, mem_pids, cpu_pids, roles."""
-        env.update(web=self.origin_port, iperf=self.iperf_port, procs=[], mem_pids=[], cpu_pids=[], roles={})
+        env.update(web=self.origin_port, iperf=self.iperf_port, redis=self.redis_port, procs=[], mem_pids=[],
+                   cpu_pids=[], roles={})
         if system == "direct":
             return env
         if system.startswith("tunnel-"):
-            return self.start_tunnel(system, env)
+            return self.start_tunnel(system, env, agent_sessions)
         if system.startswith("rathole"):
             return self.start_rathole(system, env)
         if system == "bore":
             return self.start_bore(env)
         raise BenchError(f"unknown system {system}")
 
-    def start_tunnel(self, system, env):
+    def raw_routes(self):
+        """The raw entrypoints besides the sniffing one for web.local: (env key, hostname, origin
+        port). `raw.local` (to nginx) and `redis.local` only when their case runs, so that the
+        other cases run the same setup as before."""
+        routes = [("iperf", IPERF_HOST, self.iperf_port)]
+        if "mem-raw" in self.a.cases:
+            routes.append(("raw", RAW_HOST, self.origin_port))
+        if self.redis_port:
+            routes.append(("redis", REDIS_HOST, self.redis_port))
+        return routes
+
+    def server_entrypoints(self, server, env):
+        """Reads the entrypoint ports from a server's log into env (web, iperf, ...)."""
+        env["web"] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"\(sniffed\)"').group(1))
+        for key, host, _ in self.raw_routes():
+            env[key] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"' +
+                                    re.escape(host) + '"').group(1))
+
+    def start_agent(self, system, env, relay_addr, transport, pin=None, bins=None, sessions=None):
+        conf = os.path.join(self.tmp, f"{system}-agent.toml")
+        with open(conf, "w") as f:
+            f.write(f'[relay]\naddr = "{relay_addr}"\ndialer = "{transport}"\ntunnelID = "{self.uuid}"\n')
+            if pin:
+                f.write(f'pin = "{pin}"\n')
+            if sessions:
+                f.write(f'sessions = {sessions}\n')
+            f.write('\n[[services]]\nname = "bench"\ntype = "rtcp"\n')
+            for name, host, port in [("web", WEB_HOST, self.origin_port)] + self.raw_routes():
+                f.write(f'\n[[services.forwarder.nodes]]\nname = "{name}"\naddr = "{LOOP}:{port}"\nhost = "{host}"\n')
+        agent = self.procs.start(f"{system}-agent", [os.path.join(bins or self.a.bin_dir, "tunnel-agent"),
+                                                     "--log-format", "json", "-C", conf])
+        env["procs"].append(agent)
+        wait_log(agent, r"session established", count=sessions or 1)
+        return agent
+
+    def start_tunnel(self, system, env, agent_sessions=None):
+        if system == "tunnel-tcp-fwd":
+            return self.start_cluster(system, env, agent_sessions)
         transport = system.split("-")[1]
         server_flags = ["--threads", "1"] if system.endswith("-1t") else []
         if system.endswith("-metrics"):
             server_flags = ["--admin", f"{LOOP}:0"]
         scheme = {"tcp": "relay", "tls": "relay+tls", "quic": "relay+quic"}[transport]
-        url = (f"{scheme}://{LOOP}:0?entryPoint={LOOP}:0,{LOOP}:0/{IPERF_HOST}"
-               f"&tunnel={WEB_HOST}:{self.uuid},{IPERF_HOST}:{self.uuid}")
+        routes = self.raw_routes()
+        entry = ",".join([f"{LOOP}:0"] + [f"{LOOP}:0/{host}" for _, host, _ in routes])
+        rules = ",".join(f"{host}:{self.uuid}" for host in [WEB_HOST] + [h for _, h, _ in routes])
+        url = f"{scheme}://{LOOP}:0?entryPoint={entry}&tunnel={rules}"
         if transport != "tcp":
             state = os.path.join(self.tmp, f"state-{transport}")
             os.makedirs(state, exist_ok=True)
@@ -397,31 +494,71 @@ class Bench:
         pin = None
         if transport != "tcp":
             pin = wait_log(server, r'"message":"relay listening".*?"fingerprint":"(sha256:[0-9a-f]+)"').group(1)
-        env["web"] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"\(sniffed\)"').group(1))
-        env["iperf"] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"iperf.local"').group(1))
-        conf = os.path.join(self.tmp, f"{system}-agent.toml")
-        with open(conf, "w") as f:
-            f.write(f'[relay]\naddr = "{relay_addr}"\ndialer = "{transport}"\ntunnelID = "{self.uuid}"\n')
-            if pin:
-                f.write(f'pin = "{pin}"\n')
-            f.write(f'\n[[services]]\nname = "bench"\ntype = "rtcp"\n'
-                    f'\n[[services.forwarder.nodes]]\nname = "web"\naddr = "{LOOP}:{self.origin_port}"\nhost = "{WEB_HOST}"\n'
-                    f'\n[[services.forwarder.nodes]]\nname = "iperf"\naddr = "{LOOP}:{self.iperf_port}"\nhost = "{IPERF_HOST}"\n')
-        agent = self.procs.start(f"{system}-agent", [os.path.join(bins, "tunnel-agent"), "--log-format", "json", "-C", conf])
-        env["procs"].append(agent)
-        wait_log(agent, r"session established")
+        self.server_entrypoints(server, env)
+        agent = self.start_agent(system, env, relay_addr, transport, pin, bins, agent_sessions)
         wait_http(env["web"])
         env["mem_pids"] = env["cpu_pids"] = [server.pid, agent.pid]
         env["roles"] = {"server": [server.pid], "agent": [agent.pid]}
         return env
 
+    def start_cluster(self, system, env, agent_sessions=None):
+        """Two replicas sharing a redis-server: the agent on A, every visitor entering at B."""
+        sock = os.path.join(self.tmp, f"{system}-redis", "redis.sock")
+        os.makedirs(os.path.dirname(sock), exist_ok=True)
+        redis = self.procs.start(f"{system}-redis", ["redis-server", "--port", "0", "--unixsocket", sock,
+                                                     "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        env["procs"].append(redis)
+        deadline = time.monotonic() + 20
+        while redis_cli(sock, "PING") != "PONG":
+            if redis.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"redis-server did not answer on {sock}:\n{tail(redis)}")
+            time.sleep(0.05)
+        env["redis_sock"] = sock
+        routes = self.raw_routes()
+        secret = uuid.uuid4().hex
+        replicas = {}
+        for name in ("a", "b"):
+            conf = os.path.join(self.tmp, f"{system}-{name}.toml")
+            with open(conf, "w") as f:
+                f.write(f'addr = "{LOOP}:0"\n')
+                f.write("entryPoint = [" + ", ".join([f'"{LOOP}:0"'] + [f'"{LOOP}:0/{h}"' for _, h, _ in routes]) + "]\n")
+                for host in [WEB_HOST] + [h for _, h, _ in routes]:
+                    f.write(f'\n[[ingress.rules]]\nhostname = "{host}"\nendpoint = "{self.uuid}"\n')
+                f.write(f'\n[cluster]\nname = "bench-{name}"\npeer = "{LOOP}:0"\nredis = "unix://{sock}"\n'
+                        f'secret = "{secret}"\n')
+            server = self.procs.start(f"{system}-{name}", [os.path.join(self.a.bin_dir, "tunnel-server"),
+                                                          "--log-format", "json", "-C", conf])
+            env["procs"].append(server)
+            wait_log(server, r"cluster: presence published")
+            replicas[name] = server
+        a, b = replicas["a"], replicas["b"]
+        relay_a = wait_log(a, r'"message":"relay listening".*?"addr":"([^"]+)"').group(1)
+        self.server_entrypoints(b, env)  # visitors enter at B
+        agent = self.start_agent(system, env, relay_a, "tcp", sessions=agent_sessions)
+        # B learns from Redis that A now holds the tunnel; until then its visitors get 502.
+        wait_http(env["web"])
+        if "link to replica up" not in log_text(b):
+            raise BenchError(f"replica B answered without a link to A:\n{tail(b)}")
+        env["mem_pids"] = env["cpu_pids"] = [a.pid, b.pid, agent.pid]
+        env["roles"] = {"server": [a.pid, b.pid], "agent": [agent.pid]}
+        return env
+
     def start_rathole(self, system, env):
         noise = system == "rathole-noise"
+        nodelay = "" if system != "rathole-bw" else "nodelay = false\n"
         rathole = os.path.join(self.tools, "rathole")
-        ctrl, ep_web, ep_iperf = free_port(), free_port(), free_port()
+        ctrl = free_port()
+        # rathole has no sniffing entrypoint: web is a raw service already, so mem-raw's
+        # raw.local is not added (the mem case is its raw figure).
+        services = [("web", free_port(), self.origin_port), ("iperf", free_port(), self.iperf_port)]
+        if self.redis_port:
+            services.append(("redis", free_port(), self.redis_port))
         token = uuid.uuid4().hex
         transport_s = '[server.transport]\ntype = "tcp"\n'
         transport_c = '[client.transport]\ntype = "tcp"\n'
+        if nodelay:
+            transport_s += f"[server.transport.tcp]\n{nodelay}"
+            transport_c += f"[client.transport.tcp]\n{nodelay}"
         if noise:
             out = subprocess.run([rathole, "--genkey"], capture_output=True, text=True, check=True).stdout
             keys = re.findall(r"Key:\s*\n\s*(\S+)", out)
@@ -433,23 +570,23 @@ class Bench:
         sconf = os.path.join(self.tmp, f"{system}-server.toml")
         cconf = os.path.join(self.tmp, f"{system}-client.toml")
         with open(sconf, "w") as f:
-            f.write(f'[server]\nbind_addr = "{LOOP}:{ctrl}"\ndefault_token = "{token}"\n\n{transport_s}\n'
-                    f'[server.services.web]\nbind_addr = "{LOOP}:{ep_web}"\n\n'
-                    f'[server.services.iperf]\nbind_addr = "{LOOP}:{ep_iperf}"\n')
+            f.write(f'[server]\nbind_addr = "{LOOP}:{ctrl}"\ndefault_token = "{token}"\n\n{transport_s}\n')
+            for name, ep, _ in services:
+                f.write(f'[server.services.{name}]\nbind_addr = "{LOOP}:{ep}"\n\n')
         with open(cconf, "w") as f:
-            f.write(f'[client]\nremote_addr = "{LOOP}:{ctrl}"\ndefault_token = "{token}"\n\n{transport_c}\n'
-                    f'[client.services.web]\nlocal_addr = "{LOOP}:{self.origin_port}"\n\n'
-                    f'[client.services.iperf]\nlocal_addr = "{LOOP}:{self.iperf_port}"\n')
+            f.write(f'[client]\nremote_addr = "{LOOP}:{ctrl}"\ndefault_token = "{token}"\n\n{transport_c}\n')
+            for name, _, port in services:
+                f.write(f'[client.services.{name}]\nlocal_addr = "{LOOP}:{port}"\n\n')
         server = self.procs.start(f"{system}-server", [rathole, "-s", sconf], env=PEER_ENV)
         env["procs"].append(server)
         wait_listen([server], ctrl)
         client = self.procs.start(f"{system}-client", [rathole, "-c", cconf], env=PEER_ENV)
         env["procs"].append(client)
         # The server opens a service's port once that service's control channel is up.
-        wait_listen([server, client], ep_web)
-        wait_listen([server, client], ep_iperf)
-        wait_http(ep_web)
-        env.update(web=ep_web, iperf=ep_iperf)
+        for name, ep, _ in services:
+            wait_listen([server, client], ep)
+            env[name] = ep
+        wait_http(env["web"])
         env["mem_pids"] = env["cpu_pids"] = [server.pid, client.pid]
         env["roles"] = {"server": [server.pid], "agent": [client.pid]}
         return env
@@ -459,7 +596,9 @@ class Bench:
         if not port_free(7835):
             raise BenchError("bore's control port 7835 is in use")
         ep_web, ep_iperf = free_port(), free_port()
-        lo, hi = min(ep_web, ep_iperf), max(ep_web, ep_iperf)
+        ep_redis = free_port() if self.redis_port else None
+        ports = [p for p in (ep_web, ep_iperf, ep_redis) if p]
+        lo, hi = min(ports), max(ports)
         server = self.procs.start("bore-server", [bore, "server", "--bind-addr", LOOP, "--min-port", str(lo),
                                                   "--max-port", str(hi)], env=PEER_ENV)
         env["procs"].append(server)
@@ -472,8 +611,13 @@ class Bench:
                                                    "--to", LOOP, "--port", str(ep_iperf)], env=PEER_ENV)
         env["procs"].append(ip)
         wait_listen([server, ip], ep_iperf)
+        if ep_redis:
+            rd = self.procs.start("bore-local-redis", [bore, "local", str(self.redis_port), "--local-host", LOOP,
+                                                       "--to", LOOP, "--port", str(ep_redis)], env=PEER_ENV)
+            env["procs"].append(rd)
+            wait_listen([server, rd], ep_redis)
         wait_http(ep_web)
-        env.update(web=ep_web, iperf=ep_iperf)
+        env.update(web=ep_web, iperf=ep_iperf, redis=ep_redis)
         # bore runs one client per published port: memory counts the server and the web
         # client, CPU the server and the iperf3 client (the processes on each path).
         env["mem_pids"] = [server.pid, web.pid]
@@ -487,18 +631,32 @@ class Bench:
 
     # ----- cases
 
-    def case_mem(self, system, env):
-        if system == "direct":
+    def case_mem(self, system, env, raw=False):
+        """RSS idle (not with raw), then with --hold idle visitors: through the sniffing
+        entrypoint (web.local), or with raw through the raw one (raw.local, same nginx)."""
+        if system == "direct" or (raw and "raw" not in env):
             return
-        busy = self.idle_check(f"{system} rss idle")
+        if raw:
+            # Fresh processes, so that the memory of earlier cases is not counted (nor reused),
+            # and a third agent session: each raw visitor takes a tunnel stream of its own for
+            # as long as it is open, and two sessions carry at most 2 x 500 streams (the
+            # server's default limit per session), one of them already the pooled origin
+            # connection of the readiness check.
+            self.stop_system(env)
+            env.clear()
+            self.start_system(system, env, agent_sessions=RAW_HOLD_SESSIONS)
+            time.sleep(0.5)
         roles = env["roles"]
         idle = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
-        self.record(system, "rss_idle", sum(rss_mib(p) for p in env["mem_pids"]), busy,
-                    extra={"by_role": idle})
+        if not raw:
+            busy = self.idle_check(f"{system} rss idle")
+            self.record(system, "rss_idle", sum(rss_mib(p) for p in env["mem_pids"]), busy,
+                        extra={"by_role": idle})
         n = self.a.hold
-        busy = self.idle_check(f"{system} rss {n} idle visitors")
+        metric, port, host = ("rss_hold_raw", env["raw"], RAW_HOST) if raw else ("rss_hold", env["web"], WEB_HOST)
+        busy = self.idle_check(f"{system} {metric} {n} idle visitors")
         holder = self.procs.start(f"{system}-hold", [sys.executable, os.path.join(HERE, "hold_conns.py"), LOOP,
-                                                     str(env["web"]), str(n), WEB_HOST, "100", "60"],
+                                                     str(port), str(n), host, "100", "60"],
                                   stdin=subprocess.PIPE)
         try:
             line = wait_log(holder, r"^(\{.*\"established\".*\})$", timeout=90).group(1)
@@ -523,8 +681,9 @@ class Bench:
             note = f"{report['established']}/{n} established, {alive} alive ({report['statuses']})"
             self.say(f"    {system}: {note}")
         self.say(f"    {system} rss: idle {sum(idle.values()):.1f} MiB, with {report['established']} idle visitors "
-                 f"{total:.1f} MiB (opened in {report['seconds']:.2f} s)")
-        self.record(system, "rss_hold", total, busy, note=note,
+                 f"{'(raw entrypoint) ' if raw else ''}{total:.1f} MiB "
+                 f"({', '.join(f'{r} {v:.1f}' for r, v in by_role.items())}; opened in {report['seconds']:.2f} s)")
+        self.record(system, metric, total, busy, note=note,
                     extra={"by_role": by_role, "established": report["established"], "alive": alive,
                            "open_seconds": report["seconds"]})
         time.sleep(1.0)  # connections close
@@ -613,6 +772,89 @@ class Bench:
         self.say(f"    {system} wrk-{kind}: {rps:.0f} req/s, p50 {lat.get('50', 0):.3f} ms, p99 {lat.get('99', 0):.3f} ms"
                  + (f", errors {errors}" if errors else ""))
 
+    def case_redis(self, system, env, conns):
+        """redis-benchmark SET, GET and PING_INLINE at -c CONNS through the system's path to the
+        redis-server origin: requests/s per command (and p50 from its CSV)."""
+        busy = self.idle_check(f"{system} redis -c{conns}")
+        n = self.a.redis_requests if conns > 1 else self.a.redis_requests_c1
+        argv = ["redis-benchmark", "-h", LOOP, "-p", str(env["redis"]), "-c", str(conns), "-n", str(n),
+                "-t", ",".join(t.lower() for t, _ in REDIS_TESTS), "--csv"]
+        metrics = [f"redis{conns}_{m}" for _, m in REDIS_TESTS]
+        # redis-benchmark spins on a refused connection instead of failing: check the path first.
+        try:
+            ping = subprocess.run(["redis-cli", "-h", LOOP, "-p", str(env["redis"]), "PING"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except subprocess.TimeoutExpired:
+            ping = "no answer in 10 s"
+        if ping != "PONG":
+            for metric in metrics:
+                self.record(system, metric, None, busy, note=f"redis-cli PING through the path: {ping!r}")
+            self.say(f"    {system} redis -c{conns}: PING answered {ping!r}")
+            return
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=90, preexec_fn=_child_setup)
+        except subprocess.TimeoutExpired:
+            for metric in metrics:
+                self.record(system, metric, None, busy, note="redis-benchmark timed out")
+            return
+        rows = {}
+        for line in r.stdout.splitlines():
+            cells = [c.strip('"') for c in line.split(",")]
+            if len(cells) >= 5 and cells[0] in dict(REDIS_TESTS):
+                try:
+                    rows[cells[0]] = (float(cells[1]), float(cells[4]))  # rps, p50_latency_ms
+                except ValueError:
+                    pass
+        shown = []
+        for (test, m), metric in zip(REDIS_TESTS, metrics):
+            if r.returncode != 0 or test not in rows:
+                note = f"redis-benchmark failed: {(r.stdout + r.stderr).strip()[-200:]}"
+                self.record(system, metric, None, busy, note=note)
+                continue
+            rps, p50 = rows[test]
+            self.record(system, metric, rps, busy, extra={"p50_ms": p50, "requests": n})
+            shown.append(f"{test} {rps:.0f}/s (p50 {p50:.3f} ms)")
+        self.say(f"    {system} redis -c{conns}: " + (", ".join(shown) or f"failed ({r.stderr.strip()[-200:]})"))
+
+    def case_presence(self, system, env):
+        """Redis commands during a window in which --presence-visitors new visitor connections
+        go through replica B, and during an idle window right after it, of the same length.
+        Both hold the lease renewals (SET, SCAN and MGET every lease/3 on each replica), so the
+        difference is what the visitors cost Redis (the goal: nothing)."""
+        sock = env.get("redis_sock")
+        if not sock:
+            return
+        busy = self.idle_check(f"{system} presence")
+        n = self.a.presence_visitors
+        t0 = time.monotonic()
+        s0 = redis_calls(sock)
+        statuses = {}
+        for _ in range(n):
+            try:
+                code = str(http_get(env["web"]))
+            except (OSError, BenchError) as e:
+                code = type(e).__name__
+            statuses[code] = statuses.get(code, 0) + 1
+        took = time.monotonic() - t0
+        # Whole renewal periods, at least one lease: both windows then hold as many renewals.
+        window = max(CLUSTER_LEASE, RENEW_PERIOD * math.ceil(took / RENEW_PERIOD))
+        time.sleep(max(0.0, t0 + window - time.monotonic()))
+        s1 = redis_calls(sock)
+        time.sleep(window)
+        s2 = redis_calls(sock)
+        during, idle = calls_between(s0, s1), calls_between(s1, s2)
+        caused = sum(during.values()) - sum(idle.values())
+        note = None
+        if statuses.get("200", 0) != n:
+            note = f"{statuses.get('200', 0)}/{n} visitors answered 200 ({statuses})"
+        extra = {"window_s": window, "visitors": n, "visitors_s": took, "during": during, "idle": idle}
+        self.record(system, "redis_during", sum(during.values()), busy, note=note, extra=extra)
+        self.record(system, "redis_idle", sum(idle.values()), busy, extra=extra)
+        self.record(system, "redis_caused", caused, busy, note=note, extra=extra)
+        self.say(f"    {system} presence: {n} visitors in {took:.2f} s; Redis commands in {window:.0f} s: "
+                 f"{sum(during.values())} {during} with the visitors, {sum(idle.values())} {idle} idle; "
+                 f"caused by visitors {caused}" + (f"; {note}" if note else ""))
+
     # ----- the run
 
     def run(self):
@@ -645,6 +887,13 @@ class Bench:
         for kind in ("ka", "close", "c1"):
             if f"wrk-{kind}" in cases:
                 todo.append((f"wrk-{kind}", lambda k=kind: self.case_wrk(system, env, k)))
+        if "redis" in cases:
+            for conns in (20, 1):
+                todo.append((f"redis -c{conns}", lambda c=conns: self.case_redis(system, env, c)))
+        if "presence" in cases:
+            todo.append(("presence", lambda: self.case_presence(system, env)))
+        if "mem-raw" in cases:  # last: it restarts the system with a third agent session
+            todo.append(("mem-raw", lambda: self.case_mem(system, env, raw=True)))
         for name, case in todo:
             try:
                 case()
@@ -750,8 +999,11 @@ TABLES = [
         ("close_rps", "close req/s"), ("close_p50", "close p50 ms"), ("close_p99", "close p99 ms")]),
     ("One connection at a time: wrk -c1 -t1, Connection: close (ms, lower is better)", "direct", [
         ("c1_p50", "p50"), ("c1_p99", "p99"), ("c1_add50", "added p50"), ("c1_add99", "added p99")]),
+    ("Redis: redis-benchmark -t set,get,ping_inline against a redis-server origin (requests/s, higher is better)",
+     "direct", [(f"redis{c}_{m}", f"{t} -c{c}") for c in (20, 1) for t, m in REDIS_TESTS]),
     ("Resources: server + agent (ratios to relay://, since direct runs no tunnel)", "tunnel-tcp", [
         ("rss_idle", "RSS idle MiB"), ("rss_hold", "RSS {hold} idle visitors MiB"),
+        ("rss_hold_raw", "RSS {hold} idle visitors, raw entrypoint MiB"),
         ("cpu1", "CPU-s/GB 1 stream"), ("cpu8", "CPU-s/GB 8 streams")]),
 ]
 
@@ -820,7 +1072,7 @@ def render(results, systems, meta, busy_log, hold):
     mem_rows = []
     for s in systems:
         idle, held = results[s].get("rss_idle", []), results[s].get("rss_hold", [])
-        if not idle and not held:
+        if not idle and not held and not results[s].get("rss_hold_raw"):
             continue
 
         def part(samples, role):
@@ -829,17 +1081,48 @@ def render(results, systems, meta, busy_log, hold):
 
         opened = [x["open_seconds"] for x in held if x.get("value") is not None and "open_seconds" in x]
         est = [f"{x['established']}/{x['alive']}" for x in held if "established" in x]
+        raw = results[s].get("rss_hold_raw", [])
+        est += [f"raw {x['established']}/{x['alive']}" for x in raw if "established" in x]
         mem_rows.append(f"| {LABELS[s]} | {part(idle, 'server')} | {part(idle, 'agent')} | {part(held, 'server')} | "
-                        f"{part(held, 'agent')} | {', '.join(est) or '–'} | "
-                        f"{fmt(statistics.median(opened)) if opened else '–'} |")
+                        f"{part(held, 'agent')} | {part(raw, 'server')} | {part(raw, 'agent')} | "
+                        f"{', '.join(est) or '–'} | {fmt(statistics.median(opened)) if opened else '–'} |")
     if mem_rows:
         w("")
         w(f"#### Memory by process (RSS MiB, median) and the {hold} idle visitors")
         w("")
-        w(f"| system | server idle | agent idle | server, {hold} idle | agent, {hold} idle | "
-          "established/alive per round | seconds to open them |")
-        w("|---|---:|---:|---:|---:|---:|---:|")
+        w("Sniffing: the visitors are keep-alive HTTP connections to the sniffing entrypoint (web.local); raw: "
+          "the same requests to a raw entrypoint (raw.local, the same nginx), spliced byte for byte. rathole "
+          "and bore have only raw ports: their sniffing columns are their raw figure.")
+        w("")
+        w(f"| system | server idle | agent idle | server, {hold} sniffing | agent, {hold} sniffing | "
+          f"server, {hold} raw | agent, {hold} raw | established/alive per round | seconds to open them |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         lines.extend(mem_rows)
+    pres = [s for s in systems if results[s].get("redis_during")]
+    if pres:
+        w("")
+        w("#### Cluster: Redis commands while visitors are forwarded (INFO commandstats, both replicas)")
+        w("")
+        w("A window in which new visitor connections (Connection: close) enter at replica B, then an idle "
+          "window of the same length; both hold the lease renewals of the two replicas.")
+        w("")
+        w("| system | visitors | window s | commands with visitors | commands idle | caused by visitors | "
+          "commands by name (with visitors; idle) |")
+        w("|---|---:|---:|---:|---:|---:|---|")
+        for s in pres:
+            res = results[s]
+            last = res["redis_during"][-1]
+
+            def names(d):
+                return " ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+
+            per = "; ".join(f"{names(x['during'])}; {names(x['idle'])}" for x in res["redis_during"] if "during" in x)
+            cells = []
+            for k in ("redis_during", "redis_idle", "redis_caused"):
+                med, lo, hi = med_range(res.get(k, []))
+                cells.append("–" if med is None else (f"{med:g}" if lo == hi else f"{med:g} ({lo:g}–{hi:g})"))
+            w(f"| {LABELS[s]} | {last.get('visitors', '–')} | {fmt(last['window_s']) if 'window_s' in last else '–'} | "
+              + " | ".join(cells) + f" | {per} |")
     for s in systems:
         for f in results[s].get("_failures", []):
             notes.append(f"{LABELS[s]} failed to run: {f.splitlines()[0]}")
@@ -851,7 +1134,7 @@ def render(results, systems, meta, busy_log, hold):
         w("| target | measured | goal | met |")
         w("|---|---:|---:|:---:|")
         for name, measured, goal, ok in rows:
-            w(f"| {name} | {measured} | {goal} | {'yes' if ok else '**no**'} |")
+            w(f"| {name} | {measured} | {goal} | {'–' if ok is None else 'yes' if ok else '**no**'} |")
     if notes:
         w("")
         w("Notes:")
@@ -867,11 +1150,16 @@ def targets(results):
 
     rows = []
 
-    def ratio_row(name, a_sys, b_sys, key, goal, higher=True):
-        a, b = m(a_sys, key), m(b_sys, key)
+    def ratio_row(name, a_sys, b_sys, key, goal, higher=True, b_key=None):
+        """A ratio within the run (of `key`, against `b_key` of b_sys if given); `goal` None:
+        shown, not judged."""
+        a, b = m(a_sys, key), m(b_sys, b_key or key)
         if a is None or b is None or b == 0:
             return
         r = a / b
+        if goal is None:
+            rows.append((name, f"{fmt(a)} / {fmt(b)} = ×{r:.2f}", "–", None))
+            return
         ok = r >= goal if higher else r <= goal
         rows.append((name, f"{fmt(a)} / {fmt(b)} = ×{r:.2f}", f"{'≥' if higher else '≤'} ×{goal}", ok))
 
@@ -880,6 +1168,7 @@ def targets(results):
         ratio_row(f"relay:// vs rathole (tcp), {label}", "tunnel-tcp", "rathole", key, 1.45)
         ratio_row(f"relay+tls:// vs rathole (noise), {label}", "tunnel-tls", "rathole-noise", key, 2.0)
         ratio_row(f"relay+quic:// vs rathole (noise), {label}", "tunnel-quic", "rathole-noise", key, 1.0)
+        ratio_row(f"relay:// vs rathole (tcp, nodelay = false), {label}", "tunnel-tcp", "rathole-bw", key, None)
     ratio_row("relay:// keep-alive req/s vs direct", "tunnel-tcp", "direct", "ka_rps", 0.7)
     ratio_row("relay://, metrics on vs off: keep-alive req/s", "tunnel-tcp-metrics", "tunnel-tcp", "ka_rps", 0.95)
     ratio_row("relay://, metrics on vs off: Connection: close req/s", "tunnel-tcp-metrics", "tunnel-tcp", "close_rps", 0.95)
@@ -892,6 +1181,18 @@ def targets(results):
               higher=False)
     ratio_row("relay:// RSS with idle visitors vs rathole (tcp)", "tunnel-tcp", "rathole", "rss_hold", 0.5,
               higher=False)
+    # rathole has only raw ports: raw against raw is the like-for-like memory comparison.
+    ratio_row("relay:// RSS with idle visitors, raw entrypoint, vs rathole (tcp)", "tunnel-tcp", "rathole",
+              "rss_hold_raw", 0.5, higher=False, b_key="rss_hold")
+    # The cluster's forwarded path against the same tunnel with visitors on the agent's replica.
+    ratio_row("relay://, forwarded vs local: keep-alive req/s", "tunnel-tcp-fwd", "tunnel-tcp", "ka_rps", None)
+    ratio_row("relay://, forwarded vs local: one-at-a-time added p50", "tunnel-tcp-fwd", "tunnel-tcp", "c1_add50",
+              None, higher=False)
+    caused = m("tunnel-tcp-fwd", "redis_caused")
+    if caused is not None:
+        n = results["tunnel-tcp-fwd"]["redis_caused"][-1].get("visitors", "?")
+        rows.append((f"relay://, forwarded: Redis commands caused by {n} visitor connections", f"{caused:g}", "0",
+                     caused <= 0))
     ratio_row("relay:// CPU-s/GB 1 stream vs bore", "tunnel-tcp", "bore", "cpu1", 1.0, higher=False)
     ratio_row("relay:// CPU-s/GB 8 streams vs bore", "tunnel-tcp", "bore", "cpu8", 1.0, higher=False)
     return rows
@@ -931,6 +1232,9 @@ def metadata(a):
     vers.append(f"iperf3 {m.group(1) if m else '?'}")
     m = re.search(r"wrk (\S+)", cmd_out(["wrk", "-v"]))
     vers.append(f"wrk {m.group(1) if m else '?'}")
+    if "redis" in a.cases or "tunnel-tcp-fwd" in a.systems:
+        m = re.search(r"v=(\S+)", cmd_out(["redis-server", "--version"]))
+        vers.append(f"redis {m.group(1) if m else '?'}")
     if a.origin == "nginx":
         m = re.search(r"nginx/(\S+)", cmd_out([a.nginx, "-v"]))
         vers.append(f"nginx {m.group(1) if m else '?'}")
@@ -940,6 +1244,10 @@ def metadata(a):
     settings = (f"{a.rounds} round(s) interleaved (order reversed on even rounds), {build}; iperf3 -t {a.iperf_time}; "
                 f"wrk -d {a.wrk_duration}s -t{a.wrk_threads} -c{a.wrk_connections} (one-at-a-time: -t1 -c1); "
                 f"{a.hold} idle visitors; origin {a.origin}")
+    if "redis" in a.cases:
+        settings += f"; redis-benchmark -n {a.redis_requests} at -c 20, -n {a.redis_requests_c1} at -c 1"
+    if "presence" in a.cases:
+        settings += f"; {a.presence_visitors} visitors for the Redis command count"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": NCPU, "cpu": cpu, "mem": f"{mem_kib / 1048576:.0f} GiB RAM", "kernel": os.uname().release,
@@ -952,17 +1260,24 @@ def metadata(a):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="one short round (iperf3 -t 2, wrk -d 2s)")
+    p.add_argument("--quick", action="store_true", help="one short round (iperf3 -t 2, wrk -d 2s, a quarter of the redis-benchmark requests)")
     p.add_argument("--smoke", action="store_true",
                    help="direct + relay:// only, one 1-second iperf3 and wrk case, 20 held connections, "
                         "python origin, debug binaries, no installs or build")
-    p.add_argument("--only", help="comma-separated systems: " + ",".join(SYSTEMS))
-    p.add_argument("--cases", help="comma-separated cases: " + ",".join(ALL_CASES))
+    p.add_argument("--only", help="comma-separated systems: " + ",".join(SYSTEMS) +
+                   f" (default: all but {', '.join(sorted(OPT_IN))}, which run only when named)")
+    p.add_argument("--cases", help="comma-separated cases: " + ",".join(ALL_CASES) +
+                   " (presence runs on tunnel-tcp-fwd only, mem-raw on the tunnel systems only)")
     p.add_argument("--iperf-time", type=int, default=5)
     p.add_argument("--wrk-duration", type=int, default=5)
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-connections", type=int, default=50)
-    p.add_argument("--hold", type=int, default=1000, help="idle visitor connections for the memory case")
+    p.add_argument("--hold", type=int, default=1000, help="idle visitor connections for the mem and mem-raw cases")
+    p.add_argument("--redis-requests", type=int, default=50000,
+                   help="redis-benchmark -n per command at -c 20 (the redis case)")
+    p.add_argument("--redis-requests-c1", type=int, default=10000, help="redis-benchmark -n per command at -c 1")
+    p.add_argument("--presence-visitors", type=int, default=1000,
+                   help="new visitor connections through replica B in the presence case")
     p.add_argument("--idle-wait", type=float, default=10.0,
                    help="seconds to wait for an idle machine before each case (then run it and mark it)")
     p.add_argument("--idle-threshold", type=float, default=0.25, help="busy cores that count as not idle")
@@ -986,7 +1301,8 @@ def parse_args(argv):
         a.origin = a.origin or "python"
     elif a.quick:
         a.rounds, a.iperf_time, a.wrk_duration = 1, 2, 2
-    default = [s for s in SYSTEMS if s != "tunnel-tcp-base" or a.base_bin_dir]
+        a.redis_requests, a.redis_requests_c1 = a.redis_requests // 4, a.redis_requests_c1 // 4
+    default = [s for s in SYSTEMS if s not in OPT_IN or (s == "tunnel-tcp-base" and a.base_bin_dir)]
     a.systems = default if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
     for s in a.systems:
         if s not in SYSTEMS:
@@ -1009,9 +1325,14 @@ def parse_args(argv):
 
 def main(argv):
     a = parse_args(argv)
-    for tool in ["iperf3", "wrk"]:
+    tools = {"iperf3": "iperf3", "wrk": "wrk"}
+    if "redis" in a.cases or "tunnel-tcp-fwd" in a.systems:
+        tools.update({"redis-server": "redis-server", "redis-cli": "redis-tools"})
+    if "redis" in a.cases:
+        tools["redis-benchmark"] = "redis-tools"
+    for tool, package in tools.items():
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
-            sys.exit(f"bench: {tool} not found (apt-get install {tool})")
+            sys.exit(f"bench: {tool} not found (apt-get install {package})")
     for b in ("tunnel-server", "tunnel-agent"):
         if any(s.startswith("tunnel-") for s in a.systems) and not os.path.exists(os.path.join(a.bin_dir, b)):
             sys.exit(f"bench: {os.path.join(a.bin_dir, b)} not found (cargo build --release --bins)")
