@@ -275,6 +275,33 @@ fn a_replica_with_a_wrong_secret_is_refused_and_logged() {
     assert!(!a.server.proc.logged("cluster: replica connected"), "{}", a.server.proc.output());
 }
 
+/// A link carries `maxStreamsPerSession` streams; more visitors at once open more links.
+#[test]
+fn more_visitors_than_one_link_carries_open_more_links() {
+    let setup = Setup::new();
+    let a = setup.replica(1, "a");
+    let b = Replica::start_with(2, "b", &setup.tunnel, &setup.redis, SECRET, "limits = { maxStreamsPerSession = 4 }");
+    let _agent = setup.agent_on(&a);
+    b.sees("a", 1, 1);
+    // Ten raw visitors keep their connections (and streams) open, each after one answer.
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let mut c = TcpStream::connect(b.server.entrypoints[1]).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /held HTTP/1.1\r\nHost: raw.example\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "visitor {i} of 10 on a replica whose links carry 4 streams each: {answer:?}"
+        );
+        held.push(c);
+    }
+    b.server.proc.wait_for_nth("cluster: link to replica up", 3);
+    drop(held);
+}
+
 /// Idle connections from one address to a replica's peer port take only that address's
 /// handshake places: another replica still links and forwards.
 #[test]

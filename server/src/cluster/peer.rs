@@ -51,38 +51,45 @@ pub struct Link {
     pub name: String,
 }
 
-/// The state of the link to one address.
+/// Links kept to one replica at most: each carries `maxStreamsPerSession` streams, so
+/// together they carry this many times that.
+const MAX_LINKS_PER_REPLICA: usize = 16;
+
+/// The links to one address.
 #[derive(Default)]
 pub(super) struct Slot {
-    link: Option<Arc<Link>>,
+    links: Vec<Arc<Link>>,
     failed: Option<Instant>,
 }
 
 impl Slot {
-    /// The id of its link, while it is up.
+    /// The id of its first link that is up.
     pub(super) fn link_id(&self) -> Option<u64> {
-        self.link.as_ref().filter(|l| l.agent.is_live()).map(|l| l.agent.id)
+        self.links.iter().find(|l| l.agent.is_live()).map(|l| l.agent.id)
     }
 }
 
 impl Cluster {
-    /// The link to `peer`, dialed when there is none (one dial at a time per address; a
-    /// failed dial is not tried again for [`DIAL_HOLD_OFF`]).
+    /// A link to `peer` with room for a stream: an open one, or a new one when every open
+    /// link is at its stream limit (up to [`MAX_LINKS_PER_REPLICA`]; beyond that the first,
+    /// whose budget then says busy). One dial at a time per address; a failed dial is not
+    /// tried again for [`DIAL_HOLD_OFF`].
     pub(super) async fn link(self: &Arc<Self>, shared: &Shared, peer: SocketAddr) -> Result<Arc<Link>, String> {
         let slot = self.slots.entry(peer).or_default().clone();
         let mut slot = slot.lock().await;
-        if let Some(link) = &slot.link {
-            if !link.agent.session.is_closed() {
-                return Ok(link.clone());
-            }
-            slot.link = None;
+        slot.links.retain(|l| !l.agent.session.is_closed());
+        if let Some(link) = slot.links.iter().find(|l| l.agent.budget().available_permits() > 0) {
+            return Ok(link.clone());
+        }
+        if slot.links.len() >= MAX_LINKS_PER_REPLICA {
+            return Ok(slot.links[0].clone());
         }
         if slot.failed.is_some_and(|at| at.elapsed() < DIAL_HOLD_OFF) {
             return Err(format!("replica at {peer} failed to connect less than {DIAL_HOLD_OFF:?} ago"));
         }
         match self.dial(shared, peer).await {
             Ok(link) => {
-                slot.link = Some(link.clone());
+                slot.links.push(link.clone());
                 slot.failed = None;
                 Ok(link)
             }
@@ -165,10 +172,7 @@ impl Cluster {
             // Streams in flight finish; no new one starts (the slot sees a closed session
             // only once it is closed, so take it out now).
             if let Some(slot) = cluster.slots.get(&peer).map(|s| s.clone()) {
-                let mut slot = slot.lock().await;
-                if slot.link.as_ref().is_some_and(|l| l.agent.id == id) {
-                    slot.link = None;
-                }
+                slot.lock().await.links.retain(|l| l.agent.id != id);
             }
             shared.registry.leave(&uuid::Uuid::nil(), id);
             tracing::info!(%peer, replica = %name, reason = %end, "cluster: link to replica down");
