@@ -109,8 +109,11 @@ impl Shared {
             return cluster.open(self, tunnel, scope, prefer, avoid, header, prefix, timeouts).await;
         }
         match self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts).await {
-            Err(local @ (registry::OpenError::NoAgent(_) | registry::OpenError::Failed(_))) => {
-                // No session here could take it: another replica's may.
+            Err(
+                local @ (registry::OpenError::NoAgent(_) | registry::OpenError::Failed(_) | registry::OpenError::Busy),
+            ) => {
+                // No session here could take it (none, failed, or all at their stream limit):
+                // another replica's may.
                 match cluster.open(self, tunnel, scope, None, avoid, header, prefix, timeouts).await {
                     Err(registry::OpenError::NoAgent(_)) => Err(local),
                     other => other,

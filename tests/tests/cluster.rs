@@ -302,6 +302,34 @@ fn more_visitors_than_one_link_carries_open_more_links() {
     drop(held);
 }
 
+/// A visitor on a replica whose own sessions of the tunnel are all at their stream limit goes
+/// to another replica that holds the tunnel.
+#[test]
+fn a_replica_at_its_stream_limit_forwards_to_one_with_room() {
+    let setup = Setup::new();
+    let a = setup.replica(1, "a");
+    let b = Replica::start_with(2, "b", &setup.tunnel, &setup.redis, SECRET, "limits = { maxStreamsPerSession = 1 }");
+    // One session on each replica.
+    let relay = format!("relay://{},{}?tunnel.id={}&sessions=2", a.server.relay, b.server.relay, setup.tunnel);
+    let _agent = agent(&relay, setup.http, setup.udp);
+    a.server.proc.wait_for("agent joined");
+    b.server.proc.wait_for("agent joined");
+    b.sees("a", 1, 1);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut c = TcpStream::connect(b.server.entrypoints[1]).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /held HTTP/1.1\r\nHost: raw.example\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "visitor {i}: B's one stream is taken, A has room: {answer:?}");
+        held.push(c);
+    }
+    a.server.proc.wait_for("cluster: replica connected");
+    drop(held);
+}
+
 /// Idle connections from one address to a replica's peer port take only that address's
 /// handshake places: another replica still links and forwards.
 #[test]
