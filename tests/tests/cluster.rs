@@ -147,6 +147,18 @@ fn raw_visit(addr: SocketAddr) -> String {
     }
 }
 
+/// A raw visitor that sends one request, reads the start of its answer and keeps its
+/// connection (and so its stream) open.
+fn held_visitor(addr: SocketAddr) -> (TcpStream, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(b"GET /held HTTP/1.1\r\nHost: raw.example\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    (c, answer)
+}
+
 fn udp_visit(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -286,12 +298,7 @@ fn more_visitors_than_one_link_carries_open_more_links() {
     // Ten raw visitors keep their connections (and streams) open, each after one answer.
     let mut held = Vec::new();
     for i in 0..10 {
-        let mut c = TcpStream::connect(b.server.entrypoints[1]).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        c.write_all(b"GET /held HTTP/1.1\r\nHost: raw.example\r\n\r\n").unwrap();
-        let mut buf = [0u8; 4096];
-        let n = c.read(&mut buf).unwrap_or(0);
-        let answer = String::from_utf8_lossy(&buf[..n]);
+        let (c, answer) = held_visitor(b.server.entrypoints[1]);
         assert!(
             answer.starts_with("HTTP/1.1 200"),
             "visitor {i} of 10 on a replica whose links carry 4 streams each: {answer:?}"
@@ -317,12 +324,7 @@ fn a_replica_at_its_stream_limit_forwards_to_one_with_room() {
     b.sees("a", 1, 1);
     let mut held = Vec::new();
     for i in 0..3 {
-        let mut c = TcpStream::connect(b.server.entrypoints[1]).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        c.write_all(b"GET /held HTTP/1.1\r\nHost: raw.example\r\n\r\n").unwrap();
-        let mut buf = [0u8; 4096];
-        let n = c.read(&mut buf).unwrap_or(0);
-        let answer = String::from_utf8_lossy(&buf[..n]);
+        let (c, answer) = held_visitor(b.server.entrypoints[1]);
         assert!(answer.starts_with("HTTP/1.1 200"), "visitor {i}: B's one stream is taken, A has room: {answer:?}");
         held.push(c);
     }
