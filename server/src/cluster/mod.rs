@@ -212,7 +212,10 @@ impl Cluster {
         }
         shared.metrics.forwarded("out", "failed");
         Err(match (last, busy) {
-            (Some(why), _) => OpenError::Replicas(why),
+            (Some(why), _) => {
+                tracing::info!(%tunnel, reason = %why, "cluster: no replica holding the tunnel could take the stream");
+                OpenError::Replicas(why)
+            }
             (None, true) => OpenError::Busy,
             (None, false) => OpenError::NoAgent(header.network),
         })
@@ -283,14 +286,4 @@ pub fn config_hash(routes: &Routes) -> String {
     h.update(format!("direct={};", routes.direct));
     h.update(routes.auth.fingerprint());
     hex::encode(&h.finalize()[..6])
-}
-
-impl Presence for Cluster {
-    fn holders(&self, tunnel: &Uuid, network: Network) -> Vec<presence::Holder> {
-        self.directory.holders(tunnel, network)
-    }
-
-    fn changed(&self, tunnel: Uuid) {
-        self.directory.changed(tunnel)
-    }
 }

@@ -77,7 +77,11 @@ impl OpenError {
             OpenError::Failed(err) => {
                 Reply::new(self.status(), format!("no agent of tunnel {tunnel} could take the stream: {err}"))
             }
-            OpenError::Timeout(_) | OpenError::Replicas(_) => Reply::new(self.status(), self.to_string()),
+            OpenError::Timeout(_) => Reply::new(self.status(), self.to_string()),
+            // Which replicas were tried, at which addresses, is for the server log.
+            OpenError::Replicas(_) => {
+                Reply::new(self.status(), format!("no replica holding tunnel {tunnel} could take the stream"))
+            }
             OpenError::Refused(reply) => reply.clone(),
         }
     }
