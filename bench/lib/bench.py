@@ -737,6 +737,8 @@ class Bench:
         if kind in ("close", "c1"):
             argv += ["-H", "Connection: close"]
         argv.append(f"http://{LOOP}:{env['web']}/")
+        roles = env.get("roles") or {}
+        c0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=d + 30, preexec_fn=_child_setup)
         except subprocess.TimeoutExpired:
@@ -765,11 +767,18 @@ class Bench:
         total = re.search(r"(\d+) requests in", out)
         note = f"wrk errors {errors}" if errors else None
         extra = {"requests": int(total.group(1)) if total else None, "errors": errors}
+        # CPU time of each role per request (microseconds), to see which process a change costs.
+        cpu_us = {}
+        if extra["requests"]:
+            for role, pids in roles.items():
+                cpu_us[role] = (cpu_seconds(pids) - c0[role]) / extra["requests"] * 1e6
+            extra["cpu_us_per_req"] = cpu_us
         self.record(system, f"{kind}_rps", rps, busy, note=note, extra=extra)
         for pct in ("50", "99"):
             if pct in lat:
                 self.record(system, f"{kind}_p{pct}", lat[pct], busy, note=note)
         self.say(f"    {system} wrk-{kind}: {rps:.0f} req/s, p50 {lat.get('50', 0):.3f} ms, p99 {lat.get('99', 0):.3f} ms"
+                 + "".join(f", {role} {us:.1f} CPU-us/req" for role, us in cpu_us.items())
                  + (f", errors {errors}" if errors else ""))
 
     def case_redis(self, system, env, conns):
