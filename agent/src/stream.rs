@@ -45,7 +45,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream) {
     let span = tracing::debug_span!("stream", host = header.hostname.as_str(), target = tracing::field::Empty, visitor = ?header.visitor);
     match header.network {
         Network::Tcp => serve_tcp(&shared, stream, &candidates, header.visitor).instrument(span).await,
-        Network::Udp => crate::udp::serve(&shared, stream, candidates[0].target).instrument(span).await,
+        // Boxed: a TCP stream's task does not reserve room for a UDP flow's state.
+        Network::Udp => Box::pin(crate::udp::serve(&shared, stream, candidates[0].target)).instrument(span).await,
     }
 }
 
@@ -56,17 +57,22 @@ enum DialFailure {
 }
 
 async fn serve_tcp(shared: &Shared, mut stream: Stream, candidates: &[Candidate<'_>], visitor: Option<SocketAddr>) {
-    let dial = dial_any(shared, candidates);
-    tokio::pin!(dial);
-    let dialed = match tokio::time::timeout(ACK_DELAY, &mut dial).await {
-        Ok(dialed) => dialed,
-        Err(_) => {
-            // A slow dial: acknowledge now, so the server knows this session is alive (and the
-            // mux counts the stream as accepted), then keep waiting for the target.
-            if write_frame(&mut stream, &Frame::StreamReply(Reply::new(Status::CONTINUE, ""))).await.is_err() {
-                return;
+    // On the heap, and gone once dialed: the stream's task does not keep room for it while
+    // it relays.
+    let dialed = {
+        let mut dial = Box::pin(dial_any(shared, candidates));
+        let first = tokio::time::timeout(ACK_DELAY, &mut dial).await;
+        match first {
+            Ok(dialed) => dialed,
+            Err(_) => {
+                // A slow dial: acknowledge now, so the server knows this session is alive (and
+                // the mux counts the stream as accepted), then keep waiting for the target.
+                let ack = Frame::StreamReply(Reply::new(Status::CONTINUE, ""));
+                if write_frame(&mut stream, &ack).await.is_err() {
+                    return;
+                }
+                dial.await
             }
-            dial.await
         }
     };
     let tried = candidates.len();

@@ -144,7 +144,8 @@ pub async fn refuse(mut tcp: TcpStream, peer: SocketAddr, speaks: Speaks, host: 
 /// most `time`, so that closing is not a reset that destroys the answer before it is read.
 pub async fn read_out(tcp: &mut TcpStream, max: usize, time: Duration) {
     let drain = async {
-        let mut buf = [0u8; 4096];
+        // On the heap: every visitor task would otherwise hold room for it all its life.
+        let mut buf = vec![0u8; 4096];
         let mut left = max;
         while left > 0 {
             match tcp.read(&mut buf).await {

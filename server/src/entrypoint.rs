@@ -150,7 +150,8 @@ async fn serve_visitor(
     };
     if speaks == Speaks::Http {
         // Every request is routed on its own, by its own target.
-        return crate::http::serve(shared.clone(), tcp, prefix, peer, options).await;
+        // Boxed: a raw visitor's task does not reserve room for an HTTP connection's state.
+        return Box::pin(crate::http::serve(shared.clone(), tcp, prefix, peer, options)).await;
     }
     let tunnel = match shared.routes.snapshot().route_public(&host) {
         Ok(rule) => rule.tunnel,

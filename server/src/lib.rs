@@ -102,19 +102,21 @@ impl Shared {
         prefix: &[u8],
         timeouts: tunnel_proto::framed::ReplyTimeouts,
     ) -> Result<registry::AgentStream, registry::OpenError> {
+        // The open is boxed (the forwarding to another replica most of all): its state is
+        // large, and every visitor task would otherwise reserve room for it for its whole life.
         let Some(cluster) = &self.cluster else {
-            return self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts).await;
+            return Box::pin(self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts)).await;
         };
         if prefer.is_some_and(|id| cluster.is_link(id)) {
-            return cluster.open(self, tunnel, scope, prefer, avoid, header, prefix, timeouts).await;
+            return Box::pin(cluster.open(self, tunnel, scope, prefer, avoid, header, prefix, timeouts)).await;
         }
-        match self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts).await {
+        match Box::pin(self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts)).await {
             Err(
                 local @ (registry::OpenError::NoAgent(_) | registry::OpenError::Failed(_) | registry::OpenError::Busy),
             ) => {
                 // No session here could take it (none, failed, or all at their stream limit):
                 // another replica's may.
-                match cluster.open(self, tunnel, scope, None, avoid, header, prefix, timeouts).await {
+                match Box::pin(cluster.open(self, tunnel, scope, None, avoid, header, prefix, timeouts)).await {
                     Err(registry::OpenError::NoAgent(_)) => Err(local),
                     other => other,
                 }
