@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter, ReadBuf};
 use tokio::sync::{mpsc, oneshot, Mutex};
-use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, ChannelConfig, Session, Stream};
@@ -93,47 +93,61 @@ impl MuxSession {
 
 fn wrap(stream: yamux::Stream, live: &Arc<AtomicUsize>) -> Stream {
     live.fetch_add(1, Ordering::Relaxed);
-    Box::new(Counted { inner: stream.compat(), live: live.clone() })
+    Box::new(Counted { inner: stream, live: live.clone(), hint: FIRST_READ })
 }
+
+/// What a stream's first read may fill, then the least a read is offered.
+const FIRST_READ: usize = 4096;
+/// The most a read is offered beyond the memory its reader has already initialised.
+const LARGEST_READ: usize = 256 * 1024;
 
 /// A stream of the session, counted in the session's `live` while it exists: a session
 /// closed with streams in flight must wake them (see [`drive`]).
-struct Counted<S> {
-    inner: S,
+///
+/// It also adapts yamux's futures-io stream to tokio's traits. yamux copies into initialised
+/// memory only, so a reader handing over uninitialised space (hyper does, every read) has it
+/// zeroed first; a read is offered no more of that than recent reads filled (`hint`), not
+/// the whole space, which for small messages is most of the zeroing.
+struct Counted {
+    inner: yamux::Stream,
     live: Arc<AtomicUsize>,
+    hint: usize,
 }
 
-impl<S> Drop for Counted<S> {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+impl AsyncRead for Counted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let ready = buf.initialized().len() - buf.filled().len();
+        let offered = buf.remaining().min(self.hint.max(ready));
+        let dst = buf.initialize_unfilled_to(offered);
+        let n = std::task::ready!(futures::AsyncRead::poll_read(Pin::new(&mut self.inner), cx, dst))?;
+        buf.advance(n);
+        self.hint = if n == offered { (offered * 4).min(LARGEST_READ) } else { (n * 2).max(FIRST_READ) };
+        Poll::Ready(Ok(()))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        futures::AsyncWrite::poll_write(Pin::new(&mut self.inner), cx, buf)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        futures::AsyncWrite::poll_write_vectored(Pin::new(&mut self.inner), cx, bufs)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        futures::AsyncWrite::poll_flush(Pin::new(&mut self.inner), cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        futures::AsyncWrite::poll_close(Pin::new(&mut self.inner), cx)
     }
 }
 
