@@ -253,7 +253,7 @@ def check_cluster(case, docs, values):
     if fields != {"POD_IP": "status.podIP", "TUNNEL_CLUSTER_NAME": "metadata.name"}:
         fail(case, f"the pod's address and name are not in the environment: {fields}")
     advertise = container_env(container).get("TUNNEL_CLUSTER_ADVERTISE")
-    if advertise != f"{POD_FIELDS['status.podIP']}:{peer_port}":
+    if advertise != POD_FIELDS["status.podIP"]:
         fail(case, f"TUNNEL_CLUSTER_ADVERTISE becomes {advertise!r} in the pod")
     if ports.get("peer", {}).get("containerPort") != peer_port or ports["peer"].get("protocol") != protocol:
         fail(case, f"no {protocol} container port peer {peer_port}: {ports.get('peer')}")
@@ -313,6 +313,12 @@ def run_checks(case, docs, bin_dir, workdir):
             if run.returncode != 0 or "configuration is valid" not in output:
                 fail(case, f"{' '.join(command)} refused the rendered configuration:\n{output}")
             checked += 1
+            # On an IPv6 cluster the pod's address is IPv6 and written bare, like an IPv4 one.
+            if env.get("TUNNEL_CLUSTER_ADVERTISE") == POD_FIELDS["status.podIP"]:
+                v6 = dict(env, POD_IP="fd00::17", TUNNEL_CLUSTER_ADVERTISE="fd00::17")
+                run = subprocess.run(command, capture_output=True, text=True, env=v6, timeout=60)
+                if run.returncode != 0 or "configuration is valid" not in run.stdout + run.stderr:
+                    fail(case, f"an IPv6 pod address is refused:\n{run.stdout}{run.stderr}")
             # The Secret's files are group-readable (fsGroup): only CREDENTIALS_DIRECTORY, the
             # directory the platform made private to this container, lets them through.
             if "CREDENTIALS_DIRECTORY" in env:

@@ -78,9 +78,18 @@ impl ClusterFile {
         let listen = url::bind_addr(&self.peer).map_err(|e| bad("peer", e))?;
         let advertise = match env(ADVERTISE_ENV).filter(|v| !v.trim().is_empty()).or_else(|| self.advertise.clone()) {
             Some(raw) => {
-                let addr: SocketAddr = raw.trim().parse().map_err(|_| {
-                    bad("advertise", format!("{raw:?}: expected an IP address and port, like 10.0.0.5:7443"))
-                })?;
+                // A bare address takes the peer listener's port: a pod's address from the
+                // downward API is written the same way for IPv4 and IPv6.
+                let text = raw.trim();
+                let addr: SocketAddr = text
+                    .parse()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, listen.port())))
+                    .map_err(|_| {
+                        bad(
+                            "advertise",
+                            format!("{raw:?}: expected an IP address with or without a port, like 10.0.0.5:7443, [fd00::5]:7443 or fd00::5"),
+                        )
+                    })?;
                 if addr.ip().is_unspecified() || addr.port() == 0 {
                     return Err(bad("advertise", format!("{raw:?}: other replicas cannot dial a wildcard address or port 0")));
                 }
@@ -187,6 +196,17 @@ mod tests {
         };
         let c = file(&text).validate(env).unwrap();
         assert_eq!((c.name.as_str(), c.advertise), ("pod-1", "10.1.2.3:7443".parse().unwrap()));
+        // A bare pod address, IPv4 or IPv6, takes the peer port.
+        for (given, want) in
+            [("10.1.2.3", "10.1.2.3:7443"), ("fd00::17", "[fd00::17]:7443"), ("[fd00::17]:9", "[fd00::17]:9")]
+        {
+            let env = |k: &str| (k == ADVERTISE_ENV).then(|| given.to_owned());
+            let c = file(&text).validate(env).unwrap();
+            assert_eq!(c.advertise, want.parse().unwrap(), "{given}");
+        }
+        let env = |k: &str| (k == ADVERTISE_ENV).then(|| "fd00::17:x".to_owned());
+        let err = file(&text).validate(env).unwrap_err();
+        assert!(err.0 == "cluster.advertise" && err.1.contains("fd00::5"), "{err:?}");
     }
 
     #[test]
