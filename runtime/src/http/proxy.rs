@@ -1,7 +1,7 @@
 //! What a reverse proxy does to requests on their way to an origin: origin form, the routed
 //! host in `Host`, HTTP/1.1, no hop-by-hop headers; and which upgrades it takes up.
 
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, HOST, UPGRADE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, TE, TRAILER, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -30,34 +30,43 @@ pub fn to_origin<B>(req: &mut Request<B>, host: &HeaderValue, upgrading: bool) {
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `Connection` and `Upgrade`).
-const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "proxy-authenticate"];
+const HOP_BY_HOP: [HeaderName; 5] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    PROXY_AUTHENTICATE,
+];
 
 /// Removes hop-by-hop headers, and those `Connection` names; an upgrade keeps `Connection`
 /// and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    // Most messages carry none: one pass over the names they have instead of a lookup of each
-    // name that could be there.
-    let hop = |name: &hyper::header::HeaderName| {
-        HOP_BY_HOP.contains(&name.as_str()) || (!upgrading && (name == CONNECTION || name == UPGRADE))
-    };
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over the names
+    // they have, and nothing allocated unless `Connection` names another header.
+    let hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || (!upgrading && (name == CONNECTION || name == UPGRADE));
     if !headers.keys().any(hop) {
         return;
     }
     if !upgrading {
-        let named: Vec<String> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut named = Vec::new();
+        for value in headers.get_all(CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if token.is_empty() || token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
         for name in named {
-            headers.remove(name.as_str());
+            headers.remove(name);
         }
         headers.remove(CONNECTION);
         headers.remove(UPGRADE);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -74,4 +83,46 @@ pub async fn pump_upgraded<T>(visitor: OnUpgrade, origin: OnUpgrade, hold: T) {
         tracing::debug!(%err, "upgraded connection failed");
     }
     drop(hold);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let all = [
+            ("Connection", "keep-alive, X-Secret"),
+            ("connection", "Close"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "Expires"),
+            ("Upgrade", "foo"),
+            ("X-Other", "2"),
+        ];
+        let mut h = headers(&all);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-other"]);
+        // An upgrade keeps Connection and Upgrade.
+        let mut h = headers(&all);
+        strip_hop_by_hop(&mut h, true);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["connection", "upgrade", "x-other", "x-secret"]);
+        // A message without any is left as it is.
+        let mut h = headers(&[("Content-Length", "3"), ("X-Other", "2")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+    }
 }

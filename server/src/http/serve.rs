@@ -157,7 +157,8 @@ struct Line {
     path: String,
     tunnel: Option<Uuid>,
     rule: String,
-    start: Instant,
+    /// When the request came; read only for the access log.
+    start: Option<Instant>,
     on: bool,
 }
 
@@ -169,7 +170,7 @@ impl Line {
         let tunnel = self.tunnel.map(|t| t.to_string()).unwrap_or_default();
         tracing::info!(
             peer = %self.peer, method = %self.method, host = %self.host, path = %self.path, status,
-            bytes_in, bytes_out, duration_ms = self.start.elapsed().as_millis() as u64, tunnel,
+            bytes_in, bytes_out, duration_ms = self.start.map_or(0, |t| t.elapsed().as_millis() as u64), tunnel,
             rule = %self.rule, "request"
         );
     }
@@ -186,7 +187,7 @@ impl Visitor {
             path: if on { req.uri().path().to_owned() } else { String::new() },
             tunnel: None,
             rule: String::new(),
-            start: Instant::now(),
+            start: on.then(Instant::now),
             on,
         };
         let host = match target::request_host(&req) {
