@@ -122,6 +122,10 @@ impl Drop for Counted {
 
 impl AsyncRead for Counted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            // yamux would wait for data it could not hand over.
+            return Poll::Ready(Ok(()));
+        }
         let ready = buf.initialized().len() - buf.filled().len();
         let offered = buf.remaining().min(self.hint.max(ready));
         let dst = buf.initialize_unfilled_to(offered);
