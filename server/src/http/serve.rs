@@ -157,20 +157,17 @@ struct Line {
     path: String,
     tunnel: Option<Uuid>,
     rule: String,
-    /// When the request came; read only for the access log.
+    /// When the request came; `None` when the access log is off (nothing is logged).
     start: Option<Instant>,
-    on: bool,
 }
 
 impl Line {
     fn log(&self, status: u16, bytes_in: u64, bytes_out: u64) {
-        if !self.on {
-            return;
-        }
+        let Some(start) = self.start else { return };
         let tunnel = self.tunnel.map(|t| t.to_string()).unwrap_or_default();
         tracing::info!(
             peer = %self.peer, method = %self.method, host = %self.host, path = %self.path, status,
-            bytes_in, bytes_out, duration_ms = self.start.map_or(0, |t| t.elapsed().as_millis() as u64), tunnel,
+            bytes_in, bytes_out, duration_ms = start.elapsed().as_millis() as u64, tunnel,
             rule = %self.rule, "request"
         );
     }
@@ -188,7 +185,6 @@ impl Visitor {
             tunnel: None,
             rule: String::new(),
             start: on.then(Instant::now),
-            on,
         };
         let host = match target::request_host(&req) {
             Ok(host) => host,
