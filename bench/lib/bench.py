@@ -31,7 +31,7 @@ LOOP = "127.0.0.1"
 NCPU = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-mt", "tunnel-tcp-metrics", "tunnel-tcp-fwd",
+SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "tunnel-tcp-fwd",
            "tunnel-tcp-base", "rathole", "rathole-noise", "rathole-bw", "bore"]
 # Run only when named in --only (or with --base): not part of the default comparison.
 OPT_IN = {"tunnel-tcp-base", "rathole-bw"}
@@ -40,10 +40,9 @@ LABELS = {
     "tunnel-tcp": "relay://",
     "tunnel-tls": "relay+tls://",
     "tunnel-quic": "relay+quic://",
-    # The same as relay:// with a server worker per core (--threads 0): the server's default
-    # on hosts of more than two CPUs, and on this one what it was before one worker became
-    # the default there; not this host's default, so no target row uses it.
-    "tunnel-tcp-mt": "relay://, server --threads 0",
+    # The same as relay:// with the server on one thread (--threads 1), as on a small machine
+    # shared with busy neighbours; not a default, so no target row uses it.
+    "tunnel-tcp-1t": "relay://, server --threads 1",
     # The same as relay:// with the admin listener on, so every stream is counted in the
     # metrics: what the counters cost on the hot path.
     "tunnel-tcp-metrics": "relay://, metrics on",
@@ -80,13 +79,6 @@ REDIS_TESTS = [("SET", "set"), ("GET", "get"), ("PING_INLINE", "ping")]
 # changes nothing for it. Both run at warn so that logging costs them nothing in the
 # comparison. Our binaries log no line per visitor.
 PEER_ENV = {"RUST_LOG": "warn"}
-
-
-def server_default_threads():
-    """The worker count tunnel-server picks without --threads (runtime/src/cli.rs,
-    server_default_threads): one on a host of two CPUs or fewer, else 0 (one per core). Only
-    affinity is seen here, not a container's CPU quota; the harness runs on a plain host."""
-    return 1 if len(os.sched_getaffinity(0)) <= 2 else 0
 IPERF_HOST = "iperf.local"
 
 
@@ -481,13 +473,7 @@ class Bench:
         if system == "tunnel-tcp-fwd":
             return self.start_cluster(system, env, agent_sessions)
         transport = system.split("-")[1]
-        server_flags = []
-        if system.endswith("-mt"):
-            server_flags = ["--threads", "0"]
-        elif system.endswith("-base"):
-            # The build before runs with the worker count today's server picks here, so the
-            # comparison is code against code (an older server picked one per core).
-            server_flags = ["--threads", str(server_default_threads())]
+        server_flags = ["--threads", "1"] if system.endswith("-1t") else []
         if system.endswith("-metrics"):
             server_flags = ["--admin", f"{LOOP}:0"]
         scheme = {"tcp": "relay", "tls": "relay+tls", "quic": "relay+quic"}[transport]

@@ -32,8 +32,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
     /// Worker threads: 1 = a single-threaded runtime (the cheapest per request), 0 = one per
-    /// core. Default: 1 for the agent and the access client; for the server, 1 on a host (or
-    /// a CPU quota) of two CPUs or fewer and one per core above that.
+    /// core. Default: 0 for the server, 1 for the agent and the access client.
     #[arg(long, env = "TUNNEL_THREADS")]
     pub threads: Option<usize>,
 }
@@ -201,26 +200,6 @@ pub trait Stop {
     fn stop(self) -> impl Future<Output = ()>;
 }
 
-/// Hosts with this many CPUs or fewer run the server on one thread unless told otherwise.
-const SMALL_HOST_CPUS: usize = 2;
-
-/// The server's worker threads when neither `--threads` nor `TUNNEL_THREADS` says: 1 on a host
-/// of [`SMALL_HOST_CPUS`] or fewer (as the process sees it: affinity and a container's CPU
-/// quota count), else 0 (one per core).
-///
-/// A second worker costs every request cross-thread wake-ups: a task woken on one worker runs
-/// the session's driver there while the stream's other half runs on the other, and idle
-/// workers are parked and unparked (futex calls) as work arrives. On two cores, measured in
-/// `bench/run`, one worker used 30 % less CPU per small request and was as fast or faster
-/// on every workload and transport (docs/BENCHMARKS.md, "Worker threads"). On a larger host
-/// one thread would leave most of it idle, so there the default stays one per core.
-pub fn server_default_threads() -> usize {
-    match std::thread::available_parallelism() {
-        Ok(n) if n.get() <= SMALL_HOST_CPUS => 1,
-        _ => 0,
-    }
-}
-
 /// Starts a runtime with `threads` workers, runs `start` on it, and serves until SIGINT or
 /// SIGTERM; then logs `on_signal` and stops the component (a second signal stops at once).
 pub fn run_until_signal<C, F, Fut>(threads: usize, start: F, on_signal: &str) -> anyhow::Result<()>
@@ -230,9 +209,7 @@ where
     Fut: Future<Output = anyhow::Result<C>>,
 {
     let runtime = telemetry::runtime(threads).context("cannot start the async runtime")?;
-    let workers = runtime.metrics().num_workers();
     runtime.block_on(async {
-        tracing::info!(workers, "async runtime started");
         let component = start().await?;
         telemetry::shutdown_signal().await;
         tracing::info!("{on_signal}");

@@ -85,5 +85,5 @@ fn main() -> anyhow::Result<()> {
     }
     // `Server::shutdown` logs "shutting down" once its listeners are closed.
     let on_signal = "signal received: closing listeners (a second signal stops at once)";
-    cli.common.check_or_run(&source, tunnel_runtime::cli::server_default_threads(), || Server::spawn(config), on_signal)
+    cli.common.check_or_run(&source, 0, || Server::spawn(config), on_signal)
 }
