@@ -209,7 +209,9 @@ where
     Fut: Future<Output = anyhow::Result<C>>,
 {
     let runtime = telemetry::runtime(threads).context("cannot start the async runtime")?;
+    let workers = runtime.metrics().num_workers();
     runtime.block_on(async {
+        tracing::info!(workers, "async runtime started");
         let component = start().await?;
         telemetry::shutdown_signal().await;
         tracing::info!("{on_signal}");
