@@ -44,18 +44,29 @@ pub struct FileOrigin {
 }
 
 impl FileOrigin {
-    /// Serves `dir`.
+    /// Serves `dir`. The server binds port 0 itself and says which port it got ("Serving HTTP
+    /// on 127.0.0.1 port N ..."): a port picked here and released first could be taken by
+    /// another test before it binds.
     pub fn start(dir: &std::path::Path) -> FileOrigin {
-        let (l, addr) = tunnel_tests::listener();
-        drop(l);
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &addr.port().to_string()])
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
             .current_dir(dir)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("python3 -m http.server");
-        tunnel_tests::poll_until("the file origin listens", || std::net::TcpStream::connect(addr).is_ok());
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("http.server's first line");
+        let port: u16 = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in http.server's line {line:?}"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         FileOrigin { child, addr }
     }
 }
