@@ -188,6 +188,7 @@ async fn accept_visitors(
     listening: CancellationToken,
 ) {
     let config = Arc::new(config);
+    let spread = tunnel_runtime::threads::Spread::new();
     loop {
         let Some((tcp, peer)) = accept_until(&listening, "listener", || listener.accept()).await else { return };
         let peer = tunnel_proto::socket::canonical_peer(peer);
@@ -199,7 +200,7 @@ async fn accept_visitors(
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
         let config = config.clone();
-        life.tasks().spawn(async move {
+        spread.spawn_with_tcp(life.tasks(), tcp, move |tcp| async move {
             serve_visitor(&task_shared, tcp, peer, &config).await;
             drop(permit);
         });

@@ -107,9 +107,11 @@ impl Agent {
         let life = Lifecycle::new();
         health::spawn(&shared, life.tasks(), life.stopping());
         let user: Arc<dyn SessionUser> = Arc::new(Serve(shared.clone()));
+        // Sessions spread over the threads, each with the streams it carries.
+        let spread = tunnel_runtime::threads::Spread::new();
         for index in 0..shared.config.relay.sessions.max(1) {
             let stop = life.stopping().clone();
-            life.tasks().spawn(keep(dialer.clone(), index, timings, user.clone(), stop));
+            spread.spawn(life.tasks(), keep(dialer.clone(), index, timings, user.clone(), stop));
         }
         life.tasks().spawn(tunnel_runtime::telemetry::on_sighup(life.stopping().clone(), || {
             tracing::info!("SIGHUP: the agent reloads nothing; restart it to apply a changed configuration");

@@ -32,9 +32,9 @@ NCPU = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "tunnel-tcp-fwd",
-           "tunnel-tcp-base", "rathole", "rathole-noise", "rathole-bw", "bore"]
+           "tunnel-tcp-base", "tunnel-tcp-a2", "rathole", "rathole-noise", "rathole-bw", "bore"]
 # Run only when named in --only (or with --base): not part of the default comparison.
-OPT_IN = {"tunnel-tcp-base", "rathole-bw"}
+OPT_IN = {"tunnel-tcp-base", "rathole-bw", "tunnel-tcp-a2"}
 LABELS = {
     "direct": "direct",
     "tunnel-tcp": "relay://",
@@ -43,6 +43,8 @@ LABELS = {
     # The same as relay:// with the server on one thread (--threads 1), as on a small machine
     # shared with busy neighbours; not a default, so no target row uses it.
     "tunnel-tcp-1t": "relay://, server --threads 1",
+    # The same as relay:// with the agent on two threads (--threads 2): a session on each.
+    "tunnel-tcp-a2": "relay://, agent --threads 2",
     # The same as relay:// with the admin listener on, so every stream is counted in the
     # metrics: what the counters cost on the hot path.
     "tunnel-tcp-metrics": "relay://, metrics on",
@@ -464,7 +466,9 @@ class Bench:
             for name, host, port in [("web", WEB_HOST, self.origin_port)] + self.raw_routes():
                 f.write(f'\n[[services.forwarder.nodes]]\nname = "{name}"\naddr = "{LOOP}:{port}"\nhost = "{host}"\n')
         agent = self.procs.start(f"{system}-agent", [os.path.join(bins or self.a.bin_dir, "tunnel-agent"),
-                                                     "--log-format", "json", "-C", conf])
+                                                     "--log-format", "json",
+                                                     *(["--threads", "2"] if system.endswith("-a2") else []),
+                                                     "-C", conf])
         env["procs"].append(agent)
         wait_log(agent, r"session established", count=sessions or 1)
         return agent

@@ -31,8 +31,8 @@ pub struct CommonArgs {
     /// the file's [admin] addr.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
-    /// Worker threads: 1 = a single-threaded runtime (the cheapest per request), 0 = one per
-    /// core. Default: 0 for the server, 1 for the agent and the access client.
+    /// Threads, each running its own event loop, with connections spread over them (0 = one
+    /// per core). Default: 0 for the server, 1 for the agent and the access client.
     #[arg(long, env = "TUNNEL_THREADS")]
     pub threads: Option<usize>,
 }
@@ -200,18 +200,27 @@ pub trait Stop {
     fn stop(self) -> impl Future<Output = ()>;
 }
 
-/// Starts a runtime with `threads` workers, runs `start` on it, and serves until SIGINT or
-/// SIGTERM; then logs `on_signal` and stops the component (a second signal stops at once).
+/// The most threads `--threads` may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// Starts `threads` single-threaded runtimes (0: one per core; see [`crate::threads`]), runs
+/// `start` on the first, and serves until SIGINT or SIGTERM; then logs `on_signal` and stops
+/// the component (a second signal stops at once).
 pub fn run_until_signal<C, F, Fut>(threads: usize, start: F, on_signal: &str) -> anyhow::Result<()>
 where
     C: Stop,
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<C>>,
 {
-    let runtime = telemetry::runtime(threads).context("cannot start the async runtime")?;
-    let workers = runtime.metrics().num_workers();
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n if n > MAX_THREADS => anyhow::bail!("--threads {n}: at most {MAX_THREADS}"),
+        n => n,
+    };
+    let runtime = telemetry::runtime().context("cannot start the async runtime")?;
+    crate::threads::start(runtime.handle().clone(), threads).context("cannot start the async runtime's threads")?;
     runtime.block_on(async {
-        tracing::info!(workers, "async runtime started");
+        tracing::info!(threads, "async runtime started");
         let component = start().await?;
         telemetry::shutdown_signal().await;
         tracing::info!("{on_signal}");

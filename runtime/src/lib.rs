@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod proxy_protocol;
 pub mod secret;
 pub mod telemetry;
+pub mod threads;
 pub mod udp;
 pub mod url;
 pub mod visitor;

@@ -146,17 +146,11 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The async runtime of a binary: `threads == 1` runs everything on one thread (no
-/// cross-thread wake-ups: the cheapest per request on small machines), `0` uses one worker per
-/// core, any other number that many workers. Tunes the allocator first (see
-/// [`keep_freed_memory`]).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+/// A binary's first single-threaded runtime (the others are started by
+/// [`crate::threads::start`]). Tunes the allocator first (see [`keep_freed_memory`]).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     keep_freed_memory();
-    match threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
-    }
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 /// Largest allocation glibc serves from its heaps rather than from a fresh mapping.

@@ -29,6 +29,7 @@ pub(crate) async fn run(
     label: Arc<str>,
     options: Arc<HttpOptions>,
 ) {
+    let spread = tunnel_runtime::threads::Spread::new();
     loop {
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "entrypoint", || listener.accept()).await else {
             return;
@@ -55,9 +56,8 @@ pub(crate) async fn run(
         let task_shared = shared.clone();
         let (raw_host, label, options) = (raw_host.clone(), label.clone(), options.clone());
         let span = tracing::debug_span!("visitor", %peer);
-        shared.life.tasks().spawn(
+        let serve = move |mut tcp: TcpStream| {
             async move {
-                let mut tcp = tcp;
                 let (peer, source) = match source {
                     Some(source) => (peer, source),
                     None => match behind(&task_shared, &mut tcp, peer).await {
@@ -69,8 +69,9 @@ pub(crate) async fn run(
                 task_shared.metrics.visitor(&label, outcome);
                 drop((permit, source));
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        };
+        spread.spawn_with_tcp(shared.life.tasks(), tcp, serve);
     }
 }
 

@@ -22,7 +22,7 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tunnel_proto::channel::SharedPort;
-use tunnel_proto::channel::{ChannelConfig, Inbound, Listener};
+use tunnel_proto::channel::{ChannelConfig, Inbound, Incoming, Listener};
 use tunnel_proto::pump::accept_until;
 use tunnel_runtime::Lifecycle;
 
@@ -337,6 +337,8 @@ impl tunnel_runtime::cli::Stop for Server {
 
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let shared_tasks = shared.life.tasks().clone();
+    let spread = tunnel_runtime::threads::Spread::new();
     loop {
         let Some(incoming) = accept_until(shared.life.stopping(), "relay", || listener.accept()).await else {
             return;
@@ -351,15 +353,13 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
             continue;
         };
         let slots = relay::HandshakeSlots { _global: permit, _source: source_slot };
-        if !shared.config.share_port {
-            shared.life.tasks().spawn(relay::serve_session(shared.clone(), incoming, slots));
-            continue;
-        }
-        // The port is shared with an entrypoint: a session's ClientHello offers the relay's
-        // ALPN; anything else is a visitor.
         let shared = shared.clone();
-        let tasks = shared.life.tasks().clone();
-        tasks.spawn(async move {
+        let serve = move |incoming: Incoming| async move {
+            if !shared.config.share_port {
+                return relay::serve_session(shared, incoming, slots).await;
+            }
+            // The port is shared with an entrypoint: a session's ClientHello offers the relay's
+            // ALPN; anything else is a visitor.
             let timeout = shared.limits().sniff_timeout;
             match incoming.classify(timeout).await {
                 Ok(SharedPort::Relay(incoming)) => relay::serve_session(shared, incoming, slots).await,
@@ -371,6 +371,27 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
                     tracing::debug!(%peer, %err, "connection to the shared port closed before it said what it is")
                 }
             }
-        });
+        };
+        let Some(thread) = spread.next() else {
+            shared_tasks.spawn(serve(incoming));
+            continue;
+        };
+        // The connection (and a session's driver) lives on that thread from here on.
+        let detached = match incoming.detach() {
+            Ok(detached) => detached,
+            Err(err) => {
+                tracing::debug!(%peer, %err, "connection could not be handed to another thread");
+                continue;
+            }
+        };
+        shared_tasks.spawn_on(
+            async move {
+                match detached.attach() {
+                    Ok(incoming) => serve(incoming).await,
+                    Err(err) => tracing::debug!(%peer, %err, "connection could not be handed to another thread"),
+                }
+            },
+            thread,
+        );
     }
 }

@@ -61,3 +61,8 @@ pub fn source_on(bind: &str, seed: u64, len: usize) -> SocketAddr {
     });
     addr
 }
+
+/// The sha256 of `data`, in hex (as [`write_random`] returns it).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}

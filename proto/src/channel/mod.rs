@@ -333,7 +333,40 @@ impl Listener {
     }
 }
 
+/// An [`Incoming`] taken off the reactor of the runtime that accepted it, to go on on another
+/// runtime ([`Detached::attach`] there). A QUIC connection stays with its endpoint.
+pub struct Detached {
+    inner: DetachedInner,
+    peer: SocketAddr,
+    config: ChannelConfig,
+}
+
+enum DetachedInner {
+    Tcp(std::net::TcpStream, Option<tokio_rustls::TlsAcceptor>),
+    Kept(IncomingInner),
+}
+
+impl Detached {
+    /// The connection again, registered with the calling runtime.
+    pub fn attach(self) -> io::Result<Incoming> {
+        let inner = match self.inner {
+            DetachedInner::Tcp(std, tls) => IncomingInner::Tcp(TcpStream::from_std(std)?, tls),
+            DetachedInner::Kept(inner) => inner,
+        };
+        Ok(Incoming { inner, peer: self.peer, config: self.config })
+    }
+}
+
 impl Incoming {
+    /// The connection off this runtime's reactor, to be attached on another.
+    pub fn detach(self) -> io::Result<Detached> {
+        let inner = match self.inner {
+            IncomingInner::Tcp(tcp, tls) => DetachedInner::Tcp(tcp.into_std()?, tls),
+            other => DetachedInner::Kept(other),
+        };
+        Ok(Detached { inner, peer: self.peer, config: self.config })
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer

@@ -129,7 +129,7 @@ pub async fn keep(
         };
         dialer.refusals.clear();
         let started = Instant::now();
-        tracing::info!(%tunnel, server = %target, session = index, "session established");
+        tracing::info!(%tunnel, server = %target, session = index, thread = crate::threads::index(), "session established");
         let here =
             Established { id: index, session: c.session, streams: TaskTracker::new(), done: CancellationToken::new() };
         user.up(&here);

@@ -28,6 +28,8 @@ pub struct AgentSession {
     pub credential: tunnel_proto::wire::Token,
     /// When it joined.
     pub since: std::time::SystemTime,
+    /// The thread its driver runs on ([`tunnel_runtime::threads::index`] when it joined).
+    pub home: usize,
     pub(super) budget: Arc<Semaphore>,
     max_streams: usize,
     /// Set once the session has left its pool: what is kept for reuse on it is dropped.
@@ -38,6 +40,7 @@ impl AgentSession {
     /// A session record; `max_streams` bounds the streams it carries at once.
     pub fn new(id: u64, tunnel: Uuid, session: Arc<dyn Session>, join: Join, token: CancellationToken) -> AgentSession {
         AgentSession {
+            home: tunnel_runtime::threads::index(),
             id,
             tunnel,
             session,
@@ -159,6 +162,15 @@ impl Pool {
         // the stream, the others are standbys.
         if candidates.iter().any(|s| s.weight == EXCLUSIVE) {
             candidates.retain(|s| s.weight == EXCLUSIVE);
+        }
+        // Sessions on the caller's thread first (when all weigh the same): their streams
+        // wake no other thread.
+        let here = tunnel_runtime::threads::index();
+        if tunnel_runtime::threads::count() > 1
+            && candidates.iter().any(|s| s.home == here)
+            && candidates.windows(2).all(|w| w[0].weight == w[1].weight)
+        {
+            candidates.retain(|s| s.home == here);
         }
         let weights: Vec<u8> = candidates.iter().map(|s| s.weight).collect();
         let turn = self.next.fetch_add(1, Ordering::Relaxed);

@@ -39,7 +39,9 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
         return;
     }
     let span = tracing::info_span!("session", id = agent.id, tunnel = %hello.tunnel, role = "agent", peer = %session.peer_addr());
-    span.in_scope(|| tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent joined"));
+    span.in_scope(|| {
+        tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), thread = agent.home, "agent joined")
+    });
     let gauge = SessionLabels {
         tunnel: shared.tunnel_label(&hello.tunnel),
         role: "agent",
