@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
@@ -74,10 +74,7 @@ impl MuxSession {
             Side::Server => yamux::Mode::Server,
         };
         let flush = Arc::new(AtomicU8::new(FLUSH));
-        let io = Batched {
-            io: BufReader::with_capacity(IO_BUFFER, BufWriter::with_capacity(IO_BUFFER, io)),
-            flush: flush.clone(),
-        };
+        let io = Batched { io: BufReader::with_capacity(IO_BUFFER, io), out: Vec::new(), flush: flush.clone() };
         let conn = yamux::Connection::new(io.compat(), yamux_config(config), mode);
         let (open_tx, open_rx) = mpsc::channel(64);
         let (inbound_tx, inbound_rx) = mpsc::channel(config.max_streams);
@@ -235,22 +232,45 @@ impl Inbound {
 }
 
 /// The connection under yamux, buffered both ways. yamux reads each frame's 12-byte header
-/// and its body separately, and flushes after every frame it sends; here reads come from a
-/// buffer that one large read fills, and flushes follow the driver's `flush` mode, so the
-/// frames of one poll of the driver leave in one write:
+/// and its body separately, and writes them separately too; here reads come from a buffer
+/// that one large read fills, and writes gather in `out`:
+/// - a write that fits is copied there;
+/// - one that does not (a bulk frame's body after its header) leaves together with what is
+///   gathered, in one vectored write, so a frame never goes out as a lone header segment
+///   followed by its body (on a connection without vectored writes, `out` is topped up and
+///   written instead).
+///
+/// Flushes follow the driver's `flush` mode, so the frames of one poll of the driver leave
+/// in one write:
 /// - `FLUSH_FIRST` (set as each poll starts): the first flush is real, which sends what an
 ///   earlier poll left buffered (its last flush may have been refused by the task budget),
 ///   and the mode becomes `HOLD`;
 /// - `HOLD`: a flush is a no-op (a full buffer is still written);
 /// - `FLUSH` (the poll's last pass, before the driver waits): every flush is real.
 struct Batched<T> {
-    io: BufReader<BufWriter<T>>,
+    io: BufReader<T>,
+    /// Written bytes not yet sent, at most `IO_BUFFER`.
+    out: Vec<u8>,
     flush: Arc<AtomicU8>,
 }
 
 const FLUSH: u8 = 0;
 const HOLD: u8 = 1;
 const FLUSH_FIRST: u8 = 2;
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Batched<T> {
+    /// Sends what `out` holds.
+    fn poll_send_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = std::task::ready!(Pin::new(self.io.get_mut()).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Batched<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -260,7 +280,43 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Batched<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Batched<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        loop {
+            if this.out.len() + buf.len() <= IO_BUFFER {
+                if this.out.capacity() == 0 {
+                    this.out.reserve_exact(IO_BUFFER);
+                }
+                this.out.extend_from_slice(buf);
+                return Poll::Ready(Ok(buf.len()));
+            }
+            if this.out.is_empty() {
+                return Pin::new(this.io.get_mut()).poll_write(cx, buf);
+            }
+            let io = this.io.get_mut();
+            if !io.is_write_vectored() {
+                let room = IO_BUFFER - this.out.len();
+                if room > 0 {
+                    this.out.extend_from_slice(&buf[..room]);
+                    return Poll::Ready(Ok(room));
+                }
+                std::task::ready!(this.poll_send_out(cx))?;
+                continue;
+            }
+            let slices = [io::IoSlice::new(&this.out), io::IoSlice::new(buf)];
+            let n = std::task::ready!(Pin::new(io).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n < this.out.len() {
+                this.out.drain(..n);
+                continue;
+            }
+            let taken = n - this.out.len();
+            this.out.clear();
+            if taken > 0 {
+                return Poll::Ready(Ok(taken));
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -269,11 +325,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Batched<T> {
             FLUSH_FIRST => self.flush.store(HOLD, Ordering::Relaxed),
             _ => {}
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        std::task::ready!(self.poll_send_out(cx))?;
+        Pin::new(self.io.get_mut()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        std::task::ready!(self.poll_send_out(cx))?;
+        Pin::new(self.io.get_mut()).poll_shutdown(cx)
     }
 }
 
@@ -359,4 +417,112 @@ async fn drive<T>(
     }
     drop(conn);
     done.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connection that records its writes, takes at most `most` bytes per call, and writes
+    /// vectored or not.
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+        most: usize,
+        vectored: bool,
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.most);
+            self.writes.push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len().min(self.most);
+            self.writes.push(all[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn batched(most: usize, vectored: bool) -> Batched<Recorder> {
+        let io = Recorder { writes: Vec::new(), most, vectored };
+        Batched { io: BufReader::new(io), out: Vec::new(), flush: Arc::new(AtomicU8::new(FLUSH)) }
+    }
+
+    /// What yamux writes for a bulk frame: the 12-byte header, then a body too large to copy.
+    async fn write_frame(b: &mut Batched<Recorder>, body: &[u8]) {
+        b.write_all(&[7u8; 12]).await.unwrap();
+        b.write_all(body).await.unwrap();
+        b.flush().await.unwrap();
+    }
+
+    fn sent(b: &Batched<Recorder>) -> Vec<u8> {
+        b.io.get_ref().writes.concat()
+    }
+
+    #[tokio::test]
+    async fn a_bulk_frame_leaves_with_its_header_in_one_write() {
+        let body: Vec<u8> = (0..256 * 1024).map(|i| i as u8).collect();
+        let mut b = batched(usize::MAX, true);
+        write_frame(&mut b, &body).await;
+        let writes = &b.io.get_ref().writes;
+        assert_eq!(writes.len(), 1, "header and body in one write");
+        assert_eq!(writes[0].len(), 12 + body.len());
+        assert_eq!(&writes[0][12..], &body[..]);
+    }
+
+    #[tokio::test]
+    async fn partial_and_unvectored_writes_keep_every_byte_in_order() {
+        let body: Vec<u8> = (0..200 * 1024 + 5).map(|i| (i * 7) as u8).collect();
+        let mut expected = Vec::new();
+        for _ in 0..3 {
+            expected.extend_from_slice(&[7u8; 12]);
+            expected.extend_from_slice(&body);
+        }
+        for (most, vectored) in [(5, true), (7000, true), (usize::MAX, false), (3, false), (65 * 1024, true)] {
+            let mut b = batched(most, vectored);
+            for _ in 0..3 {
+                write_frame(&mut b, &body).await;
+            }
+            assert!(b.out.is_empty());
+            assert_eq!(sent(&b), expected, "most {most}, vectored {vectored}");
+        }
+    }
+
+    #[tokio::test]
+    async fn small_frames_gather_until_the_driver_flushes() {
+        let mut b = batched(usize::MAX, true);
+        b.flush.store(HOLD, Ordering::Relaxed);
+        for _ in 0..10 {
+            b.write_all(&[1u8; 12]).await.unwrap();
+            b.write_all(b"PING\r\n").await.unwrap();
+            b.flush().await.unwrap();
+        }
+        assert!(b.io.get_ref().writes.is_empty(), "held while the driver gathers");
+        b.flush.store(FLUSH, Ordering::Relaxed);
+        b.flush().await.unwrap();
+        assert_eq!(b.io.get_ref().writes.len(), 1);
+        assert_eq!(sent(&b).len(), 10 * 18);
+    }
 }
