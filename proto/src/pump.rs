@@ -197,6 +197,20 @@ pub async fn bind_listener_reuse(addr: std::net::SocketAddr, reuse: bool) -> io:
     Ok(listener)
 }
 
+/// As [`bind_listener_reuse`], one listener for each of `n` threads (see
+/// [`crate::socket::tcp_listener_group`]).
+pub fn bind_listener_group(
+    addr: std::net::SocketAddr,
+    reuse: bool,
+    n: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let group = crate::socket::tcp_listener_group(addr, reuse, n)?;
+    for listener in &group {
+        tune(SockRef::from(listener));
+    }
+    Ok(group)
+}
+
 /// Pause after a failed accept (out of file descriptors and the like) instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 

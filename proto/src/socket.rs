@@ -17,6 +17,43 @@ const BACKLOG: i32 = 1024;
 /// A TCP listener on `addr`; with `reuse`, shared with other processes that set it too.
 /// `[::]` listens dual-stack (IPv4 too) where the system allows it.
 pub fn tcp_listener(addr: SocketAddr, reuse: bool) -> io::Result<TcpListener> {
+    TcpListener::from_std(bound_listener(addr, reuse)?)
+}
+
+/// `n` TCP listeners on `addr`, one for each of a process's threads: in one `SO_REUSEPORT`
+/// group, where the kernel spreads new connections over them by their address pair and wakes
+/// only the thread whose listener has one. Not yet registered with a runtime: each is made a
+/// tokio listener on its own thread.
+///
+/// Sharing the port within the process does not share it with others: without `reuse`, an
+/// address another socket holds is refused as a plain bind would be (a probe bind without the
+/// option comes first), and another process cannot join the group either, since its own probe
+/// finds the port taken. A port of 0 is picked once, by the first listener, and the kernel
+/// never picks one that a group holds.
+///
+/// One listener when `n` is 1, and on systems other than Linux and Android, where the option
+/// does not spread connections.
+pub fn tcp_listener_group(addr: SocketAddr, reuse: bool, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if n <= 1 || !cfg!(any(target_os = "linux", target_os = "android")) {
+        return Ok(vec![bound_listener(addr, reuse)?]);
+    }
+    if !reuse && addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        dual_stack(&probe, addr);
+        #[cfg(unix)]
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
+    let first = bound_listener(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..n {
+        group.push(bound_listener(addr, true)?);
+    }
+    Ok(group)
+}
+
+fn bound_listener(addr: SocketAddr, reuse: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     dual_stack(&socket, addr);
     // As std and tokio do on Unix: a restarted server can bind while old connections linger.
@@ -26,7 +63,7 @@ pub fn tcp_listener(addr: SocketAddr, reuse: bool) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// A UDP socket bound to `addr`, not yet registered with the runtime; with `reuse`, shared
@@ -94,6 +131,37 @@ mod tests {
         let udp = udp_socket("127.0.0.1:0".parse().unwrap(), true).unwrap();
         let udp_addr = udp.local_addr().unwrap();
         udp_socket(udp_addr, true).expect("a second reuse UDP socket on the same port");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_group_shares_its_port_within_the_process_only() {
+        let group = tcp_listener_group("127.0.0.1:0".parse().unwrap(), false, 3).unwrap();
+        assert_eq!(group.len(), 3);
+        let addr = group[0].local_addr().unwrap();
+        assert!(group.iter().all(|l| l.local_addr().unwrap() == addr));
+        // Neither a plain listener nor a second group (another process) may take the port.
+        assert!(tcp_listener(addr, false).is_err());
+        let err = tcp_listener_group(addr, false, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        // A group on a port someone else holds is refused too.
+        let plain = tcp_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        assert!(tcp_listener_group(plain.local_addr().unwrap(), false, 2).is_err());
+        // With reuse, sharing with other processes is what was asked for.
+        let shared = tcp_listener_group("127.0.0.1:0".parse().unwrap(), true, 2).unwrap();
+        let shared_addr = shared[0].local_addr().unwrap();
+        assert_eq!(tcp_listener_group(shared_addr, true, 2).unwrap().len(), 2);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_group_spreads_connections_over_its_listeners() {
+        let group = tcp_listener_group("127.0.0.1:0".parse().unwrap(), false, 2).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        let clients: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let accepted: Vec<usize> = group.iter().map(|l| std::iter::from_fn(|| l.accept().ok()).count()).collect();
+        assert_eq!(accepted.iter().sum::<usize>(), clients.len());
+        assert!(accepted.iter().all(|&n| n > 0), "every listener gets connections: {accepted:?}");
     }
 
     #[tokio::test]

@@ -54,6 +54,11 @@ pub fn count() -> usize {
     THREADS.get().map_or(1, Vec::len)
 }
 
+/// The runtime of thread `index`; `None` before [`start`] or past the last thread.
+pub fn handle(index: usize) -> Option<&'static Handle> {
+    THREADS.get()?.get(index)
+}
+
 /// Round-robin over the threads, for one kind of connection (one per accept loop, so that
 /// consecutive connections of one kind, e.g. an agent's sessions, land on different threads).
 #[derive(Debug, Default)]

@@ -21,15 +21,44 @@ use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 use crate::http::HttpOptions;
 use crate::Shared;
 
-/// Accepts visitors on one entrypoint until shutdown.
+/// Accepts visitors on one entrypoint until shutdown. With a listener for each thread (see
+/// [`tunnel_proto::socket::tcp_listener_group`]) each thread accepts its own visitors and
+/// serves them where they were accepted; a single listener hands its visitors to the threads
+/// in turn.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     raw_host: Option<String>,
     label: Arc<str>,
     options: Arc<HttpOptions>,
 ) {
-    let spread = tunnel_runtime::threads::Spread::new();
+    let spread = listeners.len() == 1;
+    let mut loops = tokio::task::JoinSet::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let accepting = accept(shared.clone(), listener, raw_host.clone(), label.clone(), options.clone(), spread);
+        match tunnel_runtime::threads::handle(index) {
+            Some(thread) if !spread => loops.spawn_on(accepting, thread),
+            _ => loops.spawn(accepting),
+        };
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+/// One listener's accept loop; its visitors are served on this thread, or spread over the
+/// threads with `spread`.
+async fn accept(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    raw_host: Option<String>,
+    label: Arc<str>,
+    options: Arc<HttpOptions>,
+    spread: bool,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => return tracing::error!(%err, entrypoint = %label, "entrypoint listener could not be registered"),
+    };
+    let spread = spread.then(tunnel_runtime::threads::Spread::new);
     loop {
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "entrypoint", || listener.accept()).await else {
             return;
@@ -71,7 +100,10 @@ pub(crate) async fn run(
             }
             .instrument(span)
         };
-        spread.spawn_with_tcp(shared.life.tasks(), tcp, serve);
+        match &spread {
+            Some(spread) => spread.spawn_with_tcp(shared.life.tasks(), tcp, serve),
+            None => drop(shared.life.tasks().spawn(serve(tcp))),
+        }
     }
 }
 

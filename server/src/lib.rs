@@ -179,8 +179,8 @@ impl Server {
         let relay_addr = listener.local_addr()?;
         let mut entrypoints = Vec::new();
         for ep in &config.entrypoints {
-            let l = tunnel_proto::pump::bind_listener_reuse(ep.addr, config.reuse)
-                .await
+            // One listener per thread: each accepts and serves its own visitors.
+            let l = tunnel_proto::pump::bind_listener_group(ep.addr, config.reuse, tunnel_runtime::threads::count())
                 .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
             entrypoints.push((l, ep.hostname.clone(), ep.http_options()));
         }
@@ -238,7 +238,7 @@ impl Server {
             cluster.start(&shared, listener, &mut listeners);
         }
         for (l, hostname, options) in entrypoints {
-            let addr = l.local_addr()?;
+            let addr = l[0].local_addr()?;
             tracing::info!(addr = %addr, hostname = hostname.as_deref().unwrap_or("(sniffed)"), "entrypoint listening");
             entrypoint_addrs.push(addr);
             listeners.spawn(entrypoint::run(

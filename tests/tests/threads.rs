@@ -89,3 +89,23 @@ fn too_many_threads_is_refused_with_the_limit() {
     assert!(!ok, "{out}");
     assert!(out.contains("--threads 5000: at most 1024"), "{out}");
 }
+
+/// The entrypoint's listeners (one per thread, sharing the port inside the process) keep the
+/// port to this process: a second server on it is refused as on one thread, and so is any
+/// other listener.
+#[test]
+fn an_entrypoint_port_is_not_shared_with_another_server() {
+    let id = tunnel_id();
+    let url = |ep: &str| format!("relay://127.0.0.1:0?entryPoint={ep}&tunnel=app.local:{id}");
+    let first = Server::start(&["--threads", "2", "-L", &url("127.0.0.1:0")], 1);
+    first.proc.wait_for("async runtime started threads=2");
+    let port = first.entrypoints[0];
+    let (ok, out) = tunnel_tests::run_to_exit("tunnel-server", &["--threads", "2", "-L", &url(&port.to_string())]);
+    assert!(!ok, "a second server took the port: {out}");
+    assert!(out.contains(&format!("cannot listen on entrypoint {port}")), "{out}");
+    assert!(out.contains("Address already in use"), "{out}");
+    assert!(std::net::TcpListener::bind(port).is_err(), "another listener took the port");
+    // The first server still answers its visitors (no agent yet: 502).
+    let (status, body) = http_get(port, "app.local", "/");
+    assert_eq!(status, 502, "{body}");
+}
