@@ -1,11 +1,13 @@
 //! A binary's threads: each runs its own single-threaded tokio runtime, and connections are
-//! spread over them when accepted ([`Spread`]). All the tasks of a connection then stay on one
+//! spread over them: by the kernel, for a listener with a socket on each thread (see
+//! `tunnel_proto::socket::tcp_listener_group`, whose sockets are placed with [`handle`]), or
+//! when accepted ([`Spread`]). All the tasks of a connection then stay on one
 //! thread, and so does an agent session's driver with the visitors that use it (the server
 //! picks sessions on the visitor's thread first, see [`index`]): a request wakes no other
 //! thread, as on one thread, and every core still works.
 //!
 //! The thread that calls [`start`] runs thread 0, which also runs everything that is not
-//! spread: listeners, the admin server, cluster links, UDP. The others are spawned by
+//! spread: the other listeners, the admin server, cluster links, UDP. The others are spawned by
 //! [`start`] and run until the process ends. Without [`start`] (a library user's own
 //! runtime) nothing is spread and every task runs where it is spawned.
 
