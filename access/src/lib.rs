@@ -200,7 +200,7 @@ async fn accept_visitors(
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
         let config = config.clone();
-        spread.spawn_with_tcp(life.tasks(), tcp, move |tcp| async move {
+        spread.spawn_moved(life.tasks(), tcp, move |tcp| async move {
             serve_visitor(&task_shared, tcp, peer, &config).await;
             drop(permit);
         });

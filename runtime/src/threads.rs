@@ -89,30 +89,64 @@ impl Spread {
         };
     }
 
-    /// Runs `serve` on the accepted connection `tcp` in a task of `tasks` on the next thread.
-    /// The socket moves to that thread's reactor, so that its readiness wakes that thread only.
-    pub fn spawn_with_tcp<F, Fut>(&self, tasks: &TaskTracker, tcp: TcpStream, serve: F)
+    /// Runs `serve` on the accepted connection `conn` in a task of `tasks` on the next thread.
+    /// The connection moves to that thread's reactor, so that its readiness wakes that thread
+    /// only.
+    pub fn spawn_moved<C, F, Fut>(&self, tasks: &TaskTracker, conn: C, serve: F)
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        C: Movable,
+        F: FnOnce(C) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let Some(thread) = self.next() else {
-            tasks.spawn(serve(tcp));
+            tasks.spawn(serve(conn));
             return;
         };
-        let std = match tcp.into_std() {
-            Ok(std) => std,
+        let detached = match conn.detach() {
+            Ok(detached) => detached,
             Err(err) => return tracing::debug!(%err, "connection could not be handed to another thread"),
         };
         tasks.spawn_on(
             async move {
-                match TcpStream::from_std(std) {
-                    Ok(tcp) => serve(tcp).await,
-                    Err(err) => tracing::debug!(%err, "connection could not be handed to another thread"),
-                }
+                let conn = match C::attach(detached) {
+                    Ok(conn) => conn,
+                    Err(err) => return tracing::debug!(%err, "connection could not be handed to another thread"),
+                };
+                serve(conn).await
             },
             thread,
         );
+    }
+}
+
+/// A connection that can move to another thread: taken off the reactor of the runtime that
+/// accepted it, then registered with the runtime of the thread that serves it.
+pub trait Movable: Sized {
+    /// The connection between the two.
+    type Detached: Send + 'static;
+    /// Takes the connection off the calling runtime's reactor.
+    fn detach(self) -> std::io::Result<Self::Detached>;
+    /// Registers it with the calling runtime.
+    fn attach(detached: Self::Detached) -> std::io::Result<Self>;
+}
+
+impl Movable for TcpStream {
+    type Detached = std::net::TcpStream;
+    fn detach(self) -> std::io::Result<std::net::TcpStream> {
+        self.into_std()
+    }
+    fn attach(detached: std::net::TcpStream) -> std::io::Result<TcpStream> {
+        TcpStream::from_std(detached)
+    }
+}
+
+impl Movable for tunnel_proto::channel::Incoming {
+    type Detached = tunnel_proto::channel::Detached;
+    fn detach(self) -> std::io::Result<Self::Detached> {
+        tunnel_proto::channel::Incoming::detach(self)
+    }
+    fn attach(detached: Self::Detached) -> std::io::Result<Self> {
+        detached.attach()
     }
 }
 

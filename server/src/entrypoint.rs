@@ -101,7 +101,7 @@ async fn accept(
             .instrument(span)
         };
         match &spread {
-            Some(spread) => spread.spawn_with_tcp(shared.life.tasks(), tcp, serve),
+            Some(spread) => spread.spawn_moved(shared.life.tasks(), tcp, serve),
             None => drop(shared.life.tasks().spawn(serve(tcp))),
         }
     }

@@ -337,7 +337,6 @@ impl tunnel_runtime::cli::Stop for Server {
 
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    let shared_tasks = shared.life.tasks().clone();
     let spread = tunnel_runtime::threads::Spread::new();
     loop {
         let Some(incoming) = accept_until(shared.life.stopping(), "relay", || listener.accept()).await else {
@@ -353,8 +352,9 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
             continue;
         };
         let slots = relay::HandshakeSlots { _global: permit, _source: source_slot };
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let serve = move |incoming: Incoming| async move {
+            let shared = task_shared;
             if !shared.config.share_port {
                 return relay::serve_session(shared, incoming, slots).await;
             }
@@ -372,26 +372,6 @@ async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
                 }
             }
         };
-        let Some(thread) = spread.next() else {
-            shared_tasks.spawn(serve(incoming));
-            continue;
-        };
-        // The connection (and a session's driver) lives on that thread from here on.
-        let detached = match incoming.detach() {
-            Ok(detached) => detached,
-            Err(err) => {
-                tracing::debug!(%peer, %err, "connection could not be handed to another thread");
-                continue;
-            }
-        };
-        shared_tasks.spawn_on(
-            async move {
-                match detached.attach() {
-                    Ok(incoming) => serve(incoming).await,
-                    Err(err) => tracing::debug!(%peer, %err, "connection could not be handed to another thread"),
-                }
-            },
-            thread,
-        );
+        spread.spawn_moved(shared.life.tasks(), incoming, serve);
     }
 }
