@@ -4,7 +4,9 @@
 //! The pump copies both ways at once. Each direction reads into a small buffer and moves to a
 //! large one only while data keeps filling the small one, going back once the flow slows: a
 //! busy stream gets multi-Gbit/s copies, and an idle visitor costs a few KiB instead of two
-//! large buffers per hop.
+//! large buffers per hop. A large buffer is also given back once its direction has moved
+//! nothing for [`IDLE_RELEASE`]: a keep-alive connection that sits idle after a download holds
+//! a small buffer, not the large one the download grew.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -27,10 +29,14 @@ const SMALL_BUFFER: usize = 1024;
 const GROWTH: usize = 16;
 /// Small reads in a row after which a direction gives its large buffer back.
 const QUIET_READS: u32 = 64;
+/// A direction that has moved nothing for this long gives its large buffer back (after one
+/// to two such periods: the timer is re-armed once a period while data flows, never per read).
+pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Copies both ways until both sides have finished; a side that shuts down its write half
 /// has that half-close passed on while the other direction keeps flowing. An error in either
-/// direction ends both. Returns the bytes moved `a -> b` and `b -> a`.
+/// direction ends both. Returns the bytes moved `a -> b` and `b -> a`. Needs a runtime with
+/// its timer enabled (see [`IDLE_RELEASE`]).
 pub async fn pump<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -66,35 +72,131 @@ impl Buffer {
         Buffer { buf: Vec::new(), quiet: 0 }
     }
 
+    /// Replaces the buffer (zero-filled, `len` bytes; none for 0).
+    fn set(&mut self, len: usize) {
+        #[cfg(test)]
+        tests::on_set(self.buf.len(), len);
+        self.buf = if len == 0 { Vec::new() } else { vec![0u8; len] };
+    }
+
     /// The buffer for the next read (allocated now if needed).
     fn ready(&mut self) -> &mut [u8] {
         if self.buf.is_empty() {
-            self.buf = vec![0u8; SMALL_BUFFER];
+            self.set(SMALL_BUFFER);
         }
         &mut self.buf
+    }
+
+    /// Whether it has grown past the small buffer.
+    fn is_large(&self) -> bool {
+        self.buf.len() > SMALL_BUFFER
     }
 
     /// Adapts the size after a read of `n` bytes.
     fn adapt(&mut self, n: usize) {
         let len = self.buf.len();
         if n == len && len < COPY_BUFFER {
-            self.buf = vec![0u8; (len * GROWTH).min(COPY_BUFFER)];
+            self.set((len * GROWTH).min(COPY_BUFFER));
             self.quiet = 0;
         } else if len > SMALL_BUFFER && n < SMALL_BUFFER {
             self.quiet += 1;
             if self.quiet >= QUIET_READS {
-                self.buf = Vec::new();
-                self.quiet = 0;
+                self.release();
             }
         } else {
             self.quiet = 0;
         }
     }
 
+    /// Gives the memory back.
+    fn release(&mut self) {
+        self.set(0);
+        self.quiet = 0;
+    }
+
+    /// Gives the large buffer of an idle direction back (see [`on_buffer_given_back`]).
+    fn release_idle(&mut self) {
+        self.release();
+        if let Some(hook) = GIVEN_BACK.get() {
+            hook();
+        }
+    }
+
     /// Gives the memory back when it is the small buffer (the direction looks idle).
     fn release_if_small(&mut self) {
-        if self.buf.len() <= SMALL_BUFFER {
-            self.buf = Vec::new();
+        if !self.is_large() {
+            self.set(0);
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        tests::on_set(self.buf.len(), 0);
+    }
+}
+
+/// What runs each time an idle direction has given its large buffer back.
+static GIVEN_BACK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs each time an idle direction gives its large buffer back (once per process;
+/// later calls change nothing). The binaries have the allocator return the freed memory to
+/// the system (`tunnel_runtime::telemetry::trim_soon`).
+pub fn on_buffer_given_back(hook: fn()) {
+    let _ = GIVEN_BACK.set(hook);
+}
+
+/// What a wait for the next read ended with.
+enum Waited<T> {
+    Ready(T),
+    /// The direction moved nothing for a whole [`IDLE_RELEASE`]: give the large buffer back.
+    Idle,
+}
+
+/// A direction's idle timer, armed only while its buffer is large.
+struct IdleTimer {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The direction's byte count when the timer was armed.
+    seen: u64,
+}
+
+impl IdleTimer {
+    fn new() -> IdleTimer {
+        IdleTimer { sleep: None, seen: 0 }
+    }
+
+    /// Waits for `ready`. While the buffer is `large`, the wait also ends with
+    /// [`Waited::Idle`] once a period passes with `total` (the bytes moved so far) where it was
+    /// when the timer was armed; a period in which bytes moved re-arms it.
+    async fn wait<F: Future>(&mut self, large: bool, total: u64, ready: F) -> Waited<F::Output> {
+        if !large {
+            self.sleep = None;
+            return Waited::Ready(ready.await);
+        }
+        let mut sleep = match self.sleep.take() {
+            Some(sleep) => sleep,
+            None => {
+                self.seen = total;
+                Box::pin(tokio::time::sleep(IDLE_RELEASE))
+            }
+        };
+        let mut ready = std::pin::pin!(ready);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut ready => {
+                    self.sleep = Some(sleep);
+                    return Waited::Ready(out);
+                }
+                () = sleep.as_mut() => {
+                    if total == self.seen {
+                        return Waited::Idle;
+                    }
+                    self.seen = total;
+                    sleep.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
+                }
+            }
         }
     }
 }
@@ -106,9 +208,18 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut buffer = Buffer::new();
+    let mut idle = IdleTimer::new();
     let mut total = 0u64;
     loop {
-        let n = r.read(buffer.ready()).await?;
+        let large = buffer.is_large();
+        // A read is cancel-safe: one ended by the idle timer has taken nothing.
+        let n = match idle.wait(large, total, r.read(buffer.ready())).await {
+            Waited::Ready(n) => n?,
+            Waited::Idle => {
+                buffer.release_idle();
+                continue;
+            }
+        };
         if !forward(w, &mut buffer, n, &mut total).await? {
             return Ok(total);
         }
@@ -138,9 +249,16 @@ where
     W: AsyncWrite + Unpin + ?Sized,
 {
     let mut buffer = Buffer::new();
+    let mut idle = IdleTimer::new();
     let mut total = 0u64;
     loop {
-        tcp.readable().await?;
+        match idle.wait(buffer.is_large(), total, tcp.readable()).await {
+            Waited::Ready(ready) => ready?,
+            Waited::Idle => {
+                buffer.release_idle();
+                continue;
+            }
+        }
         let n = match read_now(&mut tcp, buffer.ready()).await {
             Some(n) => n?,
             None => {
@@ -259,6 +377,84 @@ pub fn reset(stream: TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Bytes the copy buffers of this thread hold.
+        static HELD: Cell<isize> = const { Cell::new(0) };
+        /// How many times one of them became the large buffer.
+        static LARGE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// A buffer of `old` bytes was replaced by one of `new`.
+    pub(super) fn on_set(old: usize, new: usize) {
+        HELD.with(|h| h.set(h.get() + new as isize - old as isize));
+        if new == COPY_BUFFER {
+            LARGE.with(|l| l.set(l.get() + 1));
+        }
+    }
+
+    fn held() -> isize {
+        HELD.with(|h| h.get())
+    }
+
+    fn large() -> usize {
+        LARGE.with(|l| l.get())
+    }
+
+    /// Reads exactly `len` bytes of `r` and checks they are `byte`.
+    async fn expect<R: AsyncRead + Unpin>(r: &mut R, len: usize, byte: u8) {
+        let mut got = vec![0u8; len];
+        r.read_exact(&mut got).await.unwrap();
+        assert!(got.iter().all(|b| *b == byte), "bytes differ");
+    }
+
+    /// A download grows its direction's buffer to the large one; the connection then sits
+    /// idle, and the buffer is given back (without it, 256 KiB per direction stay held for
+    /// the life of an idle keep-alive connection). Bursts less than a period apart keep it,
+    /// and the read the timer cut short lost nothing.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_direction_gives_its_large_buffer_back() {
+        const BURST: usize = 512 * 1024;
+        let (mut client, mut a) = tokio::io::duplex(2 * BURST);
+        let (mut b, mut origin) = tokio::io::duplex(2 * BURST);
+        let pump = tokio::spawn(async move { pump(&mut a, &mut b).await });
+        for round in 0..4u8 {
+            origin.write_all(&vec![round; BURST]).await.unwrap();
+            expect(&mut client, BURST, round).await;
+            assert!(held() > 200 * 1024, "round {round}: the busy direction lost its large buffer: {}", held());
+            tokio::time::sleep(IDLE_RELEASE / 2).await;
+        }
+        assert_eq!(large(), 1, "bursts half a period apart made the buffer anew");
+        tokio::time::sleep(IDLE_RELEASE * 3).await;
+        assert!(held() <= 2 * SMALL_BUFFER as isize, "an idle pump holds {} bytes", held());
+        origin.write_all(&vec![9u8; BURST]).await.unwrap();
+        expect(&mut client, BURST, 9).await;
+        drop((client, origin));
+        pump.await.unwrap().unwrap();
+        assert_eq!(held(), 0);
+    }
+
+    /// The same for the direction that reads a TCP connection (a visitor's upload).
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tcp_direction_gives_its_large_buffer_back() {
+        const BURST: usize = 512 * 1024;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut visitor = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let (mut near, mut far) = tokio::io::duplex(2 * BURST);
+        let pump = tokio::spawn(async move { pump_tcp(&mut tcp, &mut near).await });
+        visitor.write_all(&vec![1u8; BURST]).await.unwrap();
+        expect(&mut far, BURST, 1).await;
+        assert!(held() > 200 * 1024, "the upload did not grow its buffer: {}", held());
+        tokio::time::sleep(IDLE_RELEASE * 3).await;
+        assert!(held() <= SMALL_BUFFER as isize, "an idle TCP pump holds {} bytes", held());
+        visitor.write_all(&vec![2u8; BURST]).await.unwrap();
+        expect(&mut far, BURST, 2).await;
+        drop((visitor, far));
+        let _ = pump.await.unwrap();
+        assert_eq!(held(), 0);
+    }
 
     /// A writer that spends the task's whole scheduling budget on every write, so the
     /// pump's next read finds it spent.

@@ -2,14 +2,18 @@
 //!    opens though the server never accepts any, are reset at once instead of buffered. The
 //!    real server's memory stays within a bound during the flood and comes back after it;
 //!    `proto/tests/inbound.rs` shows the same flood buffered when the policy lets it in.
+//! 2. Memory held by idle visitors: visitors that each download a little, then hold their
+//!    connections open without a byte more. The copy buffers their downloads grew are given
+//!    back once they sit idle, and the server and agent come back near their baseline while
+//!    the visitors stay connected.
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tunnel_proto::framed::{read_frame, write_frame};
 use tunnel_proto::wire::{self, Frame, Hello, Networks, Role, Token};
 use tunnel_proto::Uuid;
-use tunnel_tests::{tunnel_id, Server};
+use tunnel_tests::{agent, tunnel_id, Server};
 
 use super::{rss_kib, runtime, session};
 
@@ -110,4 +114,82 @@ fn streams_opened_before_the_hello_are_not_buffered() {
 #[test]
 fn streams_an_admitted_agent_opens_are_not_buffered() {
     check("an admitted agent", attack(true));
+}
+
+/// Visitors that download, then sit idle with their connections open.
+const IDLE_VISITORS: usize = 300;
+/// What each downloads first.
+const DOWNLOAD: usize = 64 * 1024;
+/// What they may leave in the server and agent together once idle (without the defence the
+/// buffers their downloads grew stayed: about 220 KiB per visitor, 65 MiB for 300).
+const IDLE_BOUND_KIB: u64 = 16 * 1024;
+
+#[test]
+fn idle_visitors_give_back_the_buffers_their_downloads_grew() {
+    let rt = runtime();
+    // The origin answers each byte a connection sends with DOWNLOAD bytes, and holds it open.
+    let origin = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut byte = [0u8; 1];
+                    while conn.read(&mut byte).await.unwrap_or(0) == 1 {
+                        if conn.write_all(&vec![b'x'; DOWNLOAD]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    });
+    let id = tunnel_id();
+    let server = Server::start(
+        &["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0/dl.example&tunnel=dl.example:{id}")],
+        1,
+    );
+    let agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let (spid, apid) = (server.proc.pid(), agent.pid());
+    let rss = || rss_kib(spid) + rss_kib(apid);
+    let base = rss();
+    let entrypoint = server.entrypoints[0];
+    let mut visitors = rt.block_on(async {
+        let mut visitors = Vec::new();
+        for _ in 0..IDLE_VISITORS {
+            let mut tcp = tokio::net::TcpStream::connect(entrypoint).await.unwrap();
+            tcp.write_all(b"x").await.unwrap();
+            let mut got = vec![0u8; DOWNLOAD];
+            tokio::time::timeout(super::ATTACK, tcp.read_exact(&mut got)).await.expect("download in time").unwrap();
+            visitors.push(tcp);
+        }
+        visitors
+    });
+    let held = rss();
+    let mut after = held;
+    let deadline = std::time::Instant::now() + super::ATTACK;
+    while after > base + IDLE_BOUND_KIB && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = rss();
+    }
+    eprintln!("{IDLE_VISITORS} idle visitors: server + agent RSS {base} KiB before, {held} KiB once downloaded, {after} KiB idle");
+    assert!(
+        after <= base + IDLE_BOUND_KIB,
+        "{IDLE_VISITORS} idle visitors keep {} KiB in the server and agent (bound {IDLE_BOUND_KIB} KiB)",
+        after - base
+    );
+    // Still connected: a second download arrives whole.
+    rt.block_on(async {
+        for tcp in visitors.iter_mut().take(10) {
+            tcp.write_all(b"x").await.unwrap();
+            let mut got = vec![0u8; DOWNLOAD];
+            tokio::time::timeout(super::ATTACK, tcp.read_exact(&mut got))
+                .await
+                .expect("second download in time")
+                .unwrap();
+            assert!(got.iter().all(|b| *b == b'x'));
+        }
+    });
+    drop(visitors);
 }
