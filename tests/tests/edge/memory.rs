@@ -121,7 +121,7 @@ const IDLE_VISITORS: usize = 300;
 /// What each downloads first.
 const DOWNLOAD: usize = 64 * 1024;
 /// What they may leave in the server and agent together once idle (without the defence the
-/// buffers their downloads grew stayed: about 220 KiB per visitor, 65 MiB for 300).
+/// buffers their downloads grew stayed: 69 MiB for 300, about 235 KiB per visitor).
 const IDLE_BOUND_KIB: u64 = 16 * 1024;
 
 #[test]
