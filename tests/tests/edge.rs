@@ -1,10 +1,9 @@
 //! Attacks on the public edge ([SEC], issue: close the holes at the public edge). Each test
 //! performs one attack, bounded in count and time, against the real binaries on loopback, and
 //! checks what it must not achieve: memory pinned before authentication or by idle visitors
-//! after a download, one tenant starving
-//! the others, a join to a tunnel left without a token, a tunnel ID in a public answer, an
-//! access client torn down by load, handshake slots held by idle connections, forged log
-//! lines.
+//! after a download, one tenant starving the others, a join to a tunnel left without a token,
+//! a tunnel ID in a public answer, an access client torn down by load, handshake slots held by
+//! idle connections, forged log lines.
 
 #[path = "edge/access_load.rs"]
 mod access_load;
