@@ -184,10 +184,9 @@ const TRIM_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Has glibc return its free memory to the system within [`TRIM_DELAY`]: at most one trim at
 /// a time, on a blocking thread. Called when an idle connection has given its large copy
 /// buffer back ([`tunnel_proto::pump::on_buffer_given_back`]): with the thresholds of
-/// [`keep_freed_memory`] the freed buffers stay inside glibc's heap, so that after one 32 KiB
-/// response each, 1000 idle visitors held 229 MiB (server + agent) with their buffers given
-/// back, and 23.5 MiB once trimmed. A busy relay page-faults its reused frame memory in again
-/// after a trim, at most once per [`TRIM_DELAY`].
+/// [`keep_freed_memory`] the freed buffers otherwise stay inside glibc's heap and in the RSS
+/// (measured in `docs/BENCHMARKS.md`, "Idle visitors"). A busy relay page-faults its reused
+/// frame memory in again after a trim, at most once per [`TRIM_DELAY`].
 pub fn trim_soon() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
