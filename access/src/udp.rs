@@ -1,21 +1,16 @@
 //! `udp://` listeners: the shared flow table ([`tunnel_runtime::udp::serve_flows`]), each
 //! flow one stream to the tunnel, opened on the access client's current session.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_proto::channel::Stream;
 use tunnel_proto::datagram;
 use tunnel_proto::wire::{Frame, StreamHeader};
-use tunnel_runtime::udp::{serve_flows, FlowOpener, FlowOptions};
+use tunnel_runtime::udp::{serve_flows, FlowOpener, FlowOptions, Holding};
 
 use crate::{current_session, open_stream, ListenerConfig, Shared};
 
@@ -55,33 +50,6 @@ impl FlowOpener for Opener {
         let stream = open_stream(&self.shared, session.as_ref(), &message)
             .await
             .map_err(|r| format!("{} {}", r.status, r.message))?;
-        Ok(Box::new(Permitted { stream, _permit: permit }))
-    }
-}
-
-/// A flow's stream with its place in the session's stream budget, given back when the flow
-/// ends.
-struct Permitted {
-    stream: Stream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Permitted {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Permitted {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        Ok(Box::new(Holding::new(stream, permit)))
     }
 }

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 use tunnel_proto::channel::Stream;
-use tunnel_proto::framed::{read_frame, write_frame};
+use tunnel_proto::framed::{read_stream_header, refuse, write_frame};
 use tunnel_proto::wire::{Frame, Network, Reply, Status};
 
 use crate::proxy_protocol::{self, ProxyVersion};
@@ -22,25 +22,18 @@ const ACK_DELAY: Duration = Duration::from_millis(100);
 
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: Stream) {
     let limits = &shared.config.limits;
-    let header = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
-        Ok(Ok(Frame::StreamHeader(h))) => h,
-        Ok(Ok(other)) => {
-            let why = format!("expected a stream header, got {:?}", other.kind());
-            return answer(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
-        }
-        Ok(Err(err)) => {
-            let why = format!("malformed stream header: {err}");
-            return answer(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
-        }
-        Err(_) => return,
+    let pick = |frame| match frame {
+        Frame::StreamHeader(h) => Ok(h),
+        other => Err(other),
     };
+    let Ok(header) = read_stream_header(&mut stream, limits.handshake_timeout, pick).await else { return };
     let candidates = shared.targets.select(&header);
     if candidates.is_empty() {
         let host = if header.hostname.is_empty() { "(none)" } else { &header.hostname };
         tracing::info!(host, network = %header.network, "no target for stream");
         shared.metrics.stream("(none)", "no_target");
         let why = format!("agent has no {} target for host {host}", header.network);
-        return answer(&mut stream, Reply::new(Status::NOT_FOUND, why)).await;
+        return refuse(&mut stream, Reply::new(Status::NOT_FOUND, why)).await;
     }
     let span = tracing::debug_span!("stream", host = header.hostname.as_str(), target = tracing::field::Empty, visitor = ?header.visitor);
     match header.network {
@@ -80,12 +73,12 @@ async fn serve_tcp(shared: &Shared, mut stream: Stream, candidates: &[Candidate<
         Ok(dialed) => dialed,
         Err(DialFailure::Refused(name, err)) => {
             let why = format!("target {name} is unreachable: {}{}", err.kind(), tried_note(tried));
-            return answer(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
+            return refuse(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
         }
         Err(DialFailure::Timeout(name)) => {
             let timeout = shared.config.limits.dial_timeout;
             let why = format!("target {name} did not answer within {timeout:?}{}", tried_note(tried));
-            return answer(&mut stream, Reply::new(Status::GATEWAY_TIMEOUT, why)).await;
+            return refuse(&mut stream, Reply::new(Status::GATEWAY_TIMEOUT, why)).await;
         }
     };
     tracing::Span::current().record("target", target.name.as_str());
@@ -94,7 +87,7 @@ async fn serve_tcp(shared: &Shared, mut stream: Stream, candidates: &[Candidate<
         if let Err(err) = write_proxy_header(&mut tcp, version, visitor).await {
             tracing::info!(target = %target.name, %err, "cannot write the PROXY protocol header");
             let why = format!("target {} closed before the PROXY protocol header", target.name);
-            return answer(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
+            return refuse(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
         }
     }
     if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
@@ -161,10 +154,4 @@ async fn write_proxy_header(
 ) -> std::io::Result<()> {
     let header = proxy_protocol::header(version, visitor, tcp.peer_addr()?)?;
     tcp.write_all(&header).await
-}
-
-/// Answers a stream with a final reply and ends it.
-pub(crate) async fn answer(stream: &mut Stream, reply: Reply) {
-    let _ = write_frame(stream, &Frame::StreamReply(reply)).await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(stream).await;
 }

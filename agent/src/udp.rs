@@ -8,24 +8,23 @@ use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
 use tunnel_proto::channel::Stream;
-use tunnel_proto::framed::write_frame;
+use tunnel_proto::framed::{refuse, write_frame};
 use tunnel_proto::wire::{Frame, Reply, Status};
 use tunnel_runtime::udp::{relay, DatagramSink, DatagramSource};
 
-use crate::stream::answer;
 use crate::{Shared, Target};
 
 pub(crate) async fn serve(shared: &Shared, mut stream: Stream, target: &Target) {
     let Ok(_permit) = shared.udp_flows.try_acquire() else {
         let reply = Reply::new(Status::UNAVAILABLE, "agent is at its UDP flow limit");
-        return answer(&mut stream, reply).await;
+        return refuse(&mut stream, reply).await;
     };
     let socket = match connect(&target.addr).await {
         Ok(s) => s,
         Err(err) => {
             tracing::info!(target = %target.name, addr = %target.addr, %err, "UDP target unusable");
             let why = format!("target {} is unreachable: {}", target.name, err.kind());
-            return answer(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
+            return refuse(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
         }
     };
     if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {

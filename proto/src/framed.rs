@@ -33,6 +33,50 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std
     w.write_all(&frame.to_vec()).await
 }
 
+/// Why a stream's first frame was not the header it must start with.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// Nothing (or not all of it) came in time; nothing was answered.
+    #[error("no stream header within {0:?}")]
+    Silent(std::time::Duration),
+    /// Another frame came first; answered 400.
+    #[error("expected a stream header, got {0:?}")]
+    Unexpected(crate::wire::Kind),
+    /// The bytes were no frame, or the stream failed; answered 400 when it could be.
+    #[error("malformed stream header: {0}")]
+    Malformed(#[from] FrameError),
+}
+
+/// Reads the header a stream starts with: its first frame, which `pick` accepts (or gives
+/// back), within `timeout`. Another frame or a malformed one is answered `400` with the reason
+/// before the error is returned; a silent stream gets no answer.
+pub async fn read_stream_header<S, T>(
+    stream: &mut S,
+    timeout: std::time::Duration,
+    pick: impl FnOnce(Frame) -> Result<T, Frame>,
+) -> Result<T, HeaderError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let err = match tokio::time::timeout(timeout, read_frame(stream)).await {
+        Err(_) => return Err(HeaderError::Silent(timeout)),
+        Ok(Ok(frame)) => match pick(frame) {
+            Ok(header) => return Ok(header),
+            Err(other) => HeaderError::Unexpected(other.kind()),
+        },
+        Ok(Err(err)) => HeaderError::Malformed(err),
+    };
+    refuse(stream, Reply::new(Status::BAD_REQUEST, err.to_string())).await;
+    Err(err)
+}
+
+/// Answers a stream with a refusal and closes its write half; a stream that is gone already
+/// is not an error here.
+pub async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, reply: Reply) {
+    let _ = write_frame(w, &Frame::StreamReply(reply)).await;
+    let _ = w.shutdown().await;
+}
+
 /// Why no final stream reply was read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplyError {

@@ -25,6 +25,53 @@ use tunnel_proto::channel::Stream;
 use tunnel_proto::datagram::{self, MAX_DATAGRAM};
 use tunnel_proto::defaults;
 
+/// A flow's stream with the places it holds (in budgets, say), given back when the flow ends.
+pub struct Holding<P> {
+    stream: Stream,
+    _places: P,
+}
+
+impl<P> Holding<P> {
+    /// `stream`, holding `places` for as long as it lives.
+    pub fn new(stream: Stream, places: P) -> Holding<P> {
+        Holding { stream, _places: places }
+    }
+}
+
+impl<P: Unpin> tokio::io::AsyncRead for Holding<P> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<P: Unpin> tokio::io::AsyncWrite for Holding<P> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Where the datagrams that go into the stream come from.
 pub trait DatagramSource: Send {
     /// The next datagram, written into `buf`; `Err` ends the flow with that reason.

@@ -72,6 +72,8 @@ pub struct Budgets {
     pub streams_per_tunnel: Arc<KeyedBudget<Uuid>>,
     /// Public visitors in flight, per source address.
     pub visitors_per_source: Arc<KeyedBudget<IpAddr>>,
+    /// UDP flows of public UDP entrypoints, per source address (over every UDP entrypoint).
+    pub udp_flows_per_source: Arc<KeyedBudget<IpAddr>>,
 }
 
 impl Budgets {
@@ -83,6 +85,7 @@ impl Budgets {
             access_sessions_per_tunnel: KeyedBudget::new(limits.max_access_sessions_per_tunnel),
             streams_per_tunnel: KeyedBudget::new(limits.max_streams_per_tunnel),
             visitors_per_source: KeyedBudget::new(limits.max_visitors_per_source),
+            udp_flows_per_source: KeyedBudget::new(limits.max_udp_flows_per_source),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Public entrypoints: visitors from the internet.
 //!
-//! Life of a visitor: accepted under the visitor limit; its hostname is sniffed from the HTTP
-//! `Host` header or the TLS SNI (or fixed, on a raw entrypoint) by the shared visitor path
-//! ([`tunnel_runtime::visitor`]); [`crate::routing::Routes::route_public`] names the tunnel
-//! (private rules never); the registry opens a stream to one of the tunnel's agents, sending
-//! the header and the sniffed bytes at once; then bytes flow both ways until both sides are
-//! done. A visitor that cannot be routed gets an HTTP error response when it spoke HTTP, and a
-//! close otherwise.
+//! Life of a visitor: admitted ([`crate::visit`]: the server's visitor limit and its source
+//! address's); its hostname is sniffed from the HTTP `Host` header or the TLS SNI (or fixed,
+//! on a raw entrypoint) by the shared visitor path ([`tunnel_runtime::visitor`]); an HTTP
+//! visitor goes to [`crate::http`], every other one to [`Shared::visit`], which routes it
+//! (public rules without a path, on a host with no protected rule), opens a stream to one of
+//! the tunnel's agents with the header and the sniffed bytes at once, and counts it; then
+//! bytes flow both ways until both sides are done. A visitor that cannot be routed gets an
+//! HTTP error response when it spoke HTTP, and a close otherwise.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,11 +15,13 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 use tunnel_proto::pump::accept_until;
-use tunnel_proto::wire::{Network, Reply, Scope, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Reply, Status};
 use tunnel_runtime::proxy_protocol;
 use tunnel_runtime::visitor::{self, Named, Speaks, Unnamed};
 
 use crate::http::HttpOptions;
+use crate::routing::Reach;
+use crate::visit::{Admission, Door, Visitor};
 use crate::Shared;
 
 /// Accepts visitors on one entrypoint until shutdown. With a listener for each thread (see
@@ -64,22 +67,15 @@ async fn accept(
             return;
         };
         let peer = tunnel_proto::socket::canonical_peer(peer);
-        let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
-            shared.metrics.visitor(&label, "refused");
-            tracing::debug!(%peer, "visitor refused: visitor limit reached");
-            continue;
-        };
         // A load balancer sending the PROXY protocol is counted by the visitor it names.
         let behind_balancer = options.proxy_protocol && options.trusts(peer.ip());
-        let source = if behind_balancer {
-            None
-        } else {
-            let Some(source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
-                shared.metrics.visitor(&label, "refused");
-                tracing::debug!(%peer, "visitor refused: too many visitors from this address");
+        let source = (!behind_balancer).then(|| peer.ip());
+        let mut admission = match shared.admit(Door::Entrypoint, &label, source) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::debug!(%peer, reason = refusal.reason(), "visitor refused");
                 continue;
-            };
-            Some(source)
+            }
         };
         tunnel_proto::pump::tune_accepted(&tcp);
         let task_shared = shared.clone();
@@ -87,16 +83,17 @@ async fn accept(
         let span = tracing::debug_span!("visitor", %peer);
         let serve = move |mut tcp: TcpStream| {
             async move {
-                let (peer, source) = match source {
-                    Some(source) => (peer, source),
-                    None => match behind(&task_shared, &mut tcp, peer).await {
+                let shared = task_shared;
+                let peer = match behind_balancer {
+                    false => peer,
+                    true => match behind(&shared, &mut tcp, peer, &mut admission, &label).await {
                         Some(visitor) => visitor,
-                        None => return task_shared.metrics.visitor(&label, "refused"),
+                        None => return,
                     },
                 };
-                let outcome = serve_visitor(&task_shared, tcp, peer, raw_host, options, Vec::new()).await;
-                task_shared.metrics.visitor(&label, outcome);
-                drop((permit, source));
+                let outcome = serve_visitor(&shared, tcp, peer, raw_host, options, Vec::new()).await;
+                shared.visited(Door::Entrypoint, &label, outcome);
+                drop(admission);
             }
             .instrument(span)
         };
@@ -112,46 +109,45 @@ async fn accept(
 /// entrypoint, under the same budgets.
 pub(crate) async fn serve_shared(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, read: Vec<u8>) {
     let label = "relay";
-    let Ok(_permit) = shared.visitors.clone().try_acquire_owned() else {
-        shared.metrics.visitor(label, "refused");
-        tracing::debug!(%peer, "visitor refused: visitor limit reached");
-        return;
-    };
-    let Some(_source) = shared.budgets.visitors_per_source.take(&peer.ip()) else {
-        shared.metrics.visitor(label, "refused");
-        tracing::debug!(%peer, "visitor refused: too many visitors from this address");
-        return;
+    let _admission = match shared.admit(Door::Entrypoint, label, Some(peer.ip())) {
+        Ok(admission) => admission,
+        Err(refusal) => return tracing::debug!(%peer, reason = refusal.reason(), "visitor refused"),
     };
     let options = Arc::new(HttpOptions { reuse_origins: true, ..HttpOptions::default() });
     let outcome = serve_visitor(&shared, tcp, peer, None, options, read).await;
-    shared.metrics.visitor(label, outcome);
+    shared.visited(Door::Entrypoint, label, outcome);
 }
 
 /// Reads the PROXY protocol header a trusted balancer at `balancer` sends first, and takes a
-/// place in the budget of the visitor it names; `None` (the connection is closed) when the
-/// header is missing, bad or slow, names no visitor, or the visitor is over its budget.
+/// place in the budget of the visitor it names; `None` (the connection is closed, and the
+/// visitor counted as refused) when the header is missing, bad or slow, names no visitor, or
+/// the visitor is over its budget.
 async fn behind(
     shared: &Shared,
     tcp: &mut TcpStream,
     balancer: SocketAddr,
-) -> Option<(SocketAddr, crate::budget::Slot<std::net::IpAddr>)> {
+    admission: &mut Admission,
+    label: &str,
+) -> Option<SocketAddr> {
     let timeout = shared.limits().sniff_timeout;
     let reply = |why: String| Reply::new(Status::BAD_REQUEST, why);
     let visitor = match proxy_protocol::read_header(tcp, timeout).await {
         Ok(Some(visitor)) => visitor,
         Ok(None) => {
             tracing::debug!(%balancer, "PROXY protocol header without a visitor (a health check): closed");
+            shared.visited(Door::Entrypoint, label, "refused");
             return None;
         }
         Err(err) => {
             visitor::log_refusal(balancer, "", &reply(err.to_string()), "the balancer's connection is closed");
+            shared.visited(Door::Entrypoint, label, "refused");
             return None;
         }
     };
-    match shared.budgets.visitors_per_source.take(&visitor.ip()) {
-        Some(slot) => Some((visitor, slot)),
-        None => {
-            tracing::debug!(%visitor, %balancer, "visitor refused: too many visitors from this address");
+    match shared.admit_source(admission, Door::Entrypoint, label, visitor.ip()) {
+        Ok(()) => Some(visitor),
+        Err(refusal) => {
+            tracing::debug!(%visitor, %balancer, reason = refusal.reason(), "visitor refused");
             None
         }
     }
@@ -186,40 +182,29 @@ async fn serve_visitor(
         // Boxed: a raw visitor's task does not reserve room for an HTTP connection's state.
         return Box::pin(crate::http::serve(shared.clone(), tcp, prefix, peer, options)).await;
     }
-    let tunnel = match shared.routes.snapshot().route_public(&host) {
-        Ok(rule) => rule.tunnel,
-        Err(err) => {
-            let reply = Reply::new(err.status(), err.to_string());
-            visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
+    let visitor = Visitor {
+        door: Door::Entrypoint,
+        peer,
+        host: &host,
+        reach: Reach::Public { path: None },
+        network: Network::Tcp,
+        forwarded_for: Some(peer),
+    };
+    let mut opened = match shared.visit(&visitor, &prefix).await {
+        Ok((_, opened)) => opened,
+        Err(refusal) => {
+            visitor::refuse(tcp, peer, speaks, &host, refusal.reply, &refusal.detail).await;
             return "refused";
         }
     };
-    let Some(_tunnel_slot) = shared.budgets.streams_per_tunnel.take(&tunnel) else {
-        let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
-        visitor::refuse(tcp, peer, speaks, &host, reply, "tunnel is at its stream limit").await;
-        return "refused";
-    };
-    let header = StreamHeader { network: Network::Tcp, hostname: host.clone(), visitor: Some(peer) };
-    let label = shared.tunnel_label(&tunnel);
-    let mut agent =
-        match shared.open(&tunnel, Scope::Public, None, &[], &header, &prefix, limits.reply_timeouts()).await {
-            Ok(agent) => agent,
-            Err(err) => {
-                shared.metrics.failed(&label, err.status().0);
-                let detail = err.reply_for_tunnel(&tunnel).message;
-                visitor::refuse(tcp, peer, speaks, &host, err.reply_for_public(&host), &detail).await;
-                return "refused";
-            }
-        };
-    shared.metrics.opened(&label);
     let prefix_len = prefix.len();
     drop(prefix); // sent with the header; not kept for the life of the visitor
-    tracing::debug!(%peer, %host, %tunnel, session = agent.session_id, "visitor connected");
+    tracing::debug!(%peer, %host, tunnel = %opened.tunnel, session = opened.agent.session_id, "visitor connected");
     // The sniffed bytes went out with the header: they count as the visitor's.
     let sent = prefix_len as u64;
-    match tunnel_proto::pump::pump_tcp(&mut tcp, &mut agent.stream).await {
+    match tunnel_proto::pump::pump_tcp(&mut tcp, &mut opened.agent.stream).await {
         Ok((up, down)) => {
-            shared.metrics.carried(&label, up + sent, down);
+            opened.carried(shared, up + sent, down);
             tracing::debug!(%peer, %host, up, down, "visitor done");
         }
         Err(err) => {

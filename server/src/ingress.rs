@@ -116,6 +116,12 @@ impl Ingress {
         self.candidates(host).any(|r| &r.tunnel == tunnel && !r.private)
     }
 
+    /// Whether a rule of the best host pattern for `host` is protected (`basicAuth` or
+    /// private): a visitor that carries no path cannot be held to such a rule.
+    pub fn protects(&self, host: &str) -> bool {
+        self.candidates(host).any(|r| r.private || !r.basic_auth.is_empty())
+    }
+
     /// Whether a rule for `host` has a path (its requests' paths are then normalised).
     pub fn has_paths(&self, host: &str) -> bool {
         self.candidates(host).any(|r| r.path.is_some())

@@ -43,6 +43,7 @@ mod relay;
 mod reload;
 pub mod routing;
 pub mod udp_entry;
+mod visit;
 
 pub use config::{Config, FileConfig};
 
@@ -88,44 +89,7 @@ impl Shared {
         self.limits.read().expect("limits lock").clone()
     }
 
-    /// Opens a stream to an agent of `tunnel` (session `prefer` first, none of `avoid`): on a
-    /// session of this server's pool, or when it has none that can take the stream, through
-    /// another replica that holds the tunnel. `scope` is what that replica checks again.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn open(
-        &self,
-        tunnel: &uuid::Uuid,
-        scope: tunnel_proto::wire::Scope,
-        prefer: Option<u64>,
-        avoid: &[u64],
-        header: &tunnel_proto::wire::StreamHeader,
-        prefix: &[u8],
-        timeouts: tunnel_proto::framed::ReplyTimeouts,
-    ) -> Result<registry::AgentStream, registry::OpenError> {
-        // The open is boxed (the forwarding to another replica most of all): its state is
-        // large, and every visitor task would otherwise reserve room for it for its whole life.
-        let Some(cluster) = &self.cluster else {
-            return Box::pin(self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts)).await;
-        };
-        if prefer.is_some_and(|id| cluster.is_link(id)) {
-            return Box::pin(cluster.open(self, tunnel, scope, prefer, avoid, header, prefix, timeouts)).await;
-        }
-        match Box::pin(self.registry.open_preferring(tunnel, prefer, avoid, header, prefix, timeouts)).await {
-            Err(
-                local @ (registry::OpenError::NoAgent(_) | registry::OpenError::Failed(_) | registry::OpenError::Busy),
-            ) => {
-                // No session here could take it (none, failed, or all at their stream limit):
-                // another replica's may.
-                match Box::pin(cluster.open(self, tunnel, scope, None, avoid, header, prefix, timeouts)).await {
-                    Err(registry::OpenError::NoAgent(_)) => Err(local),
-                    other => other,
-                }
-            }
-            other => other,
-        }
-    }
-
-    /// The session [`Shared::open`] would try first for `network`: a local one, or the link
+    /// The session [`Shared::open_stream`] would try first for `network`: a local one, or the link
     /// to a replica holding the tunnel.
     pub(crate) fn pick_session(&self, tunnel: &uuid::Uuid, network: tunnel_proto::wire::Network) -> Option<u64> {
         self.registry
@@ -195,7 +159,7 @@ impl Server {
             Some((c, l)) => (Some(Arc::new(c)), Some(l)),
             None => (None, None),
         };
-        for warning in routes.token_warnings() {
+        for warning in routes.token_warnings().into_iter().chain(routes.protection_warnings()) {
             tracing::warn!("{warning}");
         }
         if routes.direct {

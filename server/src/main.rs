@@ -74,11 +74,13 @@ fn main() -> anyhow::Result<()> {
     let mut config = file.validate(&source)?;
     config.origin = origin;
     if cli.common.check {
-        for warning in config.warnings().into_iter().chain(config.routes().token_warnings()) {
+        let routes = config.routes();
+        for warning in config.warnings().into_iter().chain(routes.token_warnings()).chain(routes.protection_warnings())
+        {
             println!("{source}: warning: {warning}");
         }
     } else {
-        // The token table's warnings are logged by `Server::spawn`.
+        // The routing table's warnings are logged by `Server::spawn`.
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }

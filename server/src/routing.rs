@@ -1,11 +1,16 @@
 //! Every routing decision of the server, as one pure value.
 //!
 //! [`Routes`] is built from validated configuration (the ingress table, direct routing, the
-//! tokens) and answers three questions synchronously, with typed errors:
-//! - [`Routes::route_public`]: which tunnel serves a public visitor's hostname (private
-//!   rules never do);
-//! - [`Routes::route_private`]: may an access client of one tunnel reach a hostname;
+//! tokens) and answers two questions synchronously, with typed errors:
+//! - [`Routes::decide`]: which tunnel a visitor's stream goes to, whatever door it came
+//!   through: a public visitor (by hostname, and by path when it is an HTTP request; private
+//!   rules never), an access client's stream (a hostname its tunnel may reach), or a stream
+//!   another replica forwards (checked again here);
 //! - [`Routes::admit`]: may a session with this hello join or reach its tunnel.
+//!
+//! A public visitor that carries no path (raw, TLS passthrough, gateway, UDP) can send its
+//! origin any path, so it may use a host only when none of the host's rules is protected
+//! (`basicAuth` or private): protection matches loosely.
 //!
 //! The server holds it behind one swap point ([`RoutesCell`]): readers take a snapshot per
 //! visitor or stream, and a reload replaces the whole value at once.
@@ -101,31 +106,78 @@ impl AdmitError {
     }
 }
 
-/// A private stream's route: the tunnel, and the canonical hostname sent to its agent
-/// (empty when the stream named none).
+/// Who asks for a route, and what it can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach<'a> {
+    /// A public visitor, with the normalised path of its HTTP request, or `None` when it
+    /// carries no path (raw, TLS passthrough, gateway, UDP). The hostname is canonical.
+    Public {
+        /// The request's normalised path.
+        path: Option<&'a str>,
+    },
+    /// A stream of an access client of tunnel `access`; the hostname is as sent, possibly
+    /// empty.
+    Private {
+        /// The access client's tunnel.
+        access: Uuid,
+    },
+    /// A stream another replica decided for `tunnel` with `scope`, checked again here.
+    Forwarded {
+        /// The tunnel the other replica chose.
+        tunnel: Uuid,
+        /// Whom it came from there.
+        scope: wire::Scope,
+    },
+}
+
+/// Where a stream goes: the tunnel, the canonical hostname sent to its agent (empty when an
+/// access client's stream named none), and the rule that decided (none for direct routing
+/// and forwarded streams).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrivateRoute {
+pub struct Decision<'r> {
     /// The tunnel the stream goes to.
     pub tunnel: Uuid,
     /// The canonical hostname, or empty.
     pub host: String,
+    /// The rule, when one decided.
+    pub rule: Option<&'r Rule>,
 }
 
 impl Routes {
-    /// The rule for a public visitor's canonical hostname (a TLS or raw visitor: no path);
-    /// private rules are not used, nor rules with basic authentication (which only an HTTP
-    /// request can pass).
-    pub fn route_public(&self, host: &str) -> Result<&Rule, RouteError> {
-        match self.ingress.lookup(host) {
-            Some(rule) if !rule.private && rule.basic_auth.is_empty() => Ok(rule),
-            _ => Err(RouteError::NoRoute(host.to_owned())),
+    /// Where a stream for `host` goes, for whoever asks ([`Reach`]); every door of the server
+    /// asks this and nothing else.
+    pub fn decide(&self, host: &str, reach: Reach<'_>) -> Result<Decision<'_>, RouteError> {
+        match reach {
+            Reach::Public { path } => {
+                let rule = self.route_public(host, path)?;
+                Ok(Decision { tunnel: rule.tunnel, host: host.to_owned(), rule: Some(rule) })
+            }
+            Reach::Private { access } => self.route_private(access, host),
+            Reach::Forwarded { tunnel, scope } => {
+                let decided = match scope {
+                    wire::Scope::Public => host::canonicalize(host)
+                        .ok()
+                        .filter(|h| self.ingress.publicly_routes_to(h, &tunnel))
+                        .map(|host| Decision { tunnel, host, rule: None }),
+                    wire::Scope::Private(access) => {
+                        self.route_private(access, host).ok().filter(|d| d.tunnel == tunnel)
+                    }
+                };
+                decided.ok_or_else(|| RouteError::NotThisTunnel { host: host.to_owned(), tunnel })
+            }
         }
     }
 
-    /// The rule for a public HTTP request to a canonical hostname and a normalised path;
-    /// private rules are not used.
-    pub fn route_public_path(&self, host: &str, path: &str) -> Result<&Rule, RouteError> {
-        match self.ingress.lookup_path(host, path) {
+    /// The rule for a public visitor of a canonical hostname: an HTTP request by its
+    /// normalised path, a visitor without a path by the host's rule without a path, and only
+    /// when no rule of the host is protected. Private rules never.
+    fn route_public(&self, host: &str, path: Option<&str>) -> Result<&Rule, RouteError> {
+        let rule = match path {
+            Some(path) => self.ingress.lookup_path(host, path),
+            None if self.ingress.protects(host) => None,
+            None => self.ingress.lookup(host),
+        };
+        match rule {
             Some(rule) if !rule.private => Ok(rule),
             _ => Err(RouteError::NoRoute(host.to_owned())),
         }
@@ -134,7 +186,7 @@ impl Routes {
     /// The private entrypoint: a stream from an access client of `tunnel` naming `hostname`
     /// (as sent, possibly empty) goes to `tunnel` if a rule for the hostname names that tunnel
     /// (private or not), or by ID alone in direct mode.
-    pub fn route_private(&self, tunnel: Uuid, hostname: &str) -> Result<PrivateRoute, RouteError> {
+    fn route_private(&self, tunnel: Uuid, hostname: &str) -> Result<Decision<'_>, RouteError> {
         let host = if hostname.is_empty() {
             None
         } else {
@@ -142,7 +194,7 @@ impl Routes {
         };
         let ruled_here = host.as_deref().is_some_and(|h| self.ingress.routes_to(h, &tunnel));
         if ruled_here || self.direct {
-            return Ok(PrivateRoute { tunnel, host: host.unwrap_or_default() });
+            return Ok(Decision { tunnel, host: host.unwrap_or_default(), rule: None });
         }
         Err(match host {
             Some(host) => RouteError::NotThisTunnel { host, tunnel },
@@ -192,6 +244,23 @@ impl Routes {
             .map(|t| format!("tunnel {t} has no token (and there is no global token): every session is refused; add [[tokens]] for it"))
             .collect()
     }
+
+    /// Hosts whose path rules are protected (`basicAuth` or private), for the log at start
+    /// and `--check`: visitors that carry no path cannot be held to those rules, so they are
+    /// refused for the whole host.
+    pub fn protection_warnings(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for rule in self.ingress.rules() {
+            let host = rule.pattern.to_string();
+            if rule.path.is_some() && (rule.private || !rule.basic_auth.is_empty()) && !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        hosts
+            .into_iter()
+            .map(|h| format!("host {h} has protected path rules (basicAuth or private): raw, TLS passthrough, gateway and UDP visitors of it are refused; only HTTP requests reach it, each by its path"))
+            .collect()
+    }
 }
 
 /// Whether a stream header's network is one the server carries (both are, today; the wire
@@ -229,6 +298,7 @@ mod tests {
     use tunnel_proto::wire::Token;
 
     use super::*;
+    use crate::ingress::Credential;
 
     const PUBLIC: Uuid = Uuid::from_u128(0x4d21094e_b74c_4916_86c1_d9fa36ea677b);
     const PRIVATE: Uuid = Uuid::from_u128(0xaede1f6a_762b_45da_b937_b6632356555a);
@@ -262,28 +332,77 @@ mod tests {
         }
     }
 
+    const NO_PATH: Reach<'static> = Reach::Public { path: None };
+
+    fn private(access: Uuid) -> Reach<'static> {
+        Reach::Private { access }
+    }
+
     #[test]
     fn public_visitors_never_use_private_rules() {
         let r = routes(false);
-        assert_eq!(r.route_public("www.example.com").unwrap().tunnel, PUBLIC);
-        assert_eq!(r.route_public("srv-3.local").unwrap().tunnel, PRIVATE);
-        assert_eq!(r.route_public("srv-2.local"), Err(RouteError::NoRoute("srv-2.local".into())));
-        assert_eq!(r.route_public("nowhere.test").unwrap_err().status(), Status::NOT_FOUND);
+        assert_eq!(r.decide("www.example.com", NO_PATH).unwrap().tunnel, PUBLIC);
+        assert_eq!(r.decide("srv-3.local", NO_PATH).unwrap().tunnel, PRIVATE);
+        assert_eq!(r.decide("srv-2.local", NO_PATH), Err(RouteError::NoRoute("srv-2.local".into())));
+        assert_eq!(r.decide("nowhere.test", NO_PATH).unwrap_err().status(), Status::NOT_FOUND);
+        let path = Reach::Public { path: Some("/x") };
+        assert_eq!(r.decide("srv-2.local", path), Err(RouteError::NoRoute("srv-2.local".into())));
+    }
+
+    #[test]
+    fn a_visitor_without_a_path_never_reaches_a_host_with_a_protected_rule() {
+        let credential = Credential { user: "u".into(), hash: "$argon2id$".into() };
+        let public = rule("app.test", PUBLIC, false);
+        let admin = Rule { path: Some("/admin".into()), basic_auth: vec![credential], ..public.clone() };
+        let internal = Rule { path: Some("/internal".into()), ..rule("app.test", PUBLIC, true) };
+        let open = Rule { path: Some("/api".into()), ..rule("open.test", PRIVATE, false) };
+        let r = Routes {
+            ingress: Ingress::new(vec![public, admin, internal, rule("open.test", PUBLIC, false), open]),
+            ..routes(false)
+        };
+        assert_eq!(r.decide("app.test", NO_PATH), Err(RouteError::NoRoute("app.test".into())));
+        let at = |path| r.decide("app.test", Reach::Public { path: Some(path) });
+        assert_eq!(at("/").unwrap().rule.unwrap().path, None, "an HTTP request is routed by its path");
+        assert!(!at("/admin/x").unwrap().rule.unwrap().basic_auth.is_empty());
+        assert!(at("/internal").is_err(), "a private path rule is never public");
+        assert_eq!(
+            r.decide("open.test", NO_PATH).unwrap().tunnel,
+            PUBLIC,
+            "an unprotected path rule leaves the host open"
+        );
+        let warnings = r.protection_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("host app.test has protected path rules"), "{warnings:?}");
+        assert!(r.decide("app.test", private(PUBLIC)).is_ok(), "an access client of the tunnel reaches the host");
     }
 
     #[test]
     fn private_streams_need_a_rule_for_their_tunnel_or_direct_mode() {
         let r = routes(false);
-        let ok = r.route_private(PRIVATE, "SRV-2.local.").unwrap();
-        assert_eq!(ok, PrivateRoute { tunnel: PRIVATE, host: "srv-2.local".into() });
-        assert!(r.route_private(PRIVATE, "srv-3.local").is_ok(), "a public rule of the same tunnel");
-        let other = r.route_private(PRIVATE, "www.example.com").unwrap_err();
+        let ok = r.decide("SRV-2.local.", private(PRIVATE)).unwrap();
+        assert_eq!(ok, Decision { tunnel: PRIVATE, host: "srv-2.local".into(), rule: None });
+        assert!(r.decide("srv-3.local", private(PRIVATE)).is_ok(), "a public rule of the same tunnel");
+        let other = r.decide("www.example.com", private(PRIVATE)).unwrap_err();
         assert!(matches!(other, RouteError::NotThisTunnel { .. }) && other.status() == Status::NOT_FOUND);
-        assert_eq!(r.route_private(PRIVATE, ""), Err(RouteError::NoHostname));
-        assert_eq!(r.route_private(PRIVATE, "a b").unwrap_err().status(), Status::BAD_REQUEST);
+        assert_eq!(r.decide("", private(PRIVATE)), Err(RouteError::NoHostname));
+        assert_eq!(r.decide("a b", private(PRIVATE)).unwrap_err().status(), Status::BAD_REQUEST);
         let direct = routes(true);
-        assert_eq!(direct.route_private(STRANGER, "").unwrap(), PrivateRoute { tunnel: STRANGER, host: String::new() });
-        assert_eq!(direct.route_private(STRANGER, "www.example.com").unwrap().tunnel, STRANGER);
+        let any = Decision { tunnel: STRANGER, host: String::new(), rule: None };
+        assert_eq!(direct.decide("", private(STRANGER)).unwrap(), any);
+        assert_eq!(direct.decide("www.example.com", private(STRANGER)).unwrap().tunnel, STRANGER);
+    }
+
+    #[test]
+    fn forwarded_streams_are_checked_against_this_replicas_rules() {
+        let r = routes(false);
+        let public = |tunnel| Reach::Forwarded { tunnel, scope: wire::Scope::Public };
+        assert_eq!(r.decide("WWW.example.com", public(PUBLIC)).unwrap().host, "www.example.com");
+        assert!(r.decide("www.example.com", public(PRIVATE)).is_err(), "not that tunnel's host here");
+        assert!(r.decide("srv-2.local", public(PRIVATE)).is_err(), "a private rule is not public");
+        let from_access = Reach::Forwarded { tunnel: PRIVATE, scope: wire::Scope::Private(PRIVATE) };
+        assert!(r.decide("srv-2.local", from_access).is_ok());
+        let elsewhere = Reach::Forwarded { tunnel: PUBLIC, scope: wire::Scope::Private(PRIVATE) };
+        assert!(r.decide("srv-2.local", elsewhere).is_err(), "the access client's route names another tunnel");
     }
 
     #[test]
@@ -314,7 +433,7 @@ mod tests {
         let cell = RoutesCell::new(routes(false));
         let before = cell.snapshot();
         cell.replace(Routes::default());
-        assert!(before.route_public("www.example.com").is_ok(), "a snapshot keeps its table");
-        assert!(cell.snapshot().route_public("www.example.com").is_err());
+        assert!(before.decide("www.example.com", NO_PATH).is_ok(), "a snapshot keeps its table");
+        assert!(cell.snapshot().decide("www.example.com", NO_PATH).is_err());
     }
 }

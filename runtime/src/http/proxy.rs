@@ -1,10 +1,16 @@
 //! What a reverse proxy does to requests on their way to an origin: origin form, the routed
 //! host in `Host`, HTTP/1.1, no hop-by-hop headers; and which upgrades it takes up.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, TE, TRAILER, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Uri, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Whether `req` asks for an upgrade that is passed to the origin (a WebSocket, say): an
 /// HTTP/1.1 `Upgrade` other than `h2c`. `Upgrade: h2c` is not taken up (RFC 9113 deprecates
@@ -73,16 +79,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 
 /// Pumps bytes between the two sides of an accepted upgrade (the visitor's and the origin's),
 /// half-close kept; `hold` (the origin connection's budget, say) lives as long as the pump.
-pub async fn pump_upgraded<T>(visitor: OnUpgrade, origin: OnUpgrade, hold: T) {
+/// Returns the bytes carried from the visitor and to it (as far as they went when the
+/// connection failed).
+pub async fn pump_upgraded<T>(visitor: OnUpgrade, origin: OnUpgrade, hold: T) -> (u64, u64) {
     let (visitor, origin) = match (visitor.await, origin.await) {
         (Ok(v), Ok(o)) => (v, o),
-        _ => return,
+        _ => return (0, 0),
     };
-    let (mut visitor, mut origin) = (TokioIo::new(visitor), TokioIo::new(origin));
+    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut visitor = Counting { inner: TokioIo::new(visitor), read: up.clone() };
+    let mut origin = Counting { inner: TokioIo::new(origin), read: down.clone() };
     if let Err(err) = tokio::io::copy_bidirectional(&mut visitor, &mut origin).await {
         tracing::debug!(%err, "upgraded connection failed");
     }
     drop(hold);
+    (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed))
+}
+
+/// An upgraded connection that counts the bytes read from it, so a pump that fails part way
+/// still reports what it carried.
+struct Counting<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

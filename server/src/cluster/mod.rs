@@ -19,13 +19,14 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 use tunnel_proto::channel::{ChannelConfig, Inbound, Listener};
-use tunnel_proto::framed::{exchange, ReplyError, ReplyTimeouts};
 use tunnel_proto::tls::{ClientTls, Verify};
-use tunnel_proto::wire::{Network, Scope, StreamHeader};
+use tunnel_proto::wire::Network;
 use uuid::Uuid;
 
+use crate::registry::open::{attempt, Attempt};
 use crate::registry::{AgentStream, OpenError};
 use crate::routing::Routes;
+use crate::visit::StreamRequest;
 use crate::Shared;
 
 pub mod config;
@@ -134,31 +135,26 @@ impl Cluster {
         self.by_id.contains_key(&id)
     }
 
-    /// Forwards a stream to a replica holding `tunnel`: link `prefer` first, none of `avoid`,
-    /// each holder in turn while one answers that it has no agent or cannot be reached.
-    #[allow(clippy::too_many_arguments)]
+    /// Forwards a stream to a replica holding its tunnel: link `prefer` first, none of
+    /// `avoid`, each holder in turn while one answers that it has no agent or cannot be
+    /// reached.
     pub(crate) async fn open(
         self: &Arc<Self>,
         shared: &Shared,
-        tunnel: &Uuid,
-        scope: Scope,
-        prefer: Option<u64>,
-        avoid: &[u64],
-        header: &StreamHeader,
-        prefix: &[u8],
-        timeouts: ReplyTimeouts,
+        request: &StreamRequest<'_>,
     ) -> Result<AgentStream, OpenError> {
+        let (tunnel, header, opening) = (request.tunnel, request.header, &request.opening);
         let mut holders = self.directory.holders(tunnel, header.network);
         if holders.is_empty() {
             return Err(OpenError::NoAgent(header.network));
         }
-        if let Some(link) = prefer.and_then(|id| self.by_id.get(&id).map(|l| l.clone())) {
+        if let Some(link) = opening.prefer.and_then(|id| self.by_id.get(&id).map(|l| l.clone())) {
             if let Some(i) = holders.iter().position(|h| h.name == link.name) {
                 let h = holders.remove(i);
                 holders.insert(0, h);
             }
         }
-        let message = peer::message(*tunnel, scope, header, prefix);
+        let message = peer::message(*tunnel, request.scope, header, opening.prefix);
         let mut last = None;
         let mut busy = false;
         // A link found dead by this stream (its replica restarted, say) is dialed again once.
@@ -173,40 +169,36 @@ impl Cluster {
                     continue;
                 }
             };
-            if avoid.contains(&link.agent.id) {
+            if opening.avoid.contains(&link.agent.id) {
                 continue;
             }
-            let Ok(permit) = link.agent.budget().try_acquire_owned() else {
-                busy = true;
-                continue;
-            };
-            match exchange(link.agent.session.as_ref(), &message, timeouts).await {
-                Ok((stream, reply)) if reply.status.is_ok() => {
+            match attempt(&link.agent, &message, request.timeouts).await {
+                Attempt::Opened(stream) => {
                     shared.metrics.forwarded("out", "ok");
-                    return Ok(AgentStream { stream, permit, session_id: link.agent.id, agent: link.agent.clone() });
+                    return Ok(stream);
                 }
-                Ok((_, reply)) if peer::unavailable(&reply) => {
+                Attempt::Answered(reply) if peer::unavailable(&reply) => {
                     tracing::debug!(replica = %holder.name, reason = %reply.message, "cluster: replica has no agent for the stream; trying the next");
                     last = Some(format!("replica {}: {}", holder.name, reply.message));
                 }
-                Ok((_, reply)) => {
+                Attempt::Answered(reply) => {
                     shared.metrics.forwarded("out", "refused");
                     return Err(OpenError::Refused(reply));
                 }
-                Err(ReplyError::Timeout(t)) => {
+                Attempt::Timeout(t) => {
                     shared.metrics.forwarded("out", "failed");
                     return Err(OpenError::Timeout(t));
                 }
-                Err(err) => {
-                    tracing::debug!(replica = %holder.name, error = %err, "cluster: forwarding failed; trying the next replica");
-                    let silent = matches!(err, ReplyError::Silent(_));
+                Attempt::Busy => busy = true,
+                Attempt::Failed { error, silent } => {
+                    tracing::debug!(replica = %holder.name, %error, "cluster: forwarding failed; trying the next replica");
                     if silent {
                         link.agent.session.close();
                     } else if !redialed && link.agent.session.is_closed() {
                         redialed = true;
                         queue.push_front(holder.clone());
                     }
-                    last = Some(format!("replica {}: {err}", holder.name));
+                    last = Some(format!("replica {}: {error}", holder.name));
                 }
             }
         }

@@ -15,7 +15,7 @@ use rand::RngCore;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tunnel_proto::channel::{ChannelConfig, Connector, Inbound, Incoming, Listener, Session, Stream};
-use tunnel_proto::framed::{read_frame, write_frame};
+use tunnel_proto::framed::{read_frame, read_stream_header, refuse, write_frame};
 use tunnel_proto::peer::{proof, verify, Prover};
 use tunnel_proto::wire::{
     Frame, Network, Networks, PeerChallenge, PeerHello, PeerStream, Reply, Scope, Status, StreamHeader, PEER_NONCE,
@@ -24,7 +24,9 @@ use tunnel_proto::wire::{
 use tunnel_runtime::visitor::LogBudget;
 
 use super::Cluster;
-use crate::registry::{AgentSession, Join, OpenError};
+use crate::registry::{AgentSession, Join};
+use crate::routing::Reach;
+use crate::visit::{Door, Visitor};
 use crate::Shared;
 
 /// A link that failed to come up is not dialed again for this long: the visitors behind it
@@ -252,7 +254,7 @@ async fn serve<P>(shared: Arc<Shared>, cluster: Arc<Cluster>, incoming: Incoming
         while let Ok(Some(stream)) = session.accept_stream().await {
             let shared = shared.clone();
             let from = name.clone();
-            shared.life.tasks().clone().spawn(async move { serve_stream(shared, &from, stream).await });
+            shared.life.tasks().clone().spawn(async move { serve_stream(shared, &from, addr, stream).await });
         }
     };
     tokio::pin!(accept);
@@ -314,76 +316,47 @@ async fn handshake(cluster: &Cluster, incoming: Incoming) -> Result<(Arc<dyn Ses
     Ok((session, control, hello.name))
 }
 
-/// One forwarded stream: checked against this replica's ingress, then carried by a session of
-/// this replica's own pool.
-async fn serve_stream(shared: Arc<Shared>, from: &str, mut stream: Stream) {
-    let limits = shared.limits();
-    let p = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
-        Ok(Ok(Frame::PeerStream(p))) => p,
-        Ok(Ok(other)) => {
-            let why = format!("expected a peer stream header, got {:?}", other.kind());
-            return reply(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
-        }
-        Ok(Err(err)) => {
-            return reply(&mut stream, Reply::new(Status::BAD_REQUEST, format!("malformed peer stream header: {err}")))
-                .await
-        }
-        Err(_) => return,
+/// One forwarded stream from replica `from` at `peer`: a visitor of [`Door::Forwarded`],
+/// checked against this replica's routes, then carried by a session of this replica's own
+/// pool.
+async fn serve_stream(shared: Arc<Shared>, from: &str, peer: SocketAddr, mut stream: Stream) {
+    let timeout = shared.limits().handshake_timeout;
+    let pick = |frame| match frame {
+        Frame::PeerStream(p) => Ok(p),
+        other => Err(other),
     };
+    let Ok(p) = read_stream_header(&mut stream, timeout, pick).await else { return };
     if p.hop != 1 {
         tracing::info!(replica = %from, tunnel = %p.tunnel, hop = p.hop, "cluster: forwarded stream refused: a stream crosses one replica at most");
-        return reply(&mut stream, Reply::new(Status::UNAVAILABLE, "a stream crosses one replica at most")).await;
+        return refuse(&mut stream, Reply::new(Status::UNAVAILABLE, "a stream crosses one replica at most")).await;
     }
     if !crate::routing::carried(p.header.network) {
-        return reply(&mut stream, Reply::new(Status::BAD_REQUEST, "unknown network")).await;
+        return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, "unknown network")).await;
     }
-    let routes = shared.routes.snapshot();
-    let host = match p.scope {
-        Scope::Public => match tunnel_proto::host::canonicalize(&p.header.hostname) {
-            Ok(host) if routes.ingress.publicly_routes_to(&host, &p.tunnel) => host,
-            _ => {
-                tracing::info!(replica = %from, tunnel = %p.tunnel, host = %p.header.hostname, "cluster: forwarded stream refused: no public rule here routes the host to the tunnel");
-                return reply(&mut stream, Reply::new(Status::NOT_FOUND, "no route")).await;
-            }
-        },
-        Scope::Private(access) => match routes.route_private(access, &p.header.hostname) {
-            Ok(route) if route.tunnel == p.tunnel => route.host,
-            Ok(_) | Err(_) => {
-                tracing::info!(replica = %from, tunnel = %p.tunnel, %access, host = %p.header.hostname, "cluster: forwarded private stream refused: not routed to the tunnel here");
-                return reply(&mut stream, Reply::new(Status::NOT_FOUND, "no route")).await;
-            }
-        },
+    let visitor = Visitor {
+        door: Door::Forwarded,
+        peer,
+        host: &p.header.hostname,
+        reach: Reach::Forwarded { tunnel: p.tunnel, scope: p.scope },
+        network: p.header.network,
+        forwarded_for: p.header.visitor,
     };
-    let Some(_slot) = shared.budgets.streams_per_tunnel.take(&p.tunnel) else {
-        return reply(&mut stream, Reply::new(Status::UNAVAILABLE, "tunnel is at its stream limit")).await;
-    };
-    let header = StreamHeader { hostname: host, ..p.header };
-    let label = shared.tunnel_label(&p.tunnel);
-    // This replica's own sessions only: never forwarded again.
-    match shared.registry.open(&p.tunnel, &header, &[], limits.reply_timeouts()).await {
-        Ok(mut agent) => {
-            shared.metrics.forwarded("in", "ok");
-            if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
-                return;
-            }
-            if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut agent.stream).await {
-                shared.metrics.carried(&label, from_visitor, to_visitor);
-            }
-        }
-        Err(err) => {
-            shared.metrics.forwarded("in", "failed");
-            let answer = match &err {
-                OpenError::NoAgent(_) | OpenError::Busy | OpenError::Failed(_) => {
-                    tracing::info!(replica = %from, tunnel = %p.tunnel, reason = %err, "cluster: forwarded stream: no local agent session could take it; not forwarded again");
-                    Reply::new(Status::UNAVAILABLE, err.reply_for_tunnel(&p.tunnel).message)
-                }
-                _ => err.reply_for_tunnel(&p.tunnel),
+    let mut opened = match shared.visit(&visitor, &[]).await {
+        Ok((_, opened)) => opened,
+        Err(refusal) => {
+            tracing::info!(replica = %from, tunnel = %p.tunnel, scope = ?p.scope, host = %p.header.hostname, status = refusal.reply.status.0, reason = refusal.reason(), "cluster: forwarded stream refused");
+            // Which rule, tunnel or agent is for this replica's log.
+            let reply = match refusal.reply.status {
+                Status::NOT_FOUND => Reply::new(Status::NOT_FOUND, "no route"),
+                _ => refusal.reply,
             };
-            let _ = write_frame(&mut stream, &Frame::StreamReply(answer)).await;
+            return refuse(&mut stream, reply).await;
         }
+    };
+    if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
+        return;
     }
-}
-
-async fn reply(stream: &mut Stream, reply: Reply) {
-    let _ = write_frame(stream, &Frame::StreamReply(reply)).await;
+    if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut opened.agent.stream).await {
+        opened.carried(&shared, from_visitor, to_visitor);
+    }
 }

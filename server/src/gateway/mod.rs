@@ -5,9 +5,12 @@
 //! `openssl enc -e -aes-256-cbc -a -salt -k SECRET` applied to a target, within the line
 //! timeout and [`MAX_LINE`] bytes. The line is opened with the gateway's secret ([`seal`]). A
 //! `host:port` that the gateway's allow list admits is dialed by the server itself; any other
-//! target is an ingress hostname, routed through its tunnel as a public visitor would be
-//! (private rules never match). Each attempt is bounded by `timeout`, and a failed one is
-//! tried again `retry` times. The gateway then answers exactly one status line: `200\n`, after
+//! target is an ingress hostname, which takes the way every visitor takes ([`crate::visit`]):
+//! admitted under the server's visitor limit and its source address's budget when accepted,
+//! routed as a public visitor that carries no path (so never by a private rule, nor to a host
+//! with a protected rule: the bytes after the line could ask for any path), opened under the
+//! tunnel's stream budget, and counted. Each attempt is bounded by `timeout`, and a failed one
+//! is tried again `retry` times. The gateway then answers exactly one status line: `200\n`, after
 //! which the target first gets whatever the visitor sent after its line and bytes flow both
 //! ways; or `400\n`, `401\n`, `502\n`, `504\n`, after which the connection closes. Nothing
 //! else is ever written before the bytes flow, and no answer names a tunnel or an address.
@@ -22,11 +25,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tunnel_proto::pump::accept_until;
-use tunnel_proto::wire::{Network, Scope, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Status};
 use tunnel_runtime::visitor::LogBudget;
 use uuid::Uuid;
 
-use crate::registry::AgentStream;
+use crate::routing::Reach;
+use crate::visit::{Door, Opened, Opening, Visitor};
 use crate::Shared;
 
 pub mod config;
@@ -80,6 +84,8 @@ pub(crate) fn spawn_all(
 /// A gateway's runtime state.
 struct Gateway {
     config: GatewayConfig,
+    /// The gateway in metrics: `gateway://` and its bound address.
+    label: String,
     /// PBKDF2 derivations run at once (off the async workers), one per core.
     derivations: Semaphore,
 }
@@ -87,21 +93,31 @@ struct Gateway {
 /// Accepts visitors on one gateway until shutdown.
 async fn run(shared: Arc<Shared>, listener: TcpListener, config: GatewayConfig) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let gateway = Arc::new(Gateway { config, derivations: Semaphore::new(cores) });
+    let label = match listener.local_addr() {
+        Ok(addr) => format!("gateway://{addr}"),
+        Err(_) => format!("gateway://{}", config.addr),
+    };
+    let gateway = Arc::new(Gateway { config, label, derivations: Semaphore::new(cores) });
     loop {
         let Some((tcp, peer)) = accept_until(shared.life.stopping(), "gateway", || listener.accept()).await else {
             return;
         };
         let peer = tunnel_proto::socket::canonical_peer(peer);
-        let Ok(permit) = shared.visitors.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "gateway visitor refused: visitor limit reached");
-            continue;
+        // Over the server's or its address's visitor budget: closed at once, as a public
+        // entrypoint does (no task, no status line to wait for).
+        let admission = match shared.admit(Door::Gateway, &gateway.label, Some(peer.ip())) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::debug!(%peer, reason = refusal.reason(), "gateway visitor refused");
+                continue;
+            }
         };
         tunnel_proto::pump::tune_accepted(&tcp);
         let (task_shared, gateway) = (shared.clone(), gateway.clone());
         shared.life.tasks().spawn(async move {
-            serve_visitor(&task_shared, &gateway, tcp, peer).await;
-            drop(permit);
+            let outcome = serve_visitor(&task_shared, &gateway, tcp, peer).await;
+            task_shared.visited(Door::Gateway, &gateway.label, outcome);
+            drop(admission);
         });
     }
 }
@@ -129,21 +145,25 @@ impl Failure {
 enum Route {
     /// The server dials `host:port` itself.
     Direct(String),
-    /// Through a tunnel, as the ingress hostname `host`.
+    /// Through a tunnel, as the canonical ingress hostname `host`.
     Tunnel { tunnel: Uuid, host: String },
 }
 
 /// What the visitor's bytes go to after 200.
 enum Upstream {
     Direct(TcpStream),
-    Tunnel(AgentStream),
+    Tunnel(Opened),
 }
 
-async fn serve_visitor(shared: &Shared, gateway: &Gateway, mut tcp: TcpStream, peer: SocketAddr) {
+/// Serves one visitor; returns its outcome for the metrics: `served`, `refused` or `left`.
+async fn serve_visitor(shared: &Shared, gateway: &Gateway, mut tcp: TcpStream, peer: SocketAddr) -> &'static str {
     let config = &gateway.config;
     let line = match line::read_line(&mut tcp, MAX_LINE, config.line_timeout).await {
         Ok(line) => line,
-        Err(LineError::Io(err)) => return tracing::debug!(%peer, %err, "gateway visitor failed before its line"),
+        Err(LineError::Io(err)) => {
+            tracing::debug!(%peer, %err, "gateway visitor failed before its line");
+            return "left";
+        }
         Err(err) => return refuse(tcp, peer, Failure::new(Status::BAD_REQUEST, err.to_string())).await,
     };
     let target = match open(gateway, &line.line).await {
@@ -157,13 +177,13 @@ async fn serve_visitor(shared: &Shared, gateway: &Gateway, mut tcp: TcpStream, p
     let early = line.rest.len() as u64;
     drop(line);
     if tcp.write_all(b"200\n").await.is_err() {
-        return;
+        return "left";
     }
     tracing::debug!(%peer, host = %target.host, "gateway visitor connected");
     let pump = async {
         match &mut upstream {
             Upstream::Direct(target_tcp) => tunnel_proto::pump::pump_tcp(&mut tcp, target_tcp).await,
-            Upstream::Tunnel(agent) => tunnel_proto::pump::pump_tcp(&mut tcp, &mut agent.stream).await,
+            Upstream::Tunnel(opened) => tunnel_proto::pump::pump_tcp(&mut tcp, &mut opened.agent.stream).await,
         }
     };
     // A direct connection has no session for the end of the grace period to close.
@@ -172,12 +192,18 @@ async fn serve_visitor(shared: &Shared, gateway: &Gateway, mut tcp: TcpStream, p
         _ = shared.life.hard_stop().cancelled() => Err(std::io::Error::other("server stopped after its grace period")),
     };
     match pumped {
-        Ok((up, down)) => tracing::debug!(%peer, host = %target.host, up = up + early, down, "gateway visitor done"),
+        Ok((up, down)) => {
+            if let Upstream::Tunnel(opened) = &upstream {
+                opened.carried(shared, up + early, down);
+            }
+            tracing::debug!(%peer, host = %target.host, up = up + early, down, "gateway visitor done")
+        }
         Err(err) => {
             tracing::debug!(%peer, host = %target.host, %err, "gateway visitor stream failed");
             tunnel_proto::pump::reset(tcp);
         }
     }
+    "served"
 }
 
 /// Opens the sealed line: 400 when it is not one, 401 when it does not decrypt to a target.
@@ -204,12 +230,15 @@ async fn connect(
     early: &[u8],
     peer: SocketAddr,
 ) -> Result<Upstream, Failure> {
-    let route = route(shared, config, target)?;
+    let route = route(shared, config, target, peer)?;
     let mut attempt = 0;
     loop {
         let failure = match &route {
             Route::Direct(addr) => dial(config.timeout, addr, early).await,
-            Route::Tunnel { tunnel, host } => through_tunnel(shared, config.timeout, tunnel, host, early, peer).await,
+            Route::Tunnel { tunnel, host } => {
+                let visitor = visitor(host, peer);
+                through_tunnel(shared, config.timeout, &visitor, *tunnel, early).await
+            }
         };
         match failure {
             Ok(upstream) => return Ok(upstream),
@@ -222,18 +251,30 @@ async fn connect(
     }
 }
 
-/// The allow list first, then public ingress rules. An unknown host and a private rule get
-/// the same answer.
-fn route(shared: &Shared, config: &GatewayConfig, target: &Target) -> Result<Route, Failure> {
+/// A gateway visitor asking for `host`: a public visitor that carries no path.
+fn visitor(host: &str, peer: SocketAddr) -> Visitor<'_> {
+    Visitor {
+        door: Door::Gateway,
+        peer,
+        host,
+        reach: Reach::Public { path: None },
+        network: Network::Tcp,
+        forwarded_for: Some(peer),
+    }
+}
+
+/// The allow list first, then the routing decision every visitor gets. An unknown host, a
+/// private rule and a host with a protected rule get the same answer.
+fn route(shared: &Shared, config: &GatewayConfig, target: &Target, peer: SocketAddr) -> Result<Route, Failure> {
     if let (true, Some(addr)) = (config.allow.admits(target), target.dial_addr()) {
         return Ok(Route::Direct(addr));
     }
-    match shared.routes.snapshot().ingress.lookup(&target.host) {
-        Some(rule) if !rule.private => Ok(Route::Tunnel { tunnel: rule.tunnel, host: target.host.clone() }),
-        Some(_) => Err(Failure::new(Status::BAD_GATEWAY, format!("{} has only a private rule", target.host))),
-        None => Err(Failure::new(
+    let routes = shared.routes.snapshot();
+    match shared.decide(&routes, &visitor(&target.host, peer)) {
+        Ok(decision) => Ok(Route::Tunnel { tunnel: decision.tunnel, host: decision.host }),
+        Err(refusal) => Err(Failure::new(
             Status::BAD_GATEWAY,
-            format!("{} is in no ingress rule and not in allowAddresses", target.host),
+            format!("{}: {} (and not in allowAddresses)", target.host, refusal.reason()),
         )),
     }
 }
@@ -259,18 +300,16 @@ async fn dial(timeout: Duration, addr: &str, early: &[u8]) -> Result<Upstream, F
 async fn through_tunnel(
     shared: &Shared,
     timeout: Duration,
-    tunnel: &Uuid,
-    host: &str,
+    visitor: &Visitor<'_>,
+    tunnel: Uuid,
     early: &[u8],
-    peer: SocketAddr,
 ) -> Result<Upstream, Failure> {
-    let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(peer) };
-    let opening = shared.open(tunnel, Scope::Public, None, &[], &header, early, shared.limits().reply_timeouts());
+    let opening = shared.open(visitor, tunnel, visitor.host, Opening { prefix: early, ..Opening::default() });
     match tokio::time::timeout(timeout, opening).await {
-        Ok(Ok(agent)) => Ok(Upstream::Tunnel(agent)),
-        Ok(Err(err)) => {
-            let why = format!("tunnel {tunnel}: {}", err.reply_for_tunnel(tunnel).message);
-            Err(match err.status() {
+        Ok(Ok(opened)) => Ok(Upstream::Tunnel(opened)),
+        Ok(Err(refusal)) => {
+            let why = format!("tunnel {tunnel}: {}", refusal.reason());
+            Err(match refusal.reply.status {
                 Status::GATEWAY_TIMEOUT => Failure::retryable(Status::GATEWAY_TIMEOUT, why),
                 Status::BAD_GATEWAY | Status::UNAVAILABLE => Failure::retryable(Status::BAD_GATEWAY, why),
                 _ => Failure::new(Status::BAD_GATEWAY, why),
@@ -282,8 +321,9 @@ async fn through_tunnel(
     }
 }
 
-/// Answers a visitor that cannot be served with its status line and closes, logging why once.
-async fn refuse(mut tcp: TcpStream, peer: SocketAddr, failure: Failure) {
+/// Answers a visitor that cannot be served with its status line and closes, logging why once;
+/// the outcome is `refused`.
+async fn refuse(mut tcp: TcpStream, peer: SocketAddr, failure: Failure) -> &'static str {
     // At info once a second with the count held back, the rest at debug: a flood of bad
     // lines must not flood the log.
     static REFUSALS: LogBudget = LogBudget::new();
@@ -297,8 +337,8 @@ async fn refuse(mut tcp: TcpStream, peer: SocketAddr, failure: Failure) {
         tcp.write_all(status.as_bytes()).await?;
         tcp.shutdown().await
     };
-    if !matches!(tokio::time::timeout(WRITE_TIMEOUT, answer).await, Ok(Ok(()))) {
-        return;
+    if matches!(tokio::time::timeout(WRITE_TIMEOUT, answer).await, Ok(Ok(()))) {
+        tunnel_runtime::visitor::read_out(&mut tcp, DRAIN_BYTES, DRAIN_TIMEOUT).await;
     }
-    tunnel_runtime::visitor::read_out(&mut tcp, DRAIN_BYTES, DRAIN_TIMEOUT).await;
+    "refused"
 }

@@ -130,10 +130,10 @@ impl Origin {
         .await
     }
 
-    /// Hands the connection's IO to a task of its own (an upgrade completes there).
-    pub fn detach(&mut self) {
+    /// Hands the connection's IO to a task of its own in `tasks` (an upgrade completes there).
+    pub fn detach(&mut self, tasks: &tokio_util::task::TaskTracker) {
         if let Some(conn) = self.conn.take() {
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 if let Err(err) = conn.await {
                     tracing::debug!(%err, "origin connection ended");
                 }

@@ -20,12 +20,14 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tunnel_proto::defaults;
-use tunnel_proto::wire::{Network, Reply, Scope, Status, StreamHeader};
+use tunnel_proto::wire::{Network, Reply, Status};
 use tunnel_runtime::{http, visitor};
 use uuid::Uuid;
 
 use super::pool::{Key, Origin};
 use super::{auth, set_forwarded, HttpOptions};
+use crate::routing::{Decision, Reach};
+use crate::visit::{Door, Opening, Refusal, Visitor as Asking};
 use crate::Shared;
 use tunnel_runtime::http::io::{Counted, Prefixed};
 use tunnel_runtime::http::proxy::{self, strip_hop_by_hop};
@@ -201,11 +203,14 @@ impl Visitor {
             },
             false => None,
         };
-        let (tunnel, rule, users) =
-            match routes.route_public_path(&host, normalised.as_deref().unwrap_or(req.uri().path())) {
-                Ok(rule) => (rule.tunnel, if on { rule.label() } else { String::new() }, rule.basic_auth.clone()),
-                Err(err) => return self.error(&line, Reply::new(err.status(), err.to_string()), ""),
-            };
+        let path = normalised.as_deref().unwrap_or(req.uri().path());
+        let (tunnel, rule, users) = match self.shared.decide(&routes, &self.asking(&host, Some(path))) {
+            Ok(Decision { tunnel, rule: Some(rule), .. }) => {
+                (tunnel, if on { rule.label() } else { String::new() }, rule.basic_auth.clone())
+            }
+            Ok(Decision { tunnel, rule: None, .. }) => (tunnel, String::new(), Vec::new()),
+            Err(refusal) => return self.error(&line, refusal.reply, &refusal.detail),
+        };
         drop(routes);
         line.tunnel = Some(tunnel);
         line.rule = rule;
@@ -263,20 +268,30 @@ impl Visitor {
         let up = Arc::new(AtomicU64::new(0));
         let req = req.map(|body| Counted::new(body, up.clone()));
         let label = self.shared.tunnel_label(&tunnel);
-        let (origin, mut resp) = match self.send(tunnel, host, &label, req).await {
+        let (origin, mut resp) = match self.send(tunnel, host, req).await {
             Ok(sent) => sent,
-            Err((reply, detail)) => return self.error(&line, reply, &detail),
+            Err(refusal) => return self.error(&line, refusal.reply, &refusal.detail),
         };
-        self.shared.metrics.opened(&label);
+        self.shared.forwarded_request(&label);
         let key = (tunnel, line.host.clone(), origin.session_id, self.peer.ip());
         tracing::debug!(peer = %self.peer, host = %key.1, %tunnel, session = origin.session_id, "request forwarded");
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            line.log(101, 0, 0);
-            if let Some(visitor_upgrade) = visitor_upgrade {
-                let origin_upgrade = hyper::upgrade::on(&mut resp);
-                let mut origin = origin;
-                origin.detach();
-                tokio::spawn(proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin));
+            match visitor_upgrade {
+                Some(visitor_upgrade) => {
+                    // The upgraded connection is a task of the server's: a drain waits for it.
+                    // Its access line and bytes are counted when it ends.
+                    let origin_upgrade = hyper::upgrade::on(&mut resp);
+                    let mut origin = origin;
+                    let tasks = self.shared.life.tasks();
+                    origin.detach(tasks);
+                    let shared = self.shared.clone();
+                    tasks.spawn(async move {
+                        let (up, down) = proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin).await;
+                        shared.metrics.carried(&label, up, down);
+                        line.log(101, up, down);
+                    });
+                }
+                None => line.log(101, 0, 0),
             }
             return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
         }
@@ -299,9 +314,8 @@ impl Visitor {
         &self,
         tunnel: Uuid,
         host: String,
-        label: &str,
         req: Request<Counted>,
-    ) -> Result<(Origin, Response<Incoming>), (Reply, String)> {
+    ) -> Result<(Origin, Response<Incoming>), Refusal> {
         // The visitor's own connection of its last request (sticky) goes first: it carries
         // what a raw visitor's stream would, and fails like one. A request on a connection
         // from the shared pool, or a new stream, may be sent again (see `Replay`).
@@ -313,8 +327,7 @@ impl Visitor {
         let mut req = Some(req);
         let mut avoid = Vec::new();
         let failed = |detail: String| {
-            let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
-            (reply, detail)
+            Refusal::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"), detail)
         };
         let mut last = String::from("the origin connection failed");
         for attempt in 0..defaults::OPEN_ATTEMPTS {
@@ -334,7 +347,7 @@ impl Visitor {
             let fresh = pooled.is_none();
             let mut origin = match pooled {
                 Some(origin) => origin,
-                None => self.connect(tunnel, &host, prefer, &avoid, label).await?,
+                None => self.connect(tunnel, &host, prefer, &avoid).await?,
             };
             if origin.ready().await.is_err() {
                 req = Some(request);
@@ -361,7 +374,7 @@ impl Visitor {
                         // The connection's IO goes on while the session is probed.
                         let (_, outcome) = tokio::join!(
                             async {
-                                self.probe(tunnel, &host, session, label).await;
+                                self.probe(tunnel, &host, session).await;
                             },
                             origin.drive(&mut sent)
                         );
@@ -400,9 +413,9 @@ impl Visitor {
     /// Checks that agent session `session` still answers, by opening a stream on it for
     /// `host` (kept in the pool when it opens there): a silent session is closed by the open,
     /// which fails the requests waiting on its streams over to other sessions.
-    async fn probe(&self, tunnel: Uuid, host: &str, session: u64, label: &str) {
+    async fn probe(&self, tunnel: Uuid, host: &str, session: u64) {
         tracing::debug!(%host, session, "slow response on a reused origin connection; probing its session");
-        if let Ok(origin) = self.connect(tunnel, host, Some(session), &[], label).await {
+        if let Ok(origin) = self.connect(tunnel, host, Some(session), &[]).await {
             if origin.session_id == session && self.options.reuse_origins {
                 let shared = &self.shared;
                 let live = || shared.is_live(&tunnel, Network::Tcp, session);
@@ -411,38 +424,34 @@ impl Visitor {
         }
     }
 
+    /// This visitor asking for `host` (canonical) and `path` (normalised, for a host with
+    /// path rules).
+    fn asking<'a>(&self, host: &'a str, path: Option<&'a str>) -> Asking<'a> {
+        Asking {
+            door: Door::Request,
+            peer: self.peer,
+            host,
+            reach: Reach::Public { path },
+            network: Network::Tcp,
+            forwarded_for: Some(self.peer),
+        }
+    }
+
     /// Opens a stream to the tunnel (session `prefer` first, none of `avoid`) and an
     /// HTTP/1.1 client connection over it.
-    async fn connect(
-        &self,
-        tunnel: Uuid,
-        host: &str,
-        prefer: Option<u64>,
-        avoid: &[u64],
-        label: &str,
-    ) -> Result<Origin, (Reply, String)> {
-        let Some(slot) = self.shared.budgets.streams_per_tunnel.take(&tunnel) else {
-            let reply = Reply::new(Status::UNAVAILABLE, format!("{host}: too many visitors at once"));
-            return Err((reply, "tunnel is at its stream limit".into()));
-        };
-        let header = StreamHeader { network: Network::Tcp, hostname: host.to_owned(), visitor: Some(self.peer) };
-        let timeouts = self.shared.limits().reply_timeouts();
-        let agent = match self.shared.open(&tunnel, Scope::Public, prefer, avoid, &header, &[], timeouts).await {
-            Ok(agent) => agent,
-            Err(err) => {
-                self.shared.metrics.failed(label, err.status().0);
-                return Err((err.reply_for_public(host), err.reply_for_tunnel(&tunnel).message));
-            }
-        };
+    async fn connect(&self, tunnel: Uuid, host: &str, prefer: Option<u64>, avoid: &[u64]) -> Result<Origin, Refusal> {
+        let opening = Opening { prefix: &[], prefer, avoid };
+        let opened = self.shared.open(&self.asking(host, None), tunnel, host, opening).await?;
         let (sender, conn) =
-            match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(agent.stream)).await {
+            match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(opened.agent.stream)).await {
                 Ok(pair) => pair,
                 Err(err) => {
-                    let reply = Reply::new(Status::BAD_GATEWAY, format!("{host}: no agent could take the request"));
-                    return Err((reply, format!("origin handshake failed: {err}")));
+                    let message = format!("{host}: no agent could take the request");
+                    return Err(Refusal::new(Status::BAD_GATEWAY, message, format!("origin handshake failed: {err}")));
                 }
             };
-        Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), agent.agent, Box::new((agent.permit, slot))))
+        let hold = Box::new((opened.agent.permit, opened.slot));
+        Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), opened.agent.agent, hold))
     }
 
     fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {

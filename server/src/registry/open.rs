@@ -7,16 +7,18 @@
 //! tried, up to [`defaults::OPEN_ATTEMPTS`]; a silent or failed session leaves the pool at
 //! once. An answer from an agent, even a refusal, is final.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tunnel_proto::channel::Stream;
 use tunnel_proto::defaults;
 use tunnel_proto::framed::{exchange, ReplyError, ReplyTimeouts};
-use tunnel_proto::wire::{Frame, Network, Reply, Status, StreamHeader};
+use tunnel_proto::wire::{Frame, Network, Reply, Scope, Status, StreamHeader};
 use uuid::Uuid;
 
-use super::Registry;
+use super::{AgentSession, Registry};
+use crate::visit::StreamRequest;
 
 /// A stream to an agent, with its place in the session's stream budget.
 pub struct AgentStream {
@@ -104,6 +106,43 @@ impl OpenError {
     }
 }
 
+/// What one try of a session gave.
+pub(crate) enum Attempt {
+    /// The agent (or replica) answered 200.
+    Opened(AgentStream),
+    /// It answered with a refusal.
+    Answered(Reply),
+    /// It acknowledged the stream but gave no final answer in time.
+    Timeout(Duration),
+    /// Its stream budget is spent.
+    Busy,
+    /// The stream failed before any answer; `silent` when not even acknowledged.
+    Failed {
+        /// The failure.
+        error: ReplyError,
+        /// No acknowledgement came: the peer is gone without a word.
+        silent: bool,
+    },
+}
+
+/// Tries `agent` once: takes a place in its stream budget, sends `message` (the stream's
+/// header and first bytes) and waits for the answer. The one step of every attempt loop, over
+/// local sessions and replica links alike.
+pub(crate) async fn attempt(agent: &Arc<AgentSession>, message: &[u8], timeouts: ReplyTimeouts) -> Attempt {
+    let Ok(permit) = agent.budget.clone().try_acquire_owned() else { return Attempt::Busy };
+    match exchange(agent.session.as_ref(), message, timeouts).await {
+        Ok((stream, reply)) if reply.status.is_ok() => {
+            Attempt::Opened(AgentStream { stream, permit, session_id: agent.id, agent: agent.clone() })
+        }
+        Ok((_, reply)) => Attempt::Answered(reply),
+        Err(ReplyError::Timeout(t)) => Attempt::Timeout(t),
+        Err(error) => {
+            let silent = matches!(error, ReplyError::Silent(_));
+            Attempt::Failed { error, silent }
+        }
+    }
+}
+
 impl Registry {
     /// Opens a stream to an agent of `tunnel`, sends `header` and `prefix` (pipelined), and
     /// waits for the agent's reply; see the module documentation.
@@ -114,68 +153,58 @@ impl Registry {
         prefix: &[u8],
         timeouts: ReplyTimeouts,
     ) -> Result<AgentStream, OpenError> {
-        self.open_preferring(tunnel, None, &[], header, prefix, timeouts).await
+        let opening = crate::visit::Opening { prefix, ..Default::default() };
+        let request = StreamRequest { tunnel, scope: Scope::Public, header, opening, timeouts, local_only: true };
+        self.open_request(&request).await
     }
 
     /// The session [`Registry::open`] would try next for `network`, taking its round-robin
-    /// turn: a caller keeping streams per session picks with this and then opens with
-    /// [`Registry::open_preferring`], so reused streams keep the pool's balance.
+    /// turn: a caller keeping streams per session picks with this and then opens preferring
+    /// it, so reused streams keep the pool's balance.
     pub fn pick_session(&self, tunnel: &Uuid, network: Network) -> Option<u64> {
         self.tunnel(tunnel)?.pool.pick(network, &[]).map(|agent| agent.id)
     }
 
     /// As [`Registry::open`], trying session `prefer` first when it is still in the pool, and
     /// sessions in `avoid` not at all.
-    pub async fn open_preferring(
-        &self,
-        tunnel: &Uuid,
-        prefer: Option<u64>,
-        avoid: &[u64],
-        header: &StreamHeader,
-        prefix: &[u8],
-        timeouts: ReplyTimeouts,
-    ) -> Result<AgentStream, OpenError> {
+    pub(crate) async fn open_request(&self, request: &StreamRequest<'_>) -> Result<AgentStream, OpenError> {
+        let (tunnel, header, opening) = (request.tunnel, request.header, &request.opening);
         let Some(record) = self.tunnel(tunnel) else { return Err(OpenError::NoAgent(header.network)) };
-        let mut preferred = prefer.filter(|id| !avoid.contains(id)).and_then(|id| record.pool.get(header.network, id));
-        let mut tried = Vec::new();
-        let mut skip = avoid.to_vec();
+        let mut preferred =
+            opening.prefer.filter(|id| !opening.avoid.contains(id)).and_then(|id| record.pool.get(header.network, id));
+        let mut tried = false;
+        let mut skip = opening.avoid.to_vec();
         let mut busy = false;
         let mut last_error = None;
         let mut message = Frame::StreamHeader(header.clone()).to_vec();
-        message.extend_from_slice(prefix);
+        message.extend_from_slice(opening.prefix);
         for _ in 0..defaults::OPEN_ATTEMPTS {
             let Some(agent) = preferred.take().or_else(|| record.pool.pick(header.network, &skip)) else { break };
-            tried.push(agent.id);
+            tried = true;
             skip.push(agent.id);
-            let Ok(permit) = agent.budget.clone().try_acquire_owned() else {
-                busy = true;
-                continue;
-            };
-            match exchange(agent.session.as_ref(), &message, timeouts).await {
-                Ok((stream, reply)) if reply.status.is_ok() => {
-                    return Ok(AgentStream { stream, permit, session_id: agent.id, agent: agent.clone() });
-                }
-                Ok((_, reply)) => return Err(OpenError::Refused(reply)),
-                Err(ReplyError::Timeout(t)) => return Err(OpenError::Timeout(t)),
-                Err(err) => {
-                    let silent = matches!(err, ReplyError::Silent(_));
+            match attempt(&agent, &message, request.timeouts).await {
+                Attempt::Opened(stream) => return Ok(stream),
+                Attempt::Answered(reply) => return Err(OpenError::Refused(reply)),
+                Attempt::Timeout(t) => return Err(OpenError::Timeout(t)),
+                Attempt::Busy => busy = true,
+                Attempt::Failed { error, silent } => {
                     if silent {
                         // Not even an acknowledgement: the peer is gone without a word
                         // (killed, frozen, or its link blackholed). Stop using the session.
-                        tracing::info!(session = agent.id, %tunnel, error = %err, "agent session unresponsive; closing it");
+                        tracing::info!(session = agent.id, %tunnel, %error, "agent session unresponsive; closing it");
                         agent.session.close();
                     } else {
-                        tracing::debug!(session = agent.id, %tunnel, error = %err, "opening a stream failed, trying another session");
+                        tracing::debug!(session = agent.id, %tunnel, %error, "opening a stream failed, trying another session");
                     }
                     if silent || agent.session.is_closed() {
                         self.leave(tunnel, agent.id);
                     }
-                    last_error = Some(err);
+                    last_error = Some(error);
                 }
             }
         }
-        Err(match (tried.is_empty(), busy, last_error) {
-            (true, _, _) => OpenError::NoAgent(header.network),
+        Err(match (tried, busy, last_error) {
+            (false, _, _) => OpenError::NoAgent(header.network),
             (_, _, Some(err)) => OpenError::Failed(err),
             (_, true, None) => OpenError::Busy,
             (_, false, None) => OpenError::NoAgent(header.network),

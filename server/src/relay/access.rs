@@ -1,21 +1,25 @@
-//! Access-client sessions: the private entrypoint. Each stream the client opens is a visitor:
-//! its header names a hostname, [`crate::routing::Routes::route_private`] decides whether
-//! this client's tunnel may reach it, and the registry carries it to an agent.
+//! Access-client sessions: the private entrypoint. Each stream the client opens is a visitor
+//! of [`Door::Access`] ([`crate::visit`]): admitted under the session's stream budget and the
+//! server's access streams, its header names a hostname, the routing decision says whether
+//! this client's tunnel may reach it, and it is opened under the tunnel's stream budget and
+//! counted like any other visitor.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 use tunnel_proto::channel::{Inbound, Session, Stream};
-use tunnel_proto::framed::{read_frame, write_frame};
-use tunnel_proto::wire::{Frame, Hello, Reply, Scope, Status, StreamHeader};
+use tunnel_proto::framed::{read_stream_header, refuse, write_frame};
+use tunnel_proto::wire::{Frame, Hello, Reply, Status};
 use uuid::Uuid;
 
 use super::control::{control_loop, drain, ControlOutcome};
 use super::{transport_label, AccessRecord};
 use crate::metrics::SessionLabels;
-use crate::routing::carried;
+use crate::routing::{carried, Reach};
+use crate::visit::{Door, Visitor};
 use crate::Shared;
 
 pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut control: Stream, hello: Hello) {
@@ -51,31 +55,31 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     shared.metrics.sessions.get_or_create(&gauge).inc();
     let accept = async {
         while let Ok(Some(mut stream)) = session.accept_stream().await {
-            // Three budgets: the session's, the tunnel's (all its access clients and public
-            // visitors), and the server's for access streams, apart from public visitors.
+            // The session's own budget here; the server's for access streams (apart from
+            // public visitors) by admission, and the tunnel's (its access clients and public
+            // visitors together) when the stream is opened.
             let admitted = match budget.clone().try_acquire_owned() {
-                Err(_) => Err("session is at its stream limit"),
-                Ok(permit) => match shared.budgets.streams_per_tunnel.take(&hello.tunnel) {
-                    None => Err("tunnel is at its stream limit"),
-                    Some(slot) => match shared.access_streams.clone().try_acquire_owned() {
-                        Err(_) => Err("server is at its access stream limit"),
-                        Ok(server) => Ok((permit, slot, server)),
-                    },
+                Err(_) => Err(Reply::new(Status::UNAVAILABLE, "session is at its stream limit")),
+                Ok(permit) => match shared.admit(Door::Access, "", None) {
+                    Ok(admission) => Ok((permit, admission)),
+                    Err(refusal) => Err(refusal.reply),
                 },
             };
-            let held = match admitted {
-                Ok(held) => held,
-                Err(why) => {
-                    tokio::spawn(async move { refuse(&mut stream, Reply::new(Status::UNAVAILABLE, why)).await });
-                    continue;
-                }
-            };
             let task_shared = shared.clone();
+            let peer = session.peer_addr();
             let span = tracing::debug_span!(parent: &span, "stream");
             shared.life.tasks().spawn(
                 async move {
-                    serve_stream(task_shared, hello.tunnel, stream).await;
-                    drop(held);
+                    match admitted {
+                        Ok(held) => {
+                            serve_stream(task_shared, hello.tunnel, peer, stream).await;
+                            drop(held);
+                        }
+                        Err(reply) => {
+                            tracing::debug!(status = reply.status.0, reason = %reply.message, "access stream refused");
+                            refuse(&mut stream, reply).await;
+                        }
+                    }
                 }
                 .instrument(span),
             );
@@ -101,57 +105,38 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     span.in_scope(|| tracing::info!(reason = %outcome, "access client left"));
 }
 
-/// One stream from an access client: a visitor of the private entrypoint.
-async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, mut stream: Stream) {
-    let limits = shared.limits();
-    let header = match tokio::time::timeout(limits.handshake_timeout, read_frame(&mut stream)).await {
-        Ok(Ok(Frame::StreamHeader(h))) => h,
-        Ok(Ok(other)) => {
-            let why = format!("expected a stream header, got {:?}", other.kind());
-            return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
-        }
-        Ok(Err(err)) => {
-            let why = format!("malformed stream header: {err}");
-            return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, why)).await;
-        }
-        Err(_) => return,
+/// One stream from an access client of `access_tunnel`: a visitor of the private entrypoint.
+async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, peer: SocketAddr, mut stream: Stream) {
+    let timeout = shared.limits().handshake_timeout;
+    let pick = |frame| match frame {
+        Frame::StreamHeader(h) => Ok(h),
+        other => Err(other),
     };
+    let Ok(header) = read_stream_header(&mut stream, timeout, pick).await else { return };
     if !carried(header.network) {
         return refuse(&mut stream, Reply::new(Status::BAD_REQUEST, "unknown network")).await;
     }
-    let route = match shared.routes.snapshot().route_private(access_tunnel, &header.hostname) {
-        Ok(route) => route,
-        Err(err) => {
-            tracing::info!(tunnel = %access_tunnel, host = header.hostname.as_str(), status = err.status().0, reason = %err, "private stream refused");
-            let _ = write_frame(&mut stream, &Frame::StreamReply(Reply::new(err.status(), err.to_string()))).await;
-            return;
+    let visitor = Visitor {
+        door: Door::Access,
+        peer,
+        host: &header.hostname,
+        reach: Reach::Private { access: access_tunnel },
+        network: header.network,
+        forwarded_for: header.visitor,
+    };
+    let (host, mut opened) = match shared.visit(&visitor, &[]).await {
+        Ok(visited) => visited,
+        Err(refusal) => {
+            let (status, reason) = (refusal.reply.status.0, refusal.reason().to_owned());
+            tracing::info!(tunnel = %access_tunnel, host = header.hostname.as_str(), status, %reason, "private stream refused");
+            return refuse(&mut stream, refusal.reply).await;
         }
     };
-    let header = StreamHeader { hostname: route.host, ..header };
-    let label = shared.tunnel_label(&route.tunnel);
-    match shared
-        .open(&route.tunnel, Scope::Private(access_tunnel), None, &[], &header, &[], limits.reply_timeouts())
-        .await
-    {
-        Ok(mut agent) => {
-            shared.metrics.opened(&label);
-            if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
-                return;
-            }
-            if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut agent.stream).await {
-                shared.metrics.carried(&label, from_visitor, to_visitor);
-            }
-        }
-        Err(err) => {
-            shared.metrics.failed(&label, err.status().0);
-            let reply = err.reply_for_tunnel(&route.tunnel);
-            tracing::info!(tunnel = %route.tunnel, host = header.hostname.as_str(), status = reply.status.0, reason = %reply.message, "private stream failed");
-            let _ = write_frame(&mut stream, &Frame::StreamReply(reply)).await;
-        }
+    if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
+        return;
     }
-}
-
-async fn refuse(stream: &mut Stream, reply: Reply) {
-    tracing::debug!(status = reply.status.0, reason = %reply.message, "access stream refused");
-    let _ = write_frame(stream, &Frame::StreamReply(reply)).await;
+    tracing::debug!(tunnel = %opened.tunnel, %host, "private stream connected");
+    if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut opened.agent.stream).await {
+        opened.carried(&shared, from_visitor, to_visitor);
+    }
 }
