@@ -70,7 +70,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -
         Ok(pair) => pair,
         Err(err) => return error(peer, &host, Reply::new(Status::BAD_GATEWAY, format!("origin handshake: {err}"))),
     };
-    tokio::spawn(async move {
+    shared.tasks.spawn(async move {
         if let Err(err) = conn.with_upgrades().await {
             tracing::debug!(%err, "origin connection ended");
         }
@@ -90,7 +90,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(visitor_upgrade) = visitor_upgrade {
             let origin_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(proxy::pump_upgraded(visitor_upgrade, origin_upgrade, sender));
+            shared.tasks.spawn(proxy::pump_upgraded(visitor_upgrade, origin_upgrade, sender));
         }
         return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
     }

@@ -64,6 +64,8 @@ struct Shared {
     /// server closing the whole session.
     streams: Arc<Semaphore>,
     metrics: admin::Metrics,
+    /// The tasks the shutdown waits for (visitors, and what an HTTP request leaves running).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// Publishes the current session for visitors.
@@ -117,6 +119,7 @@ impl Access {
             metrics: admin::Metrics::default(),
             config,
             session: rx,
+            tasks: life.tasks().clone(),
         });
         let keeper = tokio::spawn(keep(dialer, 0, timings, Arc::new(Publish(tx)), life.stopping().clone()));
         let mut listeners = JoinSet::new();
@@ -161,9 +164,9 @@ impl Access {
     pub async fn shutdown(mut self) {
         self.listening.cancel();
         while self.listeners.join_next().await.is_some() {}
-        self.life.tasks().close();
         let grace = self.shared.config.limits.session.grace_period;
-        if tokio::time::timeout(grace, self.life.tasks().wait()).await.is_err() {
+        // What is still open then is cut with the session, which closes once stopping begins.
+        if !self.life.settle(grace).await {
             tracing::warn!(?grace, "connections still open after the grace period are cut");
         }
         self.life.begin_stop();

@@ -57,11 +57,17 @@ impl Lifecycle {
         self.root.cancel();
     }
 
+    /// Takes no more tasks and waits for the tracked ones for at most `grace`. Returns whether
+    /// everything finished within it; what is left runs on (see [`Lifecycle::drain`]).
+    pub async fn settle(&self, grace: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
     /// Waits for the tracked tasks for at most `grace`, then cuts what is left (hard stop)
     /// and waits for it to go. Returns whether everything finished within the grace period.
     pub async fn drain(&self, grace: Duration) -> bool {
-        self.tasks.close();
-        let in_time = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        let in_time = self.settle(grace).await;
         self.hard.cancel();
         self.tasks.wait().await;
         in_time

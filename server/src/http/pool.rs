@@ -130,12 +130,19 @@ impl Origin {
         .await
     }
 
-    /// Hands the connection's IO to a task of its own in `tasks` (an upgrade completes there).
-    pub fn detach(&mut self, tasks: &tokio_util::task::TaskTracker) {
+    /// Hands the connection's IO to a task of `life`'s own (an upgrade completes there); the
+    /// hard stop ends it.
+    pub fn detach(&mut self, life: &tunnel_runtime::Lifecycle) {
         if let Some(conn) = self.conn.take() {
-            tasks.spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(%err, "origin connection ended");
+            let hard = life.hard_stop().clone();
+            life.tasks().spawn(async move {
+                tokio::select! {
+                    ended = conn => {
+                        if let Err(err) = ended {
+                            tracing::debug!(%err, "origin connection ended");
+                        }
+                    }
+                    _ = hard.cancelled() => {}
                 }
             });
         }

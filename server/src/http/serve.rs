@@ -283,12 +283,19 @@ impl Visitor {
                     let origin_upgrade = hyper::upgrade::on(&mut resp);
                     let mut origin = origin;
                     let tasks = self.shared.life.tasks();
-                    origin.detach(tasks);
+                    origin.detach(&self.shared.life);
                     let shared = self.shared.clone();
                     tasks.spawn(async move {
-                        let (up, down) = proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin).await;
-                        shared.metrics.carried(&label, up, down);
-                        line.log(101, up, down);
+                        let pump = proxy::pump_upgraded(visitor_upgrade, origin_upgrade, origin);
+                        tokio::select! {
+                            (up, down) = pump => {
+                                shared.metrics.carried(&label, up, down);
+                                line.log(101, up, down);
+                            }
+                            _ = shared.life.hard_stop().cancelled() => {
+                                tracing::debug!(peer = %line.peer, host = %line.host, "upgraded connection cut: the grace period is over");
+                            }
+                        }
                     });
                 }
                 None => line.log(101, 0, 0),
