@@ -69,7 +69,7 @@ impl CommonArgs {
 
 /// The command line of a client binary (agent, access client). Each binary words the help of
 /// `-L` and `-F` for itself (`mut_arg`).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Clone)]
 pub struct ClientArgs {
     /// Service or listener URL.
     #[arg(short = 'L', value_name = "URL")]
@@ -87,6 +87,20 @@ pub struct ClientArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
+}
+
+/// Shows no secret: the token is `***`, and so are the URLs' tokens and proxy passwords.
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |urls: &[String]| urls.iter().map(|u| crate::url::redact(u)).collect::<Vec<_>>();
+        f.debug_struct("ClientArgs")
+            .field("services", &redacted(&self.services))
+            .field("relay", &redacted(&self.relay))
+            .field("config", &self.config)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("common", &self.common)
+            .finish()
+    }
 }
 
 impl ClientArgs {

@@ -155,7 +155,7 @@ impl NodeUrl {
 
 /// The URL as shown in messages: the values of `token` and `secret` and a `user:password@`
 /// password are replaced by `***`, since secrets are never printed.
-fn redact(raw: &str) -> String {
+pub fn redact(raw: &str) -> String {
     // Scheme first, then the query, as `NodeUrl::parse` splits: a `?` before the `://` must not
     // move the query (and its token) out of sight.
     let (scheme, after) = match raw.split_once("://") {

@@ -627,14 +627,28 @@ impl FileConfig {
     }
 }
 
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gateways: Vec<String> = self.gateways.iter().map(|url| tunnel_runtime::url::redact(url)).collect();
+        f.debug_struct("Origin")
+            .field("file", &self.file)
+            .field("token", &self.token)
+            .field("admin", &self.admin)
+            .field("gateways", &gateways)
+            .field("pid_file", &self.pid_file)
+            .finish()
+    }
+}
+
 /// Where a server's configuration came from: a reload reads the same file again and applies
-/// the same command-line overrides.
-#[derive(Debug, Clone, Default)]
+/// the same command-line overrides. Its `Debug` shows no secret (the token, a gateway URL's
+/// `secret`).
+#[derive(Clone, Default)]
 pub struct Origin {
     /// The TOML file (`-C`); `None` for `-L`, which a reload cannot re-read.
     pub file: Option<String>,
     /// `--token` / `TUNNEL_TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// `--admin`.
     pub admin: Option<String>,
     /// `--gateway` URLs.
@@ -663,7 +677,7 @@ impl Origin {
     /// Puts the command-line overrides into a file's configuration.
     pub fn apply(&self, file: &mut FileConfig) -> Result<(), ConfigError> {
         if let Some(token) = &self.token {
-            file.set_token(Secret::from(token.clone()));
+            file.set_token(token.clone());
         }
         if let Some(admin) = &self.admin {
             file.admin.addr = Some(admin.clone());
@@ -912,5 +926,17 @@ mod tests {
         let bad = "addr = \":0\"\n[[entrypoints]]\naddr = \":81\"\ntrustedProxies = [\"nope\"]\n";
         let err = toml::from_str::<FileConfig>(bad).unwrap().validate("f").unwrap_err();
         assert!(err.to_string().contains("trustedProxies"), "{err}");
+    }
+
+    #[test]
+    fn the_origins_debug_shows_no_secret() {
+        let origin = Origin {
+            token: Some(Secret::new("tok-hunter2")),
+            gateways: vec!["gateway://:9000?secret=gw-hunter2&retry=1".into()],
+            ..Origin::default()
+        };
+        let shown = format!("{origin:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("gateway://:9000"), "{shown}");
     }
 }

@@ -8,7 +8,7 @@ use tunnel_server::{FileConfig, Server};
 
 /// The public side of tunnel: agents and access clients connect to its relay listener,
 /// visitors to its entrypoints.
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     version = tunnel_runtime::cli::VERSION,
     after_help = "Examples:\n  \
@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     };
     let origin = Origin {
         file: cli.config.clone(),
-        token: cli.token.clone(),
+        token: cli.token.clone().map(tunnel_runtime::secret::Secret::new),
         admin: cli.common.admin.clone(),
         gateways: cli.gateways.clone(),
         pid_file: cli.pid_file.clone(),
