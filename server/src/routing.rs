@@ -41,6 +41,13 @@ pub enum RouteError {
     /// No rule (that this entrypoint may use) matches the hostname.
     #[error("no route for host {0}")]
     NoRoute(String),
+    /// The hostname has only a private rule, and the visitor is public.
+    #[error("host {0} has only a private rule")]
+    PrivateOnly(String),
+    /// A rule of the hostname is protected (`basicAuth` or private), and the visitor carries
+    /// no path that could be held to it.
+    #[error("host {0} has protected path rules, and this visitor carries no path")]
+    Protected(String),
     /// A private stream's hostname is ruled to another tunnel, or to none.
     #[error("no ingress rule routes {host:?} to tunnel {tunnel}")]
     NotThisTunnel {
@@ -61,8 +68,22 @@ impl RouteError {
     /// The status the stream is refused with.
     pub fn status(&self) -> Status {
         match self {
-            RouteError::NoRoute(_) | RouteError::NotThisTunnel { .. } => Status::NOT_FOUND,
+            RouteError::NoRoute(_)
+            | RouteError::PrivateOnly(_)
+            | RouteError::Protected(_)
+            | RouteError::NotThisTunnel { .. } => Status::NOT_FOUND,
             RouteError::NoHostname | RouteError::BadHostname(_) => Status::BAD_REQUEST,
+        }
+    }
+
+    /// What the visitor is told: a public visitor learns nothing of the rules (an unknown
+    /// host, a private one and a protected one read the same); the log gets the error itself.
+    pub fn public_message(&self) -> String {
+        match self {
+            RouteError::PrivateOnly(host) | RouteError::Protected(host) => {
+                RouteError::NoRoute(host.clone()).to_string()
+            }
+            other => other.to_string(),
         }
     }
 }
@@ -174,12 +195,13 @@ impl Routes {
     fn route_public(&self, host: &str, path: Option<&str>) -> Result<&Rule, RouteError> {
         let rule = match path {
             Some(path) => self.ingress.lookup_path(host, path),
-            None if self.ingress.protects(host) => None,
+            None if self.ingress.protects(host) => return Err(RouteError::Protected(host.to_owned())),
             None => self.ingress.lookup(host),
         };
         match rule {
             Some(rule) if !rule.private => Ok(rule),
-            _ => Err(RouteError::NoRoute(host.to_owned())),
+            Some(_) => Err(RouteError::PrivateOnly(host.to_owned())),
+            None => Err(RouteError::NoRoute(host.to_owned())),
         }
     }
 
@@ -343,10 +365,14 @@ mod tests {
         let r = routes(false);
         assert_eq!(r.decide("www.example.com", NO_PATH).unwrap().tunnel, PUBLIC);
         assert_eq!(r.decide("srv-3.local", NO_PATH).unwrap().tunnel, PRIVATE);
-        assert_eq!(r.decide("srv-2.local", NO_PATH), Err(RouteError::NoRoute("srv-2.local".into())));
-        assert_eq!(r.decide("nowhere.test", NO_PATH).unwrap_err().status(), Status::NOT_FOUND);
+        let private = r.decide("srv-2.local", NO_PATH).unwrap_err();
+        assert_eq!(private, RouteError::PrivateOnly("srv-2.local".into()));
+        let unknown = r.decide("nowhere.test", NO_PATH).unwrap_err();
+        assert_eq!(unknown.status(), Status::NOT_FOUND);
+        assert_eq!(private.status(), unknown.status());
+        assert_eq!(private.public_message(), "no route for host srv-2.local", "the answer hides the private rule");
         let path = Reach::Public { path: Some("/x") };
-        assert_eq!(r.decide("srv-2.local", path), Err(RouteError::NoRoute("srv-2.local".into())));
+        assert_eq!(r.decide("srv-2.local", path), Err(RouteError::PrivateOnly("srv-2.local".into())));
     }
 
     #[test]
@@ -360,7 +386,9 @@ mod tests {
             ingress: Ingress::new(vec![public, admin, internal, rule("open.test", PUBLIC, false), open]),
             ..routes(false)
         };
-        assert_eq!(r.decide("app.test", NO_PATH), Err(RouteError::NoRoute("app.test".into())));
+        let protected = r.decide("app.test", NO_PATH).unwrap_err();
+        assert_eq!(protected, RouteError::Protected("app.test".into()));
+        assert_eq!(protected.public_message(), "no route for host app.test");
         let at = |path| r.decide("app.test", Reach::Public { path: Some(path) });
         assert_eq!(at("/").unwrap().rule.unwrap().path, None, "an HTTP request is routed by its path");
         assert!(!at("/admin/x").unwrap().rule.unwrap().basic_auth.is_empty());

@@ -104,7 +104,10 @@ impl Refusal {
     }
 
     fn route(err: &RouteError) -> Refusal {
-        Refusal::new(err.status(), err.to_string(), "")
+        let message = err.public_message();
+        let detail = err.to_string();
+        let detail = if detail == message { String::new() } else { detail };
+        Refusal { reply: Reply::new(err.status(), message), detail }
     }
 
     /// The reason to log: the detail, or the answer's message.

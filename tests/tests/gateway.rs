@@ -16,6 +16,8 @@ use tunnel_tests::gateway::{ask, connect, rest_until_close, seal, status, Blackh
 use tunnel_tests::payload::write_random;
 use tunnel_tests::{addr_in, agent_config, origin, tunnel_id, Proc, Server};
 
+#[path = "gateway/protections.rs"]
+mod protections;
 #[path = "gateway/reuse.rs"]
 mod reuse;
 
@@ -259,8 +261,8 @@ fn unreachable_targets_get_502_and_private_rules_stay_private() {
         refused(w.main, &seal(SECRET, &target, &[]), "502\n");
     }
     // The log lines are read by another thread: wait for them rather than read them once.
-    w.server.proc.wait_for("private.test has only a private rule");
-    w.server.proc.wait_for(&format!("{} is in no ingress rule and not in allowAddresses", not_allowed.ip()));
+    w.server.proc.wait_for("host private.test has only a private rule (and not in allowAddresses)");
+    w.server.proc.wait_for(&format!("no route for host {} (and not in allowAddresses)", not_allowed.ip()));
     // The same tunnel, under its public name, is reachable: privacy belongs to the rule.
     assert_eq!(echoed(w.main, &seal(SECRET, "echo.test", &[]), b"", b"x"), b"x");
 }

@@ -1,5 +1,6 @@
 //! Plain-HTTP visitors served request by request: each request routed by its own target,
-//! origin connections reused over tunnel streams, `X-Forwarded-*`, the access log.
+//! origin connections reused over tunnel streams, `X-Forwarded-*`, the access log; and
+//! upgraded (WebSocket) connections: byte pumps, counted, and waited for by a drain.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -242,4 +243,119 @@ fn an_access_clients_sniffing_listener_routes_each_request_by_its_own_host() {
         assert!(out.starts_with("HTTP/1.1 400"), "{request:?}: {out}");
     }
     assert_eq!(seen_other.connections.load(Ordering::SeqCst), 0);
+}
+
+/// A masked binary frame (FIN) carrying `payload`, as a WebSocket client sends it.
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x82];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Opens a WebSocket upgrade to `ws.example` through `ep`; returns the connection after its 101.
+fn ws_upgrade(ep: SocketAddr) -> TcpStream {
+    let mut ws = TcpStream::connect(ep).expect("connect");
+    ws.set_read_timeout(Some(WAIT)).unwrap();
+    ws.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match ws.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("closed during the handshake ({other:?}): {:?}", String::from_utf8_lossy(&head)),
+        }
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "no 101: {:?}", String::from_utf8_lossy(&head));
+    ws
+}
+
+/// Sends `frame` on an upgraded connection and reads back as many bytes: the echo.
+fn ws_exchange(ws: &mut TcpStream, frame: &[u8]) -> std::io::Result<Vec<u8>> {
+    ws.write_all(frame)?;
+    let mut echo = vec![0u8; frame.len()];
+    ws.read_exact(&mut echo)?;
+    Ok(echo)
+}
+
+/// The value of the metric line starting with `prefix` (name and labels) on the admin
+/// listener `admin`, or 0.
+fn metric(admin: SocketAddr, prefix: &str) -> f64 {
+    let (code, text) = curl(&[&format!("http://{admin}/metrics")]);
+    assert_eq!(code, 0, "curl /metrics: {text}");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_sigterm_waits_for_an_open_websocket_within_the_grace_period() {
+    let id = tunnel_id();
+    let origin = upgrading_origin();
+    let url = format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=ws.example:{id}&gracePeriod=20s");
+    let mut server = Server::start(&["-L", &url, "--admin", "127.0.0.1:0"], 1);
+    let admin = tunnel_tests::addr_in(&server.proc.wait_for("admin listening"));
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+
+    // A whole conversation: what crosses the upgraded connection counts for the tunnel, both
+    // ways, once it ends.
+    let bytes = |direction: &str| format!("tunnel_bytes_total{{tunnel=\"{id}\",direction=\"{direction}\"}}");
+    let (in_before, out_before) = (metric(admin, &bytes("in")), metric(admin, &bytes("out")));
+    let frame = ws_frame(&vec![0x5a; 64 << 10]);
+    let mut ws = ws_upgrade(ep);
+    let mut writer = ws.try_clone().unwrap();
+    let sent = frame.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let (echoed, closed) = read_until_close(&mut ws, WAIT);
+    sender.join().unwrap();
+    assert!(closed && echoed == frame, "the echo of {} bytes, then a close: got {} bytes", frame.len(), echoed.len());
+    let len = frame.len() as f64;
+    tunnel_tests::poll_until("the upgraded bytes in tunnel_bytes_total, both ways", || {
+        metric(admin, &bytes("in")) >= in_before + len && metric(admin, &bytes("out")) >= out_before + len
+    });
+
+    // A conversation open across a SIGTERM: the drain waits for it.
+    let mut ws = ws_upgrade(ep);
+    let hello = ws_frame(b"hello");
+    assert_eq!(ws_exchange(&mut ws, &hello).expect("the first message's echo"), hello);
+    server.proc.signal("TERM");
+    server.proc.wait_for("shutting down: listeners closed, draining sessions");
+    let again = ws_frame(b"still there?");
+    match ws_exchange(&mut ws, &again) {
+        Ok(echo) => assert_eq!(echo, again, "the second message's echo"),
+        Err(err) => panic!(
+            "the open WebSocket was cut by the drain ({err}); the server is running: {}; its output:\n{}",
+            server.proc.is_running(),
+            server.proc.output()
+        ),
+    }
+    assert!(server.proc.is_running(), "the server waits for the open conversation:\n{}", server.proc.output());
+    ws.shutdown(std::net::Shutdown::Write).unwrap();
+    let (rest, closed) = read_until_close(&mut ws, WAIT);
+    assert!(closed && rest.is_empty(), "the origin's close comes back, nothing else: {rest:?}");
+    assert_eq!(server.proc.wait_exit(), Some(0), "a clean exit once the conversation ended:\n{}", server.proc.output());
+    let out = server.proc.output();
+    assert!(!out.contains("streams still open after the grace period are cut"), "nothing was cut:\n{out}");
 }
