@@ -16,9 +16,8 @@ pub use tunnel_runtime::config::ConfigError;
 
 mod gost;
 
-use crate::health::{self, HealthCheck, Probe};
 use crate::proxy_protocol::ProxyVersion;
-use crate::target::{Selector, Strategy};
+use crate::target::{self, HealthCheck, Probe, Selector, Strategy, Target};
 
 /// The agent's file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -134,30 +133,6 @@ pub struct LimitsFile {
     max_udp_flows: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     grace_period: Option<Duration>,
-}
-
-/// A validated target.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Name for logs.
-    pub name: String,
-    /// TCP or UDP.
-    pub network: Network,
-    /// Dialable `host:port`.
-    pub addr: String,
-    /// Hostnames served; `None` for a fallback.
-    pub host: Option<HostPattern>,
-    /// UDP: idle time after which a flow ends.
-    pub udp_ttl: Duration,
-    /// UDP: bytes read per datagram from the target.
-    pub read_buffer_size: usize,
-    /// Balancing and fail-over settings (its group's strategy, its own `maxFails` and
-    /// `failTimeout`).
-    pub selector: Selector,
-    /// PROXY protocol header to write first, if any.
-    pub proxy_protocol: Option<ProxyVersion>,
-    /// Active health check, if any.
-    pub health_check: Option<HealthCheck>,
 }
 
 /// Timeouts and backoff.
@@ -372,8 +347,8 @@ fn validate_check(node: &NodeFile, network: Network) -> Result<Option<HealthChec
         return Err(("healthCheck", "only TCP (rtcp) targets have active checks".into()));
     }
     let probe = Probe::parse(raw).map_err(|e| ("healthCheck", e))?;
-    let interval = node.health_check_interval.unwrap_or(health::DEFAULT_INTERVAL);
-    let timeout = node.health_check_timeout.unwrap_or(health::DEFAULT_TIMEOUT);
+    let interval = node.health_check_interval.unwrap_or(target::DEFAULT_INTERVAL);
+    let timeout = node.health_check_timeout.unwrap_or(target::DEFAULT_TIMEOUT);
     if interval.is_zero() {
         return Err(("healthCheckInterval", "must be more than 0".into()));
     }

@@ -5,52 +5,16 @@
 //! of real streams still count as well.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Target;
+use crate::target::{Probe, Target};
 use crate::Shared;
 
-/// The check's default period.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// The check's default time limit: a local service answers a probe in milliseconds.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read of a probe's answer: its status line fits.
 const MAX_STATUS_LINE: usize = 1024;
-
-/// What a check does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    /// A TCP connect.
-    Tcp,
-    /// `GET path` over HTTP/1.1, wanting 2xx or 3xx.
-    Http(String),
-}
-
-/// A target's active check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// What to do.
-    pub probe: Probe,
-    /// How often.
-    pub interval: Duration,
-    /// Time limit of one check.
-    pub timeout: Duration,
-}
-
-impl Probe {
-    /// `tcp` or an absolute HTTP path (`/healthz`).
-    pub fn parse(raw: &str) -> Result<Probe, String> {
-        match raw {
-            "tcp" => Ok(Probe::Tcp),
-            p if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => Ok(Probe::Http(p.to_owned())),
-            other => Err(format!("{other:?} is neither \"tcp\" nor an HTTP path such as \"/healthz\"")),
-        }
-    }
-}
 
 /// Starts one checking task per target that has a check; they end with `stop`.
 pub(crate) fn spawn(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker, stop: &CancellationToken) {

@@ -31,7 +31,8 @@ mod stream;
 pub mod target;
 mod udp;
 
-pub use config::{Config, FileConfig, Target};
+pub use config::{Config, FileConfig};
+pub use target::Target;
 
 /// A running agent.
 pub struct Agent {

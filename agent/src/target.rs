@@ -20,7 +20,7 @@ use rand::Rng;
 use tunnel_proto::host::{self, best_match, HostPattern};
 use tunnel_proto::wire::{Network, StreamHeader};
 
-use crate::config::Target;
+use crate::proxy_protocol::ProxyVersion;
 
 /// How a group picks the first target to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,6 +84,66 @@ impl Default for Selector {
 pub const DEFAULT_MAX_FAILS: u32 = 1;
 /// GOST's default: a failed target is tried again after 10 s.
 pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The check's default period.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// The check's default time limit: a local service answers a probe in milliseconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connect.
+    Tcp,
+    /// `GET path` over HTTP/1.1, wanting 2xx or 3xx.
+    Http(String),
+}
+
+/// A target's active check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What to do.
+    pub probe: Probe,
+    /// How often.
+    pub interval: Duration,
+    /// Time limit of one check.
+    pub timeout: Duration,
+}
+
+impl Probe {
+    /// `tcp` or an absolute HTTP path (`/healthz`).
+    pub fn parse(raw: &str) -> Result<Probe, String> {
+        match raw {
+            "tcp" => Ok(Probe::Tcp),
+            p if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) => Ok(Probe::Http(p.to_owned())),
+            other => Err(format!("{other:?} is neither \"tcp\" nor an HTTP path such as \"/healthz\"")),
+        }
+    }
+}
+
+/// A validated target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Name for logs.
+    pub name: String,
+    /// TCP or UDP.
+    pub network: Network,
+    /// Dialable `host:port`.
+    pub addr: String,
+    /// Hostnames served; `None` for a fallback.
+    pub host: Option<HostPattern>,
+    /// UDP: idle time after which a flow ends.
+    pub udp_ttl: Duration,
+    /// UDP: bytes read per datagram from the target.
+    pub read_buffer_size: usize,
+    /// Balancing and fail-over settings (its group's strategy, its own `maxFails` and
+    /// `failTimeout`).
+    pub selector: Selector,
+    /// PROXY protocol header to write first, if any.
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Active health check, if any.
+    pub health_check: Option<HealthCheck>,
+}
 
 /// The targets with the state of their groups and their health.
 #[derive(Debug)]

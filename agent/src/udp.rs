@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tunnel_proto::channel::Stream;
 use tunnel_proto::framed::{refuse, write_frame};
 use tunnel_proto::wire::{Frame, Reply, Status};
-use tunnel_runtime::udp::{relay, DatagramSink, DatagramSource};
+use tunnel_runtime::udp::{relay, DatagramSink, DatagramSource, FlowEnd};
 
 use crate::{Shared, Target};
 
@@ -58,20 +58,20 @@ async fn connect(addr: &str) -> std::io::Result<UdpSocket> {
 struct TargetSocket<'a>(&'a UdpSocket);
 
 impl DatagramSource for TargetSocket<'_> {
-    async fn recv(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+    async fn recv(&mut self, buf: &mut [u8]) -> Result<usize, FlowEnd> {
         loop {
             match self.0.recv(buf).await {
                 Ok(n) => return Ok(n),
                 // An ICMP unreachable for an earlier datagram: the target may come back.
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-                Err(err) => return Err(format!("target socket failed: {err}")),
+                Err(err) => return Err(FlowEnd::Socket(err)),
             }
         }
     }
 }
 
 impl DatagramSink for TargetSocket<'_> {
-    async fn send(&mut self, datagram: &[u8]) -> Result<(), String> {
+    async fn send(&mut self, datagram: &[u8]) -> Result<(), FlowEnd> {
         // A send error (e.g. an ICMP unreachable reported late) loses this datagram only, as
         // UDP would.
         let _ = self.0.send(datagram).await;

@@ -30,12 +30,12 @@ impl Activity {
 
     /// Resolves once nothing has moved for `ttl`, checking every `ttl / 2` (so an idle flow
     /// ends between one and one and a half `ttl` after its last datagram).
-    pub async fn idle(&self, ttl: std::time::Duration) -> String {
+    pub async fn idle(&self, ttl: std::time::Duration) {
         loop {
             tokio::time::sleep(ttl / 2).await;
             let last = std::time::Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
             if self.start.elapsed().saturating_sub(last) >= ttl {
-                return format!("idle for {ttl:?}");
+                return;
             }
         }
     }

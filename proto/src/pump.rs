@@ -346,7 +346,7 @@ where
             r = accept() => match r {
                 Ok(conn) => return Some(conn),
                 Err(err) => {
-                    tracing::warn!(%err, "{what} accept failed");
+                    tracing::warn!(%err, listener = what, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },

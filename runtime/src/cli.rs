@@ -237,7 +237,7 @@ where
         tracing::info!(threads, "async runtime started");
         let component = start().await?;
         telemetry::shutdown_signal().await;
-        tracing::info!("{on_signal}");
+        tracing::info!(message = %on_signal);
         tokio::select! {
             _ = component.stop() => {}
             _ = telemetry::shutdown_signal() => tracing::warn!("second signal: stopping now"),

@@ -41,10 +41,21 @@ pub fn load_toml<T: DeserializeOwned>(path: &str) -> Result<T, ConfigError> {
         std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: path.to_owned(), why: e.to_string() })?;
     toml::from_str(&text).map_err(|e| {
         let mut why = describe(&text, &e);
-        if crate::gost::looks_like_yaml(&text) {
+        if looks_like_yaml(&text) {
             why.push_str(" (this looks like a GOST YAML file: name it .yaml or .yml to read it as one)");
         }
         ConfigError::File { path: path.to_owned(), why }
+    })
+}
+
+/// Whether TOML that failed to parse looks like a GOST YAML file instead: its first line
+/// that is not blank or a comment opens `services:`, `chains:` or `ingresses:`.
+pub fn looks_like_yaml(text: &str) -> bool {
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+    first.is_some_and(|l| {
+        ["services", "chains", "ingresses"]
+            .iter()
+            .any(|k| l.strip_prefix(k).is_some_and(|r| r.trim_start().starts_with(':')))
     })
 }
 

@@ -72,16 +72,43 @@ impl<P: Unpin> tokio::io::AsyncWrite for Holding<P> {
     }
 }
 
+/// Why a UDP flow ended (a flow always ends; these are its reasons, not failures of the
+/// program).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowEnd {
+    /// The visitor's side: the listener stopped.
+    #[error("listener closed")]
+    ListenerClosed,
+    /// The one answer of a flow without keepalive was delivered.
+    #[error("answered (no keepalive)")]
+    Answered,
+    /// Nothing moved for the flow's time to live.
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    /// The other end of the stream (named) ended it.
+    #[error("{0} ended the flow")]
+    Ended(&'static str),
+    /// The stream failed.
+    #[error("stream failed: {0}")]
+    Stream(std::io::Error),
+    /// The socket to the target failed.
+    #[error("target socket failed: {0}")]
+    Socket(std::io::Error),
+    /// No stream could be opened for the flow: the opener's reason.
+    #[error("{0}")]
+    NotOpened(String),
+}
+
 /// Where the datagrams that go into the stream come from.
 pub trait DatagramSource: Send {
     /// The next datagram, written into `buf`; `Err` ends the flow with that reason.
-    fn recv(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, String>> + Send;
+    fn recv(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, FlowEnd>> + Send;
 }
 
 /// Where the datagrams that come out of the stream go.
 pub trait DatagramSink: Send {
     /// Delivers one datagram; `Err` ends the flow with that reason (after delivering it).
-    fn send(&mut self, datagram: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+    fn send(&mut self, datagram: &[u8]) -> impl Future<Output = Result<(), FlowEnd>> + Send;
 }
 
 /// Relays datagrams between `stream` and a UDP flow until either side ends, the stream fails,
@@ -93,8 +120,8 @@ pub async fn relay(
     mut sink: impl DatagramSink,
     source_buffer: usize,
     ttl: Duration,
-    far_side: &str,
-) -> String {
+    far_side: &'static str,
+) -> FlowEnd {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let activity = datagram::Activity::default();
     let up = async {
@@ -107,7 +134,7 @@ pub async fn relay(
             };
             activity.touch();
             if let Err(err) = datagram::write(&mut wr, &buf[..n], &mut scratch).await {
-                return format!("stream failed: {err}");
+                return FlowEnd::Stream(err);
             }
         }
     };
@@ -121,8 +148,8 @@ pub async fn relay(
                         return why;
                     }
                 }
-                Ok(None) => return format!("{far_side} ended the flow"),
-                Err(err) => return format!("stream failed: {err}"),
+                Ok(None) => return FlowEnd::Ended(far_side),
+                Err(err) => return FlowEnd::Stream(err),
             }
         }
     };
@@ -130,7 +157,7 @@ pub async fn relay(
     let why = tokio::select! {
         why = up => why,
         why = down => why,
-        why = idle => why,
+        () = idle => FlowEnd::Idle(ttl),
     };
     let mut stream = rd.unsplit(wr);
     let _ = stream.shutdown().await;
@@ -153,6 +180,7 @@ pub struct FlowOptions {
 /// Opens the stream that carries a new flow.
 pub trait FlowOpener: Send + Sync + 'static {
     /// Opens a stream for the flow of visitor `peer`, sending `first` right behind its header.
+    /// `Err` is the reason, for the log.
     fn open(&self, peer: SocketAddr, first: &[u8]) -> impl Future<Output = Result<Stream, String>> + Send;
 
     /// Reports a flow whose stream could not be opened (default: one info line each).
@@ -241,11 +269,11 @@ impl Flow {
             }
             Err(why) => {
                 opener.failed(peer, &why);
-                why
+                FlowEnd::NotOpened(why)
             }
         };
         forget.now();
-        tracing::debug!(%peer, "UDP flow ended: {why}");
+        tracing::debug!(%peer, reason = %why, "UDP flow ended");
     }
 }
 
@@ -269,8 +297,8 @@ impl Forget {
 struct Queue(mpsc::Receiver<Vec<u8>>);
 
 impl DatagramSource for Queue {
-    async fn recv(&mut self, buf: &mut [u8]) -> Result<usize, String> {
-        let d = self.0.recv().await.ok_or("listener closed")?;
+    async fn recv(&mut self, buf: &mut [u8]) -> Result<usize, FlowEnd> {
+        let d = self.0.recv().await.ok_or(FlowEnd::ListenerClosed)?;
         let n = d.len().min(buf.len());
         buf[..n].copy_from_slice(&d[..n]);
         Ok(n)
@@ -278,7 +306,7 @@ impl DatagramSource for Queue {
 }
 
 impl DatagramSink for Flow {
-    async fn send(&mut self, datagram: &[u8]) -> Result<(), String> {
+    async fn send(&mut self, datagram: &[u8]) -> Result<(), FlowEnd> {
         if !self.options.keepalive {
             // Forget first: the visitor's next datagram must start a new flow.
             Forget { flows: self.flows.clone(), peer: self.peer, tx: self.tx.clone() }.now();
@@ -287,7 +315,7 @@ impl DatagramSink for Flow {
         if self.options.keepalive {
             Ok(())
         } else {
-            Err("answered (no keepalive)".to_owned())
+            Err(FlowEnd::Answered)
         }
     }
 }

@@ -2,7 +2,6 @@
 //! (`/api/v1/tunnels`, `/api/v1/rules`, `/api/v1/config`, `/api/v1/cluster`, `POST /api/v1/reload`) and the status
 //! page at `/`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,10 +26,10 @@ fn unix(t: SystemTime) -> u64 {
 impl ServerAdmin {
     fn tunnels(&self) -> Value {
         let s = &self.shared;
-        let routes = s.routes.snapshot();
+        let routes = s.routes();
         let mut ids: Vec<Uuid> = routes.ingress.rules().iter().map(|r| r.tunnel).collect();
         ids.extend(s.registry.tunnels().into_iter().map(|(id, _)| id));
-        ids.extend(s.access_sessions.iter().map(|a| a.hello.tunnel));
+        ids.extend(s.access.iter().map(|a| a.hello.tunnel));
         ids.sort();
         ids.dedup();
         let transport = crate::relay::transport_label(s);
@@ -69,7 +68,7 @@ impl ServerAdmin {
                     })
                     .collect();
                 let access: Vec<Value> = s
-                    .access_sessions
+                    .access
                     .iter()
                     .filter(|a| &a.hello.tunnel == id)
                     .map(|a| {
@@ -102,7 +101,7 @@ impl ServerAdmin {
     }
 
     fn rules(&self) -> Value {
-        let routes = self.shared.routes.snapshot();
+        let routes = self.shared.routes();
         let rules: Vec<Value> = routes
             .ingress
             .rules()
@@ -115,7 +114,7 @@ impl ServerAdmin {
     fn config(&self) -> Value {
         let s = &self.shared;
         json!({
-            "version": s.config_version.load(Ordering::Relaxed),
+            "version": s.in_force.version(),
             "file": s.config.origin.file,
             "transport": s.config.transport.to_string(),
             "relay": self.relay.to_string(),
@@ -128,8 +127,7 @@ impl AdminApp for ServerAdmin {
     fn ready(&self) -> (bool, Value) {
         let s = &self.shared;
         let draining = s.life.stopping().is_cancelled();
-        let sessions: usize =
-            s.registry.tunnels().iter().map(|(_, t)| t.pool.len()).sum::<usize>() + s.access_sessions.len();
+        let sessions: usize = s.registry.tunnels().iter().map(|(_, t)| t.pool.len()).sum::<usize>() + s.access.len();
         let mut body = json!({ "ready": !draining, "draining": draining, "sessions": sessions });
         // A replica without Redis still serves its own tunnels: ready, and degraded.
         if let Some(cluster) = &s.cluster {

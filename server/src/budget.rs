@@ -4,14 +4,15 @@
 //!
 //! The server holds one of each: handshakes and sessions per source address, access
 //! sessions per tunnel, streams in flight per tunnel (public visitors and access streams),
-//! and public visitors per source address. Together with the server-wide caps (visitors,
-//! access streams) no tenant can exhaust another's share.
+//! public visitors and UDP flows per source address; and the server-wide places (visitors,
+//! access streams). Together no tenant can exhaust another's share.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 /// Counts per key, each under `max`.
@@ -59,8 +60,12 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     }
 }
 
-/// Every per-key budget of a server.
+/// Every budget of a server: the server-wide places and the caps per key.
 pub struct Budgets {
+    /// Public visitors in flight (`maxVisitors`).
+    pub visitors: Arc<Semaphore>,
+    /// Access-client streams in flight, apart from public visitors (`maxAccessStreams`).
+    pub access_streams: Arc<Semaphore>,
     /// Connections in their handshake, per source address.
     pub handshakes_per_source: Arc<KeyedBudget<IpAddr>>,
     /// Established sessions (agents and access clients), per source address.
@@ -74,20 +79,6 @@ pub struct Budgets {
     pub visitors_per_source: Arc<KeyedBudget<IpAddr>>,
     /// UDP flows of public UDP entrypoints, per source address (over every UDP entrypoint).
     pub udp_flows_per_source: Arc<KeyedBudget<IpAddr>>,
-}
-
-impl Budgets {
-    /// The budgets of these limits.
-    pub fn new(limits: &crate::config::Limits) -> Budgets {
-        Budgets {
-            handshakes_per_source: KeyedBudget::new(limits.max_handshakes_per_source),
-            sessions_per_source: KeyedBudget::new(limits.max_sessions_per_source),
-            access_sessions_per_tunnel: KeyedBudget::new(limits.max_access_sessions_per_tunnel),
-            streams_per_tunnel: KeyedBudget::new(limits.max_streams_per_tunnel),
-            visitors_per_source: KeyedBudget::new(limits.max_visitors_per_source),
-            udp_flows_per_source: KeyedBudget::new(limits.max_udp_flows_per_source),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -733,6 +733,23 @@ impl Config {
 }
 
 impl Limits {
+    /// The budgets these limits size.
+    pub fn budgets(&self) -> crate::budget::Budgets {
+        use crate::budget::KeyedBudget;
+        use std::sync::Arc;
+        use tokio::sync::Semaphore;
+        crate::budget::Budgets {
+            visitors: Arc::new(Semaphore::new(self.max_visitors)),
+            access_streams: Arc::new(Semaphore::new(self.max_access_streams)),
+            handshakes_per_source: KeyedBudget::new(self.max_handshakes_per_source),
+            sessions_per_source: KeyedBudget::new(self.max_sessions_per_source),
+            access_sessions_per_tunnel: KeyedBudget::new(self.max_access_sessions_per_tunnel),
+            streams_per_tunnel: KeyedBudget::new(self.max_streams_per_tunnel),
+            visitors_per_source: KeyedBudget::new(self.max_visitors_per_source),
+            udp_flows_per_source: KeyedBudget::new(self.max_udp_flows_per_source),
+        }
+    }
+
     /// The timeouts for a new stream's replies.
     pub fn reply_timeouts(&self) -> tunnel_proto::framed::ReplyTimeouts {
         tunnel_proto::framed::ReplyTimeouts { ack: self.ack_timeout, reply: self.reply_timeout }

@@ -16,7 +16,7 @@ pub fn load(source: &IdentitySource) -> anyhow::Result<ServerIdentity> {
         IdentitySource::SelfSigned { dir, names } => {
             let id = load_or_generate(dir, names)
                 .with_context(|| format!("cannot keep a self-signed certificate in {}", dir.display()))?;
-            tracing::info!(dir = %dir.display(), "using a self-signed certificate; clients pin it with pin={}", id.fingerprint());
+            tracing::info!(dir = %dir.display(), pin = %id.fingerprint(), "using a self-signed certificate; clients pin it with its pin");
             Ok(id)
         }
     }

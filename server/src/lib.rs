@@ -51,42 +51,40 @@ pub use config::{Config, FileConfig};
 /// connections to the relay port can cost.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 
-/// State shared by every task of a server.
+/// A running server's parts, each with one job; every task of the server holds them. The way
+/// of a visitor through them is [`visit`].
 pub(crate) struct Shared {
-    /// Idle HTTP/1.1 connections to origins over tunnel streams.
-    pub(crate) origins: Arc<http::pool::OriginPool>,
-    /// Checks the basic authentication of ingress rules that ask for it.
-    pub(crate) auth: http::auth::Verifier,
-    /// HTTP visitors keeping an origin connection of their own now.
-    pub(crate) sticky_origins: Arc<std::sync::atomic::AtomicUsize>,
     /// The configuration the server started with (listeners, transport, and what sizes the
-    /// server-wide budgets); the parts a reload changes are `routes` and `limits`.
+    /// server-wide budgets); what a reload changes is `in_force`.
     pub(crate) config: Config,
-    pub(crate) routes: routing::RoutesCell,
-    pub(crate) limits: std::sync::RwLock<Arc<config::Limits>>,
-    pub(crate) metrics: metrics::Metrics,
-    /// Access-client sessions, for the API and for ending those a reload no longer admits.
-    pub(crate) access_sessions: dashmap::DashMap<u64, relay::AccessRecord>,
-    pub(crate) next_access_id: std::sync::atomic::AtomicU64,
-    /// Applied configurations: 1 at start, one more per applied reload.
-    pub(crate) config_version: std::sync::atomic::AtomicU64,
-    pub(crate) registry: registry::Registry,
-    pub(crate) visitors: Arc<Semaphore>,
-    /// Access-client streams in flight, apart from public visitors.
-    pub(crate) access_streams: Arc<Semaphore>,
-    /// Caps per source address and per tunnel.
+    /// The routes and limits in force, which a reload swaps.
+    pub(crate) in_force: reload::InForce,
+    /// The server's places: visitors, access streams, and the caps per source and tunnel.
     pub(crate) budgets: budget::Budgets,
+    /// Tunnels and their pools of agent sessions.
+    pub(crate) registry: registry::Registry,
+    /// This server's part in a cluster of replicas, if it is one.
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
+    /// What HTTP visitors share: idle origin connections, basic authentication.
+    pub(crate) http: http::State,
+    /// Access-client sessions, for the API and for ending those a reload no longer admits.
+    pub(crate) access: relay::AccessSessions,
+    /// The counters.
+    pub(crate) metrics: metrics::Metrics,
     /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
     /// period, and every session and visitor task.
     pub(crate) life: Lifecycle,
-    /// This server's part in a cluster of replicas, if it is one.
-    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Shared {
     /// The limits in force now.
     pub(crate) fn limits(&self) -> Arc<config::Limits> {
-        self.limits.read().expect("limits lock").clone()
+        self.in_force.limits()
+    }
+
+    /// The routes in force now; hold them for one visitor or stream, not across long waits.
+    pub(crate) fn routes(&self) -> Arc<routing::Routes> {
+        self.in_force.routes.snapshot()
     }
 
     /// The session [`Shared::open_stream`] would try first for `network`: a local one, or the link
@@ -108,7 +106,7 @@ impl Shared {
         if !self.metrics.on {
             // Nobody reads the metrics: no label to build on the visitor path.
             String::new()
-        } else if self.routes.snapshot().ingress.knows(tunnel) {
+        } else if self.routes().ingress.knows(tunnel) {
             tunnel.to_string()
         } else {
             "direct".to_owned()
@@ -160,25 +158,18 @@ impl Server {
             None => (None, None),
         };
         for warning in routes.token_warnings().into_iter().chain(routes.protection_warnings()) {
-            tracing::warn!("{warning}");
+            tracing::warn!(message = %warning);
         }
         if routes.direct {
             tracing::warn!("direct routing is on: access clients may reach any tunnel by its ID");
         }
         let shared = Arc::new(Shared {
-            visitors: Arc::new(Semaphore::new(config.limits.max_visitors)),
-            access_streams: Arc::new(Semaphore::new(config.limits.max_access_streams)),
-            budgets: budget::Budgets::new(&config.limits),
-            limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
+            budgets: config.limits.budgets(),
+            in_force: reload::InForce::new(routes, config.limits.clone()),
             metrics: metrics::Metrics { on: config.admin.is_some(), ..metrics::Metrics::default() },
-            access_sessions: dashmap::DashMap::new(),
-            next_access_id: std::sync::atomic::AtomicU64::new(0),
-            config_version: std::sync::atomic::AtomicU64::new(1),
+            access: relay::AccessSessions::default(),
             registry: registry::Registry::default(),
-            origins: Arc::default(),
-            auth: http::auth::Verifier::default(),
-            sticky_origins: Arc::default(),
-            routes: routing::RoutesCell::new(routes),
+            http: http::State::default(),
             config,
             life: Lifecycle::new(),
             cluster,
@@ -193,8 +184,8 @@ impl Server {
         }
         listeners.spawn(accept_sessions(shared.clone(), listener));
         let mut entrypoint_addrs = Vec::new();
-        listeners.spawn(http::pool::run_expiry(shared.origins.clone(), shared.life.stopping().clone()));
-        let origins = shared.origins.clone();
+        listeners.spawn(http::pool::run_expiry(shared.http.origins.clone(), shared.life.stopping().clone()));
+        let origins = shared.http.origins.clone();
         shared.registry.on_leave(move |session| origins.drop_session(session));
         if let (Some(cluster), Some(listener)) = (shared.cluster.clone(), peer_listener) {
             let presence = cluster.directory.clone();

@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         // The routing table's warnings are logged by `Server::spawn`.
         for warning in config.warnings() {
-            tracing::warn!("{warning}");
+            tracing::warn!(message = %warning);
         }
     }
     // `Server::shutdown` logs "shutting down" once its listeners are closed.

@@ -5,7 +5,8 @@
 //! restart (listen addresses, transport, what sizes the server-wide budgets) is reported, not
 //! half-applied. A file that does not validate changes nothing.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde_json::{json, Value};
 use tunnel_proto::wire::{self, Hello, Networks, Role};
@@ -13,8 +14,41 @@ use uuid::Uuid;
 
 use crate::config::{Config, Limits};
 use crate::metrics::Outcome;
-use crate::routing::{AdmitError, Routes};
+use crate::routing::{AdmitError, Routes, RoutesCell};
 use crate::Shared;
+
+/// What a reload swaps: the routes and limits in force, and the configuration's version.
+pub(crate) struct InForce {
+    /// The routes; readers take a snapshot per visitor or stream.
+    pub(crate) routes: RoutesCell,
+    limits: RwLock<Arc<Limits>>,
+    /// Applied configurations: 1 at start, one more per applied reload.
+    version: AtomicU64,
+}
+
+impl InForce {
+    /// The configuration at start.
+    pub(crate) fn new(routes: Routes, limits: Limits) -> InForce {
+        InForce { routes: RoutesCell::new(routes), limits: RwLock::new(Arc::new(limits)), version: AtomicU64::new(1) }
+    }
+
+    /// The limits in force now.
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        self.limits.read().expect("limits lock").clone()
+    }
+
+    /// The version of the configuration in force.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Puts `routes` and `limits` in force; returns the new version.
+    fn replace(&self, routes: Routes, limits: Limits) -> u64 {
+        self.routes.replace(routes);
+        *self.limits.write().expect("limits lock") = Arc::new(limits);
+        self.version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
 
 /// Reloads the configuration; returns the report (also logged) or why nothing changed.
 pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
@@ -30,12 +64,10 @@ pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
     let routes = new.routes();
     let mut limits = new.limits.clone();
     keep_sized_limits(&mut limits, &shared.config.limits);
-    shared.routes.replace(routes.clone());
+    let version = shared.in_force.replace(routes.clone(), limits);
     if let Some(cluster) = &shared.cluster {
         cluster.directory.set_own_config(crate::cluster::config_hash(&routes));
     }
-    *shared.limits.write().expect("limits lock") = std::sync::Arc::new(limits);
-    let version = shared.config_version.fetch_add(1, Ordering::Relaxed) + 1;
     shared.metrics.config_version.set(version as i64);
     let closed = close_unadmitted(shared, &routes);
     shared.metrics.reloads.get_or_create(&Outcome { result: "success" }).inc();
@@ -119,7 +151,7 @@ fn close_unadmitted(shared: &Shared, routes: &Routes) -> usize {
             }
         }
     }
-    for access in shared.access_sessions.iter() {
+    for access in shared.access.iter() {
         let hello = &access.hello;
         if let Some(why) = refusal(routes, Role::Access, hello.tunnel, Networks::NONE, &hello.token) {
             tracing::info!(tunnel = %hello.tunnel, peer = %access.peer, reason = why, "access session closed by the reload");

@@ -195,12 +195,13 @@ impl Routes {
     fn route_public(&self, host: &str, path: Option<&str>) -> Result<&Rule, RouteError> {
         let rule = match path {
             Some(path) => self.ingress.lookup_path(host, path),
-            None if self.ingress.protects(host) => return Err(RouteError::Protected(host.to_owned())),
             None => self.ingress.lookup(host),
         };
         match rule {
-            Some(rule) if !rule.private => Ok(rule),
-            Some(_) => Err(RouteError::PrivateOnly(host.to_owned())),
+            Some(rule) if rule.private => Err(RouteError::PrivateOnly(host.to_owned())),
+            // A visitor without a path could ask the origin for any path.
+            Some(_) if path.is_none() && self.ingress.protects(host) => Err(RouteError::Protected(host.to_owned())),
+            Some(rule) => Ok(rule),
             None => Err(RouteError::NoRoute(host.to_owned())),
         }
     }

@@ -120,12 +120,13 @@ impl Refusal {
     }
 }
 
-/// A visitor's places among the server's visitors and its source address's; given back when
-/// dropped.
+/// A visitor's places among the server's visitors and its source address's (an access
+/// stream's: among the access streams and its tunnel's streams); given back when dropped.
 #[derive(Default)]
 pub(crate) struct Admission {
     _server: Option<OwnedSemaphorePermit>,
     source: Option<Slot<IpAddr>>,
+    _tunnel: Option<Slot<Uuid>>,
 }
 
 /// A stream to an agent for a visitor, with its place in the tunnel's stream budget.
@@ -136,8 +137,8 @@ pub(crate) struct Opened {
     pub tunnel: Uuid,
     /// The tunnel in metrics.
     pub label: String,
-    /// The place in `maxStreamsPerTunnel`.
-    pub slot: Slot<Uuid>,
+    /// The place in `maxStreamsPerTunnel` (an access stream's is in its admission).
+    pub slot: Option<Slot<Uuid>>,
 }
 
 impl Shared {
@@ -147,8 +148,8 @@ impl Shared {
     /// balancer named it. `entrypoint` is the door in metrics.
     pub(crate) fn admit(&self, door: Door, entrypoint: &str, source: Option<IpAddr>) -> Result<Admission, Refusal> {
         let server = match door {
-            Door::Entrypoint | Door::Gateway | Door::Udp => Some(&self.visitors),
-            Door::Access => Some(&self.access_streams),
+            Door::Entrypoint | Door::Gateway | Door::Udp => Some(&self.budgets.visitors),
+            Door::Access => Some(&self.budgets.access_streams),
             Door::Request | Door::Forwarded => None,
         };
         let server = match server.map(|pool| pool.clone().try_acquire_owned()) {
@@ -162,11 +163,24 @@ impl Shared {
                 return Err(self.refused(door, entrypoint, Refusal::new(Status::UNAVAILABLE, why, "")));
             }
         };
-        let mut admission = Admission { _server: server, source: None };
+        let mut admission = Admission { _server: server, ..Admission::default() };
         if let Some(ip) = source {
             self.admit_source(&mut admission, door, entrypoint, ip)?;
         }
         Ok(admission)
+    }
+
+    /// Takes an access stream's place among the streams of `tunnel`, the access client's, at
+    /// once: a stream that never sends its header holds it, so one tenant's silent streams
+    /// cannot hold more than its tunnel's share of the access streams.
+    pub(crate) fn admit_tunnel(&self, admission: &mut Admission, tunnel: &Uuid) -> Result<(), Refusal> {
+        match self.budgets.streams_per_tunnel.take(tunnel) {
+            Some(slot) => {
+                admission._tunnel = Some(slot);
+                Ok(())
+            }
+            None => Err(Refusal::new(Status::UNAVAILABLE, "tunnel is at its stream limit", "")),
+        }
     }
 
     /// Takes the place of source address `ip` for a visitor already admitted.
@@ -216,7 +230,7 @@ impl Shared {
     /// Routes `visitor` and opens its stream: see the module documentation.
     pub(crate) async fn visit(&self, visitor: &Visitor<'_>, prefix: &[u8]) -> Result<(String, Opened), Refusal> {
         let (tunnel, host) = {
-            let routes = self.routes.snapshot();
+            let routes = self.routes();
             let decision = self.decide(&routes, visitor)?;
             (decision.tunnel, decision.host)
         };
@@ -234,12 +248,19 @@ impl Shared {
         host: &str,
         opening: Opening<'_>,
     ) -> Result<Opened, Refusal> {
-        let Some(slot) = self.budgets.streams_per_tunnel.take(&tunnel) else {
-            let message = match visitor.door {
-                Door::Access | Door::Forwarded => "tunnel is at its stream limit".to_owned(),
-                _ => format!("{host}: too many visitors at once"),
-            };
-            return Err(Refusal::new(Status::UNAVAILABLE, message, "tunnel is at its stream limit"));
+        // An access stream took its place when admitted (`admit_tunnel`).
+        let slot = match visitor.door {
+            Door::Access => None,
+            _ => match self.budgets.streams_per_tunnel.take(&tunnel) {
+                Some(slot) => Some(slot),
+                None => {
+                    let message = match visitor.door {
+                        Door::Forwarded => "tunnel is at its stream limit".to_owned(),
+                        _ => format!("{host}: too many visitors at once"),
+                    };
+                    return Err(Refusal::new(Status::UNAVAILABLE, message, "tunnel is at its stream limit"));
+                }
+            },
         };
         let header =
             StreamHeader { network: visitor.network, hostname: host.to_owned(), visitor: visitor.forwarded_for };

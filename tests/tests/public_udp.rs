@@ -171,12 +171,12 @@ fn flows_per_source_are_capped_and_given_back() {
     server.proc.wait_for("too many UDP flows from this address");
     // The refused flow is forgotten after its refusal is logged; until then a datagram of c
     // would still go to it.
-    server.proc.wait_for("UDP flow ended: cap.example: too many UDP flows");
+    server.proc.wait_for("reason=cap.example: too many UDP flows");
     assert!(pending(&origin).is_empty(), "the third flow of one address is refused");
     // An answer ends a's flow (no keepalive), which gives its place back.
     origin.send_to(b"for a", agent_sockets[0]).unwrap();
     assert_eq!(recv(&a), b"for a");
-    server.proc.wait_for("UDP flow ended: answered");
+    server.proc.wait_for("reason=answered");
     c.send(b"c again").unwrap();
     let (n, _) = origin.recv_from(&mut buf).expect("a place given back is taken again");
     assert_eq!(&buf[..n], b"c again");

@@ -130,7 +130,7 @@ fn unknown_missing_and_private_sni_are_closed() {
     let (code, out) = https(ep, "hidden.example.com", &["-k"]);
     assert_closed(code, "SNI of a private rule");
     assert!(!out.contains("s_server"), "{out}");
-    f.server.proc.wait_for("no route for host hidden.example.com");
+    f.server.proc.wait_for("host hidden.example.com has only a private rule");
 
     // curl sends no SNI for an IP address.
     let (code, _) = curl(&["-k", &format!("https://{ep}/")]);

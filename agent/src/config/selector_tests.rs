@@ -58,8 +58,8 @@ fn a_group_has_one_strategy() {
 fn health_checks() {
     let cfg = from_url("rtcp://:0/:81?healthCheck=/healthz&healthCheckInterval=3s").unwrap();
     let check = cfg.targets[0].health_check.clone().unwrap();
-    assert_eq!(check.probe, crate::health::Probe::Http("/healthz".into()));
-    assert_eq!((check.interval, check.timeout), (Duration::from_secs(3), crate::health::DEFAULT_TIMEOUT));
+    assert_eq!(check.probe, crate::target::Probe::Http("/healthz".into()));
+    assert_eq!((check.interval, check.timeout), (Duration::from_secs(3), crate::target::DEFAULT_TIMEOUT));
     assert!(from_url("rtcp://:0/:81").unwrap().targets[0].health_check.is_none());
     let err = from_url("rtcp://:0/:81?healthCheck=ping").unwrap_err().to_string();
     assert!(err.contains("nodes[0].healthCheck") && err.contains("ping"), "{err}");

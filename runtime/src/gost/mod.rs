@@ -37,17 +37,6 @@ pub fn is_yaml(path: &str) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
-/// Whether TOML that failed to parse looks like a GOST YAML file instead: its first line
-/// that is not blank or a comment opens `services:`, `chains:` or `ingresses:`.
-pub fn looks_like_yaml(text: &str) -> bool {
-    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
-    first.is_some_and(|l| {
-        ["services", "chains", "ingresses"]
-            .iter()
-            .any(|k| l.strip_prefix(k).is_some_and(|r| r.trim_start().starts_with(':')))
-    })
-}
-
 /// Reads and parses a GOST YAML file.
 pub fn load(path: &str) -> Result<Document, ConfigError> {
     let text =

@@ -243,7 +243,7 @@ async fn connect(
         match failure {
             Ok(upstream) => return Ok(upstream),
             Err(failure) if failure.retryable && attempt < config.retry => {
-                tracing::debug!(%peer, host = %target.host, attempt, status = failure.status.0, "gateway dial failed, retrying: {}", failure.why);
+                tracing::debug!(%peer, host = %target.host, attempt, status = failure.status.0, reason = %failure.why, "gateway dial failed, retrying");
                 attempt += 1;
             }
             Err(failure) => return Err(failure),
@@ -269,7 +269,7 @@ fn route(shared: &Shared, config: &GatewayConfig, target: &Target, peer: SocketA
     if let (true, Some(addr)) = (config.allow.admits(target), target.dial_addr()) {
         return Ok(Route::Direct(addr));
     }
-    let routes = shared.routes.snapshot();
+    let routes = shared.routes();
     match shared.decide(&routes, &visitor(&target.host, peer)) {
         Ok(decision) => Ok(Route::Tunnel { tunnel: decision.tunnel, host: decision.host }),
         Err(refusal) => Err(Failure::new(

@@ -16,6 +16,17 @@ mod serve;
 
 pub(crate) use serve::serve;
 
+/// What the HTTP visitors of a server share.
+#[derive(Default)]
+pub(crate) struct State {
+    /// Idle HTTP/1.1 connections to origins over tunnel streams.
+    pub(crate) origins: std::sync::Arc<pool::OriginPool>,
+    /// Checks the basic authentication of ingress rules that ask for it.
+    pub(crate) auth: auth::Verifier,
+    /// HTTP visitors keeping an origin connection of their own now.
+    pub(crate) sticky: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
 use std::net::IpAddr;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};

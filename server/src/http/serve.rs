@@ -112,7 +112,7 @@ impl Drop for Visitor {
         if let Some((tunnel, host, origin, _place)) = self.sticky.get_mut().ok().and_then(|s| s.take()) {
             let key = (tunnel, host, origin.session_id, self.peer.ip());
             let (shared, session) = (&self.shared, origin.session_id);
-            self.shared.origins.put(key, origin, || shared.is_live(&tunnel, Network::Tcp, session));
+            self.shared.http.origins.put(key, origin, || shared.is_live(&tunnel, Network::Tcp, session));
         }
     }
 }
@@ -139,7 +139,7 @@ impl Visitor {
         }
         if let Ok(mut sticky) = self.sticky.lock() {
             if sticky.is_none() {
-                if let Some(place) = StickyPlace::take(&self.shared.sticky_origins) {
+                if let Some(place) = StickyPlace::take(&self.shared.http.sticky) {
                     *sticky = Some((key.0, key.1, origin, place));
                     return;
                 }
@@ -147,7 +147,7 @@ impl Visitor {
         }
         let (shared, (tunnel, _, session, _)) = (&self.shared, &key);
         let live = || shared.is_live(tunnel, Network::Tcp, *session);
-        self.shared.origins.put(key.clone(), origin, live);
+        self.shared.http.origins.put(key.clone(), origin, live);
     }
 }
 
@@ -193,7 +193,7 @@ impl Visitor {
             Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
         };
         line.host = host.clone();
-        let routes = self.shared.routes.snapshot();
+        let routes = self.shared.routes();
         // A host with path rules is routed by the normalised path, and its origin is sent
         // that same path; other hosts' paths go through untouched.
         let normalised = match routes.ingress.has_paths(&host) {
@@ -215,7 +215,7 @@ impl Visitor {
         line.tunnel = Some(tunnel);
         line.rule = rule;
         if !users.is_empty() {
-            match self.shared.auth.check(&users, req.headers()).await {
+            match self.shared.http.auth.check(&users, req.headers()).await {
                 auth::Outcome::Allowed(user) => {
                     tracing::debug!(peer = %self.peer, %host, user, "basic authentication passed");
                     req.headers_mut().remove(AUTHORIZATION);
@@ -347,7 +347,7 @@ impl Visitor {
             };
             let pooled = match prefer {
                 Some(session) if self.options.reuse_origins => {
-                    self.shared.origins.take(&(tunnel, host.clone(), session, self.peer.ip()))
+                    self.shared.http.origins.take(&(tunnel, host.clone(), session, self.peer.ip()))
                 }
                 _ => sticky,
             };
@@ -426,7 +426,7 @@ impl Visitor {
             if origin.session_id == session && self.options.reuse_origins {
                 let shared = &self.shared;
                 let live = || shared.is_live(&tunnel, Network::Tcp, session);
-                self.shared.origins.put((tunnel, host.to_owned(), session, self.peer.ip()), origin, live);
+                self.shared.http.origins.put((tunnel, host.to_owned(), session, self.peer.ip()), origin, live);
             }
         }
     }

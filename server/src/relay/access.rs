@@ -5,7 +5,6 @@
 //! counted like any other visitor.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -37,7 +36,6 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     let token = shared.life.session_token();
     let max = shared.limits().max_streams_per_session;
     let budget = Arc::new(Semaphore::new(max));
-    let id = shared.next_access_id.fetch_add(1, Ordering::Relaxed) + 1;
     let record = AccessRecord {
         hello: hello.clone(),
         peer: session.peer_addr(),
@@ -46,7 +44,7 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
         budget: budget.clone(),
         max_streams: max,
     };
-    shared.access_sessions.insert(id, record);
+    let id = shared.access.insert(record);
     let gauge = SessionLabels {
         tunnel: shared.tunnel_label(&hello.tunnel),
         role: "access",
@@ -55,15 +53,20 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     shared.metrics.sessions.get_or_create(&gauge).inc();
     let accept = async {
         while let Ok(Some(mut stream)) = session.accept_stream().await {
-            // The session's own budget here; the server's for access streams (apart from
-            // public visitors) by admission, and the tunnel's (its access clients and public
-            // visitors together) when the stream is opened.
+            // Three budgets before the header is read: the session's, the server's for access
+            // streams (apart from public visitors), and its tunnel's (its access clients and
+            // public visitors together).
             let admitted = match budget.clone().try_acquire_owned() {
                 Err(_) => Err(Reply::new(Status::UNAVAILABLE, "session is at its stream limit")),
-                Ok(permit) => match shared.admit(Door::Access, "", None) {
-                    Ok(admission) => Ok((permit, admission)),
-                    Err(refusal) => Err(refusal.reply),
-                },
+                Ok(permit) => {
+                    let admitted = shared.admit(Door::Access, "", None).and_then(|mut admission| {
+                        shared.admit_tunnel(&mut admission, &hello.tunnel).map(|()| admission)
+                    });
+                    match admitted {
+                        Ok(admission) => Ok((permit, admission)),
+                        Err(refusal) => Err(refusal.reply),
+                    }
+                }
             };
             let task_shared = shared.clone();
             let peer = session.peer_addr();
@@ -100,7 +103,7 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
         }
     }
     session.close();
-    shared.access_sessions.remove(&id);
+    shared.access.remove(id);
     shared.metrics.sessions.get_or_create(&gauge).dec();
     span.in_scope(|| tracing::info!(reason = %outcome, "access client left"));
 }

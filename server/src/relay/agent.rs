@@ -23,7 +23,7 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
         max_streams: limits.max_streams_per_session,
         max_sessions: limits.max_sessions_per_tunnel,
     };
-    let keep = shared.routes.snapshot().ingress.knows(&hello.tunnel);
+    let keep = shared.routes().ingress.knows(&hello.tunnel);
     let token = shared.life.session_token();
     let agent = match shared.registry.join(hello.tunnel, session.clone(), join, token.clone(), keep) {
         Ok(agent) => agent,
@@ -56,5 +56,7 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     }
     session.close();
     shared.metrics.sessions.get_or_create(&gauge).dec();
-    span.in_scope(|| tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), "agent left: {outcome}"));
+    span.in_scope(
+        || tracing::info!(sessions = shared.registry.session_count(&hello.tunnel), reason = %outcome, "agent left"),
+    );
 }

@@ -44,6 +44,37 @@ pub(crate) struct AccessRecord {
     pub(crate) max_streams: usize,
 }
 
+/// The access-client sessions of a server, by a number of their own.
+#[derive(Default)]
+pub(crate) struct AccessSessions {
+    by_id: dashmap::DashMap<u64, AccessRecord>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl AccessSessions {
+    /// Adds a session; returns its number.
+    pub(crate) fn insert(&self, record: AccessRecord) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.by_id.insert(id, record);
+        id
+    }
+
+    /// Removes session `id`.
+    pub(crate) fn remove(&self, id: u64) {
+        self.by_id.remove(&id);
+    }
+
+    /// The sessions now.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = dashmap::mapref::multiple::RefMulti<'_, u64, AccessRecord>> {
+        self.by_id.iter()
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
 /// The `transport` label of this server's sessions.
 pub(crate) fn transport_label(shared: &Shared) -> &'static str {
     shared.config.transport.scheme().strip_prefix("relay+").unwrap_or("tcp")
@@ -79,7 +110,7 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots
         }
     };
     drop(slots);
-    if let Err(err) = shared.routes.snapshot().admit(&hello) {
+    if let Err(err) = shared.routes().admit(&hello) {
         let status = err.status().0;
         shared.metrics.handshake_failed(err.label());
         match REFUSALS.take() {

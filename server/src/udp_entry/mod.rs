@@ -97,7 +97,11 @@ impl FlowOpener for Opener {
             }
             Err(refusal) => {
                 visitor::log_refusal(peer, &self.hostname, &refusal.reply, &refusal.detail);
-                Err(refusal.reason().to_owned())
+                let reason = refusal.reason();
+                Err(match reason.contains(self.hostname.as_str()) {
+                    true => reason.to_owned(),
+                    false => format!("{}: {reason}", self.hostname),
+                })
             }
         }
     }

@@ -70,7 +70,7 @@ fn kill_9_of_one_agent_costs_no_request_issued_after_it(t: Transport) {
     let left = server.proc.wait_for_nth("agent left", 2);
     report(&format!("{t:?}: kill -9 to the server's second `agent left`"), killed_at, log_time(&left));
     assert!(
-        !server.proc.logged("agent left: client is going away"),
+        !server.proc.logged("reason=client is going away"),
         "a killed agent cannot say going-away:\n{}",
         server.proc.output()
     );
@@ -98,7 +98,7 @@ fn sigterm_on_one_agent_is_a_rolling_update_without_failed_requests(t: Transport
     assert!(names[..50].contains(&"A"), "A served before its TERM: {names:?}");
     let after: Vec<_> = outcomes.iter().filter(|o| o.started >= exited).map(|o| o.result.as_ref().unwrap()).collect();
     assert!(after.iter().all(|b| origin_name(b) == "B"), "after A exited only B answers: {after:?}");
-    server.proc.wait_for_nth("agent left: client is going away", 2);
+    server.proc.wait_for_nth("reason=client is going away", 2);
     assert!(a.logged("shutting down"), "{}", a.output());
 }
 
