@@ -344,7 +344,7 @@ async fn serve_stream(shared: Arc<Shared>, from: &str, peer: SocketAddr, mut str
     let mut opened = match shared.visit(&visitor, &[]).await {
         Ok((_, opened)) => opened,
         Err(refusal) => {
-            tracing::info!(replica = %from, tunnel = %p.tunnel, scope = ?p.scope, host = %p.header.hostname, status = refusal.reply.status.0, reason = refusal.reason(), "cluster: forwarded stream refused");
+            tracing::info!(replica = %from, tunnel = %p.tunnel, scope = ?p.scope, host = %p.header.hostname, status = refusal.reply.status.0, reason = refusal.reason(), "cluster: forwarded stream refused here; not forwarded again");
             // Which rule, tunnel or agent is for this replica's log.
             let reply = match refusal.reply.status {
                 Status::NOT_FOUND => Reply::new(Status::NOT_FOUND, "no route"),
