@@ -12,11 +12,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -28,7 +25,7 @@ use tunnel_runtime::visitor;
 
 use crate::{admin, current_session, open_stream, Shared};
 
-type Out = UnsyncBoxBody<Bytes, hyper::Error>;
+type Out = tunnel_runtime::http::Body;
 
 /// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer.
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, prefix: Vec<u8>, peer: SocketAddr) {
@@ -103,12 +100,5 @@ async fn handle(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -
 /// An answer from the access client itself, logged as refusals are.
 fn error(peer: SocketAddr, host: &str, reply: Reply) -> Response<Out> {
     visitor::log_refusal(peer, host, &reply, "");
-    let (code, _, body) = tunnel_runtime::http::error_body(reply.status, &reply.message);
-    Response::builder()
-        .status(code)
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(CONNECTION, "close")
-        .header("server", "tunnel")
-        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
-        .expect("a well-formed error response")
+    tunnel_runtime::http::error_reply(reply.status, &reply.message).0
 }

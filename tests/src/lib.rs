@@ -139,6 +139,7 @@ impl Proc {
 /// Makes the child get SIGKILL when the thread that started it ends, so a test binary that
 /// is itself killed (a timeout, Ctrl-C) leaves no server or agent running: `Drop` does not run
 /// then. Every `Proc` is started and dropped by its test's own thread.
+#[allow(unsafe_code)] // the one unsafe block of the harness, explained below
 fn die_with_parent(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
     {

@@ -292,7 +292,7 @@ fn server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
     struct List;
     impl<'de> serde::de::Visitor<'de> for List {
         type Value = String;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a server \"host:port\" or an array of them")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {

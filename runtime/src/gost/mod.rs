@@ -72,7 +72,7 @@ struct DocumentVisitor;
 impl<'de> Visitor<'de> for DocumentVisitor {
     type Value = Document;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a GOST configuration with services, chains and ingresses")
     }
 

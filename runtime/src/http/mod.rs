@@ -61,6 +61,26 @@ pub fn error_body(status: Status, message: &str) -> (u16, &'static str, String) 
     (code, reason, format!("{code} {reason}: {message}\n"))
 }
 
+/// The body type of the responses a proxy of hyper's gives visitors.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, hyper::Error>;
+
+/// An error answer as a hyper response: `status`, `Connection: close`, and a one-line
+/// plain-text body; returns the code and the body's length too (for the access log).
+pub fn error_reply(status: Status, message: &str) -> (hyper::Response<Body>, u16, u64) {
+    use http_body_util::BodyExt;
+    use hyper::header::{CONNECTION, CONTENT_TYPE};
+    let (code, _, body) = error_body(status, message);
+    let len = body.len() as u64;
+    let response = hyper::Response::builder()
+        .status(code)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(CONNECTION, "close")
+        .header("server", "tunnel")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
+        .expect("a well-formed error response");
+    (response, code, len)
+}
+
 /// A complete `Connection: close` response with a one-line plain-text body.
 pub fn error_response(status: Status, message: &str) -> Vec<u8> {
     let (code, reason, body) = error_body(status, message);

@@ -9,12 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{
-    HeaderMap, HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE,
-};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -33,7 +30,7 @@ use tunnel_runtime::http::io::{Counted, Prefixed};
 use tunnel_runtime::http::proxy::{self, strip_hop_by_hop};
 use tunnel_runtime::http::target;
 
-type Out = UnsyncBoxBody<Bytes, hyper::Error>;
+type Out = http::Body;
 
 /// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer; returns its
 /// outcome for the metrics.
@@ -463,15 +460,9 @@ impl Visitor {
 
     fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {
         visitor::log_refusal(self.peer, &line.host, &reply, detail);
-        let (code, _, body) = http::error_body(reply.status, &reply.message);
-        line.log(code, 0, body.len() as u64);
-        Response::builder()
-            .status(code)
-            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .header(CONNECTION, "close")
-            .header("server", "tunnel")
-            .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync())
-            .expect("a well-formed error response")
+        let (response, code, len) = http::error_reply(reply.status, &reply.message);
+        line.log(code, 0, len);
+        response
     }
 }
 
