@@ -36,20 +36,37 @@ struct Opener {
     listener: ListenerConfig,
 }
 
+/// Why a flow's stream was not opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotOpened {
+    /// The session carries as many streams as it may.
+    #[error("at the session's stream limit")]
+    Busy,
+    /// No session to the server now.
+    #[error("not connected to the server")]
+    NotConnected,
+    /// The first datagram cannot be framed.
+    #[error("{0}")]
+    Datagram(#[from] std::io::Error),
+    /// The server or the agent refused the stream.
+    #[error("{} {}", .0.status, .0.message)]
+    Refused(tunnel_proto::wire::Reply),
+}
+
 impl FlowOpener for Opener {
-    async fn open(&self, peer: SocketAddr, first: &[u8]) -> Result<Stream, String> {
-        let permit = self.shared.streams.clone().try_acquire_owned().map_err(|_| "at the session's stream limit")?;
-        let session = current_session(&self.shared).await.ok_or("not connected to the server")?;
+    type Error = NotOpened;
+
+    async fn open(&self, peer: SocketAddr, first: &[u8]) -> Result<Stream, NotOpened> {
+        let permit = self.shared.streams.clone().try_acquire_owned().map_err(|_| NotOpened::Busy)?;
+        let session = current_session(&self.shared).await.ok_or(NotOpened::NotConnected)?;
         let header = StreamHeader {
             network: self.listener.network,
             hostname: self.listener.hostname.clone().unwrap_or_default(),
             visitor: Some(peer),
         };
         let mut message = Frame::StreamHeader(header).to_vec();
-        datagram::encode(first, &mut message).map_err(|e| e.to_string())?;
-        let stream = open_stream(&self.shared, session.as_ref(), &message)
-            .await
-            .map_err(|r| format!("{} {}", r.status, r.message))?;
+        datagram::encode(first, &mut message)?;
+        let stream = open_stream(&self.shared, session.as_ref(), &message).await.map_err(NotOpened::Refused)?;
         Ok(Box::new(Holding::new(stream, permit)))
     }
 }

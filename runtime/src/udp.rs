@@ -96,7 +96,7 @@ pub enum FlowEnd {
     Socket(std::io::Error),
     /// No stream could be opened for the flow: the opener's reason.
     #[error("{0}")]
-    NotOpened(String),
+    NotOpened(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where the datagrams that go into the stream come from.
@@ -179,12 +179,14 @@ pub struct FlowOptions {
 
 /// Opens the stream that carries a new flow.
 pub trait FlowOpener: Send + Sync + 'static {
+    /// Why a stream could not be opened.
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Opens a stream for the flow of visitor `peer`, sending `first` right behind its header.
-    /// `Err` is the reason, for the log.
-    fn open(&self, peer: SocketAddr, first: &[u8]) -> impl Future<Output = Result<Stream, String>> + Send;
+    fn open(&self, peer: SocketAddr, first: &[u8]) -> impl Future<Output = Result<Stream, Self::Error>> + Send;
 
     /// Reports a flow whose stream could not be opened (default: one info line each).
-    fn failed(&self, peer: SocketAddr, why: &str) {
+    fn failed(&self, peer: SocketAddr, why: &Self::Error) {
         tracing::info!(%peer, reason = %why, "UDP flow failed");
     }
 
@@ -269,7 +271,7 @@ impl Flow {
             }
             Err(why) => {
                 opener.failed(peer, &why);
-                FlowEnd::NotOpened(why)
+                FlowEnd::NotOpened(Box::new(why))
             }
         };
         forget.now();

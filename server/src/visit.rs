@@ -125,7 +125,7 @@ impl Refusal {
 #[derive(Default)]
 pub(crate) struct Admission {
     _server: Option<OwnedSemaphorePermit>,
-    source: Option<Slot<IpAddr>>,
+    _source: Option<Slot<IpAddr>>,
     _tunnel: Option<Slot<Uuid>>,
 }
 
@@ -200,7 +200,7 @@ impl Shared {
         };
         match budget.take(&ip) {
             Some(slot) => {
-                admission.source = Some(slot);
+                admission._source = Some(slot);
                 Ok(())
             }
             None => Err(self.refused(door, entrypoint, Refusal::new(Status::UNAVAILABLE, why, ""))),

@@ -70,6 +70,12 @@ pub(crate) fn spawn_all(
     Ok(addrs)
 }
 
+/// Why a flow of a UDP entrypoint was refused: the reason logged, naming the hostname (the
+/// visitor itself is told nothing).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotOpened(String);
+
 /// Opens the stream of each new flow of one UDP entrypoint.
 struct Opener {
     shared: Arc<Shared>,
@@ -79,7 +85,9 @@ struct Opener {
 }
 
 impl FlowOpener for Opener {
-    async fn open(&self, peer: SocketAddr, first: &[u8]) -> Result<Stream, String> {
+    type Error = NotOpened;
+
+    async fn open(&self, peer: SocketAddr, first: &[u8]) -> Result<Stream, NotOpened> {
         let peer = tunnel_proto::socket::canonical_peer(peer);
         let opened = match self.shared.admit(Door::Udp, &self.label, Some(peer.ip())) {
             Ok(admission) => {
@@ -98,15 +106,15 @@ impl FlowOpener for Opener {
             Err(refusal) => {
                 visitor::log_refusal(peer, &self.hostname, &refusal.reply, &refusal.detail);
                 let reason = refusal.reason();
-                Err(match reason.contains(self.hostname.as_str()) {
+                Err(NotOpened(match reason.contains(self.hostname.as_str()) {
                     true => reason.to_owned(),
                     false => format!("{}: {reason}", self.hostname),
-                })
+                }))
             }
         }
     }
 
-    fn failed(&self, _peer: SocketAddr, _why: &str) {
+    fn failed(&self, _peer: SocketAddr, _why: &NotOpened) {
         // Logged by `open`, under the refusal log budget: a flood of refused flows costs the
         // log one line a second.
     }
