@@ -7,6 +7,7 @@
 //! fallback; TLS and raw visitors, who have no path, take the fallback.
 
 use tunnel_proto::host::{best_match, HostPattern};
+use tunnel_runtime::http::target::protection_key;
 use uuid::Uuid;
 
 /// One ingress rule.
@@ -116,6 +117,43 @@ impl Ingress {
         self.candidates(host).any(|r| &r.tunnel == tunnel && !r.private)
     }
 
+    /// The rule an HTTP request to `host` with normalised `path` is held to: the exact match
+    /// ([`Ingress::lookup_path`]), unless a protected rule (`basicAuth` or private, with a
+    /// path) covers the path as the loosest common origin reads both
+    /// ([`protection_key`]: case, `;` parameters, trailing dots and spaces, escapes) and the
+    /// exact match does not cover it as precisely. Protection matches loosely, publication
+    /// strictly: `/ADMIN`, `/admin;x` and `/x/..;/admin` are held to `/admin`'s rule.
+    pub fn lookup_request(&self, host: &str, path: &str) -> Option<&Rule> {
+        let exact = self.lookup_path(host, path);
+        let protected = |r: &&Rule| r.path.is_some() && (r.private || !r.basic_auth.is_empty());
+        if !self.candidates(host).any(|r| protected(&r)) {
+            // Nothing to protect: no key is computed for the hosts that need none.
+            return exact;
+        }
+        let key = protection_key(path);
+        let mut loose: Option<(&Rule, String)> = None;
+        for rule in self.candidates(host).filter(protected) {
+            let rule_key = protection_key(rule.path.as_deref().unwrap_or("/"));
+            let longer = loose.as_ref().is_none_or(|(_, k)| rule_key.len() > k.len());
+            if path_covers(&rule_key, &key) && longer {
+                loose = Some((rule, rule_key));
+            }
+        }
+        let Some((loose, loose_key)) = loose else { return exact };
+        let exact_holds = exact.is_some_and(|e| {
+            std::ptr::eq(e, loose)
+                || e.path.as_deref().is_some_and(|p| {
+                    let exact_key = protection_key(p);
+                    path_covers(&exact_key, &key) && exact_key.len() >= loose_key.len()
+                })
+        });
+        if exact_holds {
+            exact
+        } else {
+            Some(loose)
+        }
+    }
+
     /// Whether a rule of the best host pattern for `host` is protected (`basicAuth` or
     /// private): a visitor that carries no path cannot be held to such a rule.
     pub fn protects(&self, host: &str) -> bool {
@@ -181,5 +219,37 @@ mod tests {
         assert!(path_covers("/api/", "/api/x"));
         assert!(path_covers("/api/", "/api"));
         assert!(!path_covers("/api", "/ap"));
+    }
+
+    #[test]
+    fn protected_rules_match_loosely_and_public_ones_strictly() {
+        let admin = Rule {
+            basic_auth: vec![Credential { user: "u".into(), hash: "h".into() }],
+            ..rule("a.example", Some("/admin"), B)
+        };
+        let internal = Rule { private: true, ..rule("a.example", Some("/internal"), C) };
+        let open = rule("a.example", Some("/admin/open"), A);
+        let t = Ingress::new(vec![rule("a.example", None, A), admin, internal, open, rule("b.example", None, A)]);
+        for path in [
+            "/admin",
+            "/ADMIN",
+            "/Admin/x",
+            "/admin;x",
+            "/admin%3Bx",
+            "/x/..;/admin",
+            "/admin.",
+            "/admin%20",
+            "/admin/open/..;/x",
+            "/ADMIN/OPEN",
+        ] {
+            assert_eq!(t.lookup_request("a.example", path).unwrap().tunnel, B, "{path}");
+        }
+        for path in ["/INTERNAL", "/internal;a", "/internal./x"] {
+            assert!(t.lookup_request("a.example", path).unwrap().private, "{path}");
+        }
+        assert_eq!(t.lookup_request("a.example", "/admin/open/x").unwrap().tunnel, A, "an exact public carve-out");
+        assert_eq!(t.lookup_request("a.example", "/administrator").unwrap().tunnel, A);
+        assert_eq!(t.lookup_request("a.example", "/").unwrap().tunnel, A);
+        assert_eq!(t.lookup_request("b.example", "/ADMIN").unwrap().tunnel, A, "another host's rules");
     }
 }

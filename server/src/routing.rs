@@ -194,7 +194,7 @@ impl Routes {
     /// when no rule of the host is protected. Private rules never.
     fn route_public(&self, host: &str, path: Option<&str>) -> Result<&Rule, RouteError> {
         let rule = match path {
-            Some(path) => self.ingress.lookup_path(host, path),
+            Some(path) => self.ingress.lookup_request(host, path),
             None => self.ingress.lookup(host),
         };
         match rule {

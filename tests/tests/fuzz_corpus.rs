@@ -45,6 +45,8 @@ replay_tests!(
     server_url,
     agent_urls,
     access_urls,
+    path_normalize,
+    path_protection,
 );
 
 /// Every file of `fuzz/fuzz_targets/` is a target listed in the harness and replayed here.

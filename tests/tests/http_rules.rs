@@ -257,3 +257,116 @@ fn h2_requests(ep: SocketAddr, authorities: &[&str]) -> Vec<(u16, String)> {
         futures::future::join_all(requests).await
     })
 }
+
+/// An origin that reads paths the way lax frameworks do (Express and IIS: any case; Tomcat
+/// and Spring: `;` parameters dropped; IIS: trailing dots and spaces dropped; escapes
+/// decoded) and answers `ADMIN PAGE`, `INTERNAL PAGE` or `PUBLIC PAGE` by what it read.
+fn lax_origin() -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let (l, addr) = tunnel_tests::listener();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let page = match lax(path) {
+                    p if p == "/admin" || p.starts_with("/admin/") => "ADMIN PAGE",
+                    p if p == "/internal" || p.starts_with("/internal/") => "INTERNAL PAGE",
+                    _ => "PUBLIC PAGE",
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}\n",
+                    page.len() + 1
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// A path as the lax origin reads it.
+fn lax(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let mut decoded = Vec::new();
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()),
+        ) {
+            (b'%', Some(b)) => {
+                decoded.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let decoded = String::from_utf8_lossy(&decoded).to_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
+        let seg = if seg == "." || seg == ".." { seg } else { seg.trim_end_matches(['.', ' ']) };
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    format!("/{}", segments.join("/"))
+}
+
+#[test]
+fn protected_path_rules_cannot_be_dodged_by_case_parameters_or_trailing_characters() {
+    let id = tunnel_id();
+    let origin = lax_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = hash("correct horse");
+    let server = server(
+        dir.path(),
+        &format!(
+            "[[ingress.rules]]\nhostname = \"app.example\"\nendpoint = \"{id}\"\n\
+             [[ingress.rules]]\nhostname = \"app.example\"\npath = \"/admin\"\nendpoint = \"{id}\"\nbasicAuth = [\"alice:{alice}\"]\n\
+             [[ingress.rules]]\nhostname = \"app.example\"\npath = \"/internal\"\nendpoint = \"${id}\"\n"
+        ),
+    );
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    let (status, body) = get(ep, "app.example", "/", &[]);
+    assert_eq!((status, body.trim()), (200, "PUBLIC PAGE"), "the fallback is public");
+    let admin = ["/ADMIN", "/Admin", "/admin;x", "/admin%3Bx", "/x/..;/admin", "/admin.", "/admin%20", "/ADMIN/users"];
+    let internal = ["/INTERNAL", "/Internal/x", "/internal;jsessionid=1", "/internal%2e", "/x/..;/internal"];
+    for http2 in [false, true] {
+        let version: &[&str] = if http2 { &["--http2-prior-knowledge"] } else { &[] };
+        for path in admin {
+            let (status, body) = get(ep, "app.example", path, version);
+            assert!(!body.contains("ADMIN PAGE"), "{path} (HTTP/2 {http2}) reached the protected page: {body}");
+            assert_eq!(status, 401, "{path} (HTTP/2 {http2}) is held to /admin's basicAuth: {body}");
+        }
+        for path in internal {
+            let (status, body) = get(ep, "app.example", path, version);
+            assert!(!body.contains("INTERNAL PAGE"), "{path} (HTTP/2 {http2}) reached the private page: {body}");
+            assert_eq!(status, 404, "{path} (HTTP/2 {http2}) is held to the private rule: {body}");
+        }
+    }
+    // With the password, the protected page is served, whatever spelling the origin accepts.
+    let (status, body) = get(ep, "app.example", "/Admin", &["-u", "alice:correct horse"]);
+    assert_eq!((status, body.trim()), (200, "ADMIN PAGE"), "the right password passes");
+}

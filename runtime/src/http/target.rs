@@ -88,6 +88,65 @@ pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
     Ok(out)
 }
 
+/// The key a path is compared by when deciding whether a protected rule covers it: the way
+/// the loosest common origin reads a path. From a normalised path ([`normalize_path`]), each
+/// remaining percent-escape is decoded (`%3B` is `;`, `%20` a space), each segment loses its
+/// `;` parameters (Tomcat, Spring, Jetty) and its trailing dots and spaces (IIS, Windows file
+/// names), ASCII letters are lower-cased (Express, IIS, case-insensitive file systems), and
+/// the dot segments this uncovers are removed again (`/x/..;/admin` is `/admin`). A request
+/// is protected by a rule when this key is covered by the rule's key; it is routed by the
+/// exact normalised path ("protection matches loosely, publication strictly").
+pub fn protection_key(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    for raw in decoded.split(|b| *b == b'/' || *b == b'\\') {
+        let mut seg = match raw.iter().position(|b| *b == b';') {
+            Some(at) => &raw[..at],
+            None => raw,
+        };
+        if seg != b"." && seg != b".." {
+            while let [rest @ .., b'.' | b' '] = seg {
+                seg = rest;
+            }
+        }
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s.to_ascii_lowercase()),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in &segments {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(seg));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// The canonical host of `req`; see the module documentation.
 pub fn request_host<B>(req: &Request<B>) -> Result<String, TargetError> {
     if req.method() == Method::CONNECT {
@@ -170,5 +229,29 @@ mod tests {
         assert_eq!(request_host(&req("/", &["a.example", "b.example"])), Err(TargetError::DuplicateHost));
         assert_eq!(request_host(&req("/", &[])), Err(TargetError::Missing));
         assert!(matches!(request_host(&req("/", &["a b"])), Err(TargetError::Bad(_))));
+    }
+
+    #[test]
+    fn the_protection_key_reads_a_path_as_the_loosest_origin_would() {
+        for (path, key) in [
+            ("/admin", "/admin"),
+            ("/ADMIN", "/admin"),
+            ("/Admin/Users", "/admin/users"),
+            ("/admin;x", "/admin"),
+            ("/admin%3Bx", "/admin"),
+            ("/admin%3bjsessionid=1/x", "/admin/x"),
+            ("/x/..;/admin", "/admin"),
+            ("/x/..%3B/admin", "/admin"),
+            ("/admin.", "/admin"),
+            ("/admin..", "/admin"),
+            ("/admin%20", "/admin"),
+            ("/admin%20.%20", "/admin"),
+            ("/adminx", "/adminx"),
+            ("/", "/"),
+            ("/..;", "/"),
+            ("/a/%2e%2e;/b", "/b"),
+        ] {
+            assert_eq!(protection_key(path), key, "{path}");
+        }
     }
 }

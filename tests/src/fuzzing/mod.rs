@@ -11,11 +11,13 @@
 use std::path::{Path, PathBuf};
 
 mod config;
+mod path;
 mod sniff;
 mod url;
 mod wire;
 
 pub use config::{access_config, access_urls, agent_config, agent_urls, server_config, server_url};
+pub use path::{path_normalize, path_protection};
 pub use sniff::{http_sniff, tls_sniff};
 pub use url::{host, url};
 pub use wire::{frame, hello, stream_header};
@@ -38,6 +40,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("server_url", server_url),
     ("agent_urls", agent_urls),
     ("access_urls", access_urls),
+    ("path_normalize", path_normalize),
+    ("path_protection", path_protection),
 ];
 
 /// The `fuzz/` folder of the workspace.
