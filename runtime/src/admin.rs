@@ -5,6 +5,13 @@
 //! `tokenFile`), sent as `Authorization: Bearer TOKEN`; `/healthz` and `/readyz` never need it,
 //! everything else does once a token is set. What each binary serves comes from its
 //! [`AdminApp`]; this module only speaks HTTP (hyper) and checks the token.
+//!
+//! A web page the operator opens must not reach the listener through the browser: a request
+//! whose `Host` names neither an address nor `localhost` nor a name of `[admin] hosts` is
+//! refused (so DNS rebinding reads nothing), and a request that changes state (any method but
+//! `GET`, `HEAD` and `OPTIONS`) needs a header a page cannot send without the listener's
+//! consent: `Authorization`, or `Content-Type: application/json` (no CORS preflight is ever
+//! answered).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,6 +50,9 @@ pub struct AdminFile {
     /// File holding the token.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// Host names requests may name besides addresses and `localhost` (a Service's name, say).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// A validated admin listener.
@@ -52,6 +62,8 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// Token for everything but the probes.
     pub token: Option<Secret>,
+    /// Host names requests may name besides addresses and `localhost`, canonical.
+    pub hosts: Vec<String>,
 }
 
 impl AdminFile {
@@ -77,7 +89,13 @@ impl AdminFile {
                 format!("the admin listener on {addr} is reachable from other machines: set [admin] token or tokenFile, or listen on 127.0.0.1"),
             ));
         }
-        Ok(Some(AdminConfig { addr, token }))
+        let mut hosts = Vec::new();
+        for (i, name) in self.hosts.iter().enumerate() {
+            let canonical = tunnel_proto::host::canonicalize(name)
+                .map_err(|e| invalid(&format!("admin.hosts[{i}]"), format!("{name:?}: {e}")))?;
+            hosts.push(canonical);
+        }
+        Ok(Some(AdminConfig { addr, token, hosts }))
     }
 }
 
@@ -133,7 +151,7 @@ impl Admin {
         tracing::info!(%addr, token = config.token.is_some(), "admin listening");
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let shared = Arc::new((app, config.token.clone()));
+        let shared = Arc::new((app, config.token.clone(), config.hosts.clone()));
         tasks.spawn(accept(listener, shared, stop.clone(), tasks.clone()));
         Ok(Admin { addr, stop, tasks })
     }
@@ -163,7 +181,7 @@ impl Admin {
     }
 }
 
-type Shared = Arc<(Arc<dyn AdminApp>, Option<Secret>)>;
+type Shared = Arc<(Arc<dyn AdminApp>, Option<Secret>, Vec<String>)>;
 
 /// Admin connections open at once, in all.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -249,9 +267,19 @@ async fn accept(listener: TcpListener, shared: Shared, stop: CancellationToken, 
 }
 
 async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (app, token) = (&shared.0, &shared.1);
+    let (app, token, hosts) = (&shared.0, &shared.1, &shared.2);
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if !host_allowed(hosts, &req) {
+        return build(Answer::text(
+            403,
+            "403 Forbidden: the Host header names neither an address nor localhost nor a name of [admin] hosts\n",
+        ));
+    }
+    let changes_state = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes_state && !from_a_program(&req) {
+        return build(Answer::text(403, "403 Forbidden: send Content-Type: application/json (or the Authorization header) with a request that changes state\n"));
+    }
     let answer = match path.as_str() {
         "/healthz" => Answer::json(200, &serde_json::json!({ "alive": true })),
         "/readyz" => {
@@ -280,6 +308,38 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         }
     };
     build(answer)
+}
+
+/// Whether the request's `Host` is one the listener answers: an IP address, `localhost`, or
+/// a configured name, with any port. A request without `Host` (HTTP/1.0 tools) passes:
+/// browsers always send one.
+fn host_allowed(hosts: &[String], req: &Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(hyper::header::HOST) else { return true };
+    let Ok(value) = value.to_str() else { return false };
+    let name = match value.strip_prefix('[') {
+        Some(v6) => return v6.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => match value.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => value,
+        },
+    };
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.trim_end_matches('.');
+    name.eq_ignore_ascii_case("localhost") || hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Whether a request carries what a cross-origin web page cannot send without a preflight:
+/// an `Authorization` header, or a JSON body type.
+fn from_a_program(req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    let json = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    json || headers.contains_key(hyper::header::AUTHORIZATION)
 }
 
 fn authorized(token: Option<&Secret>, req: &Request<Incoming>) -> bool {

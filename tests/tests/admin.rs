@@ -316,3 +316,69 @@ fn one_address_holding_many_admin_connections_does_not_starve_the_probes() {
     assert!(body.contains("\"alive\":true"), "{body}");
     drop(held);
 }
+
+/// A server from a TOML file with `[admin]` on loopback (plus `admin_extra`) and one rule.
+fn server_with_admin(dir: &std::path::Path, admin_extra: &str, id: &str) -> Server {
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "addr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n{admin_extra}\
+             [[ingress.rules]]\nhostname = \"a.local\"\nendpoint = \"{id}\"\n"
+        ),
+    )
+    .unwrap();
+    Server::start(&["-C", path.to_str().unwrap()], 0)
+}
+
+#[test]
+fn a_web_page_cannot_reach_the_admin_listener_through_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = tunnel_id();
+    let server = server_with_admin(dir.path(), "", &id);
+    let admin = admin_of(&server.proc);
+    let version = || admin_get(admin, "/api/v1/config", &[]).1;
+    assert!(version().contains("\"version\":1"), "{}", version());
+    // DNS rebinding: a page of evil.example, its name now resolving to 127.0.0.1, reads nothing.
+    for (path, method) in [("/api/v1/tunnels", "GET"), ("/metrics", "GET"), ("/api/v1/reload", "POST")] {
+        let (status, body) =
+            admin_get(admin, path, &["-X", method, "-H", "Host: evil.example", "-H", "Content-Type: application/json"]);
+        assert_eq!(status, 403, "{method} {path} with Host: evil.example: {body}");
+        assert!(!body.contains(&id), "{body}");
+    }
+    // A simple cross-origin POST (a form, or fetch without a preflight) changes nothing.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let (status, body) = admin_get(
+            admin,
+            "/api/v1/reload",
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Origin: http://evil.example",
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "-d",
+                "x",
+            ],
+        );
+        assert_eq!(status, 403, "a {content_type} POST: {body}");
+    }
+    assert!(version().contains("\"version\":1"), "no reload happened: {}", version());
+    // What programs send passes: JSON, and an address or localhost as Host.
+    for host in ["127.0.0.1", "localhost"] {
+        let (status, body) = admin_get(admin, "/api/v1/rules", &["-H", &format!("Host: {host}:{}", admin.port())]);
+        assert_eq!(status, 200, "Host: {host}: {body}");
+    }
+    let (status, body) = admin_get(admin, "/api/v1/reload", &["-X", "POST", "-H", "Content-Type: application/json"]);
+    assert_eq!(status, 200, "{body}");
+    assert!(version().contains("\"version\":2"), "{}", version());
+    // A name the operator gives in [admin] hosts (a Service's, say) is answered too.
+    let named = server_with_admin(dir.path(), "hosts = [\"tunnel-admin.internal\"]\n", &id);
+    let admin = admin_of(&named.proc);
+    for host in ["tunnel-admin.internal", "TUNNEL-ADMIN.internal."] {
+        let (status, body) = admin_get(admin, "/api/v1/rules", &["-H", &format!("Host: {host}:{}", admin.port())]);
+        assert_eq!(status, 200, "Host: {host}: {body}");
+    }
+    assert_eq!(admin_get(admin, "/api/v1/rules", &["-H", "Host: other.internal"]).0, 403);
+}

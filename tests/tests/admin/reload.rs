@@ -93,7 +93,7 @@ fn a_reload_under_load_adds_and_removes_rules_without_touching_live_streams() {
     // A broken file is refused with one line naming it; everything stays as it was.
     std::fs::write(&path, "addr = \"127.0.0.1:0\"\n[[ingress.rules]]\nhostname = \"x\"\nendpoint = \"not-a-uuid\"\n")
         .unwrap();
-    let (status, body) = admin_get(admin, "/api/v1/reload", &["-X", "POST"]);
+    let (status, body) = admin_get(admin, "/api/v1/reload", &["-X", "POST", "-H", "Content-Type: application/json"]);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("ingress.rules[0].endpoint") && body.contains(&path_s), "{body}");
     assert!(server.proc.wait_for("reload refused").contains(&path_s));
@@ -107,7 +107,8 @@ fn a_reload_under_load_adds_and_removes_rules_without_touching_live_streams() {
     let tasks = |cfg: &str| serde_json::from_str::<serde_json::Value>(cfg).unwrap()["tasks"].as_u64().unwrap();
     let (fd0, rss0, tasks0) = (fds(pid), super::rss_kib(pid), tasks(&admin_get(admin, "/api/v1/config", &[]).1));
     for n in 0..20 {
-        let (status, body) = admin_get(admin, "/api/v1/reload", &["-X", "POST"]);
+        let (status, body) =
+            admin_get(admin, "/api/v1/reload", &["-X", "POST", "-H", "Content-Type: application/json"]);
         assert_eq!(status, 200, "reload {n}: {body}");
     }
     let (_, cfg) = admin_get(admin, "/api/v1/config", &[]);
