@@ -359,3 +359,79 @@ fn a_sigterm_waits_for_an_open_websocket_within_the_grace_period() {
     let out = server.proc.output();
     assert!(!out.contains("streams still open after the grace period are cut"), "nothing was cut:\n{out}");
 }
+
+/// An origin that keeps each request's head as received, reads a chunked body (the framing a
+/// strict origin takes from a head ending in `chunked`), and answers with the body it read.
+fn recording_origin() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let (l, addr) = tunnel_tests::listener();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    buf.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let mut body = Vec::new();
+                if head.contains("transfer-encoding") {
+                    while !body.ends_with(b"0\r\n\r\n") {
+                        if conn.read(&mut byte).unwrap_or(0) == 0 {
+                            break;
+                        }
+                        body.push(byte[0]);
+                    }
+                }
+                let _ = tx.send(head);
+                let answer = unchunk(&String::from_utf8_lossy(&body));
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A chunked body, decoded.
+fn unchunk(mut raw: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = raw.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        raw = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    out
+}
+
+#[test]
+fn a_transfer_encoding_list_goes_to_the_origin_as_the_server_decoded_it() {
+    let id = tunnel_id();
+    let (origin, heads) = recording_origin();
+    let server =
+        Server::start(&["-L", &format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=te.example:{id}")], 1);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    let out = raw_exchange(
+        ep,
+        "POST /upload HTTP/1.1\r\nHost: te.example\r\nTransfer-Encoding: identity, chunked\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let head = heads.recv_timeout(WAIT).expect("the origin got the request");
+    assert!(!head.contains("identity"), "the origin got the list as written: {head}");
+    let framings = head.lines().filter(|l| l.starts_with("transfer-encoding") || l.starts_with("content-length"));
+    assert_eq!(framings.count(), 1, "one framing header: {head}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("hello world"), "the body the server decoded, framed anew: {out}");
+}

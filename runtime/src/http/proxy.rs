@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, TE, TRAILER, UPGRADE};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -36,11 +38,15 @@ pub fn to_origin<B>(req: &mut Request<B>, host: &HeaderValue, upgrading: bool) {
 }
 
 /// Hop-by-hop headers, never forwarded (an upgrade keeps `Connection` and `Upgrade`).
-const HOP_BY_HOP: [HeaderName; 5] = [
+/// `Transfer-Encoding` is one: the body goes on as hyper decoded it, framed anew for the next
+/// hop, so a lax origin never sees a list such as `identity, chunked` that it could frame
+/// differently than the server did.
+const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     TE,
     TRAILER,
+    TRANSFER_ENCODING,
     PROXY_AUTHENTICATE,
 ];
 
