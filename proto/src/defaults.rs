@@ -9,6 +9,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A visitor must reveal its hostname (HTTP headers or TLS ClientHello) within this time:
 /// long enough for a slow mobile link, short enough to shed slowloris visitors.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body may take this long before its pace is held to [`REQUEST_BODY_MIN_RATE`]:
+/// room for a slow start, and for a client that waits for `100 Continue`.
+pub const REQUEST_BODY_GRACE: Duration = Duration::from_secs(10);
+/// The slowest average rate, in bytes a second since the body began, at which a request body
+/// may arrive once its grace is over (a slower one holds a visitor slot, a tunnel stream and
+/// an origin connection for nothing: it is cut with 408). 1 KiB/s is far below any real
+/// upload; an operator whose visitors upload over slower links lowers it, or sets 0 (off).
+pub const REQUEST_BODY_MIN_RATE: u64 = 1024;
 /// Bytes read while looking for a hostname: real request heads and ClientHellos (even with
 /// post-quantum key shares) fit easily.
 pub const SNIFF_MAX_BYTES: usize = 16 * 1024;

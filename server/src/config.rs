@@ -187,6 +187,10 @@ pub struct LimitsFile {
     #[serde(default)]
     sniff_max_bytes: Option<usize>,
     #[serde(default, with = "humantime_serde")]
+    request_body_grace: Option<Duration>,
+    #[serde(default)]
+    request_body_min_rate: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
     reply_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     ack_timeout: Option<Duration>,
@@ -227,6 +231,10 @@ pub struct Limits {
     pub sniff_timeout: Duration,
     /// Bytes read while sniffing.
     pub sniff_max_bytes: usize,
+    /// Time a request body may take before its rate counts.
+    pub request_body_grace: Duration,
+    /// Slowest average rate of a request body after its grace, in bytes a second (0: none).
+    pub request_body_min_rate: u64,
     /// Time for an agent to answer a stream header.
     pub reply_timeout: Duration,
     /// Time for an agent to acknowledge a new stream; a silent session is closed and the
@@ -401,6 +409,8 @@ impl FileConfig {
         l.handshake_timeout = u.take_duration(&["handshakeTimeout"])?;
         l.sniff_timeout = u.take_duration(&["sniffTimeout", "sniffing.timeout"])?;
         l.sniff_max_bytes = u.take_with(&["sniffMaxBytes"], str::parse::<usize>)?;
+        l.request_body_grace = u.take_duration(&["requestBodyGrace"])?;
+        l.request_body_min_rate = u.take_with(&["requestBodyMinRate"], str::parse::<u64>)?;
         l.reply_timeout = u.take_duration(&["replyTimeout"])?;
         l.ack_timeout = u.take_duration(&["ackTimeout"])?;
         l.max_streams_per_session = u.take_with(&["maxStreams", "maxStreamsPerSession"], str::parse::<usize>)?;
@@ -557,6 +567,8 @@ impl FileConfig {
             handshake_timeout: l.handshake_timeout.unwrap_or(defaults::HANDSHAKE_TIMEOUT),
             sniff_timeout: l.sniff_timeout.unwrap_or(defaults::SNIFF_TIMEOUT),
             sniff_max_bytes: l.sniff_max_bytes.unwrap_or(defaults::SNIFF_MAX_BYTES),
+            request_body_grace: l.request_body_grace.unwrap_or(defaults::REQUEST_BODY_GRACE),
+            request_body_min_rate: l.request_body_min_rate.unwrap_or(defaults::REQUEST_BODY_MIN_RATE),
             reply_timeout: l.reply_timeout.unwrap_or(defaults::REPLY_TIMEOUT),
             ack_timeout: l.ack_timeout.unwrap_or(defaults::ACK_TIMEOUT),
             max_streams_per_session: l.max_streams_per_session.unwrap_or(defaults::MAX_STREAMS_PER_SESSION),
@@ -748,6 +760,11 @@ impl Limits {
             visitors_per_source: KeyedBudget::new(self.max_visitors_per_source),
             udp_flows_per_source: KeyedBudget::new(self.max_udp_flows_per_source),
         }
+    }
+
+    /// How slowly a request body may arrive.
+    pub fn body_pace(&self) -> tunnel_runtime::http::io::BodyPace {
+        tunnel_runtime::http::io::BodyPace { grace: self.request_body_grace, min_rate: self.request_body_min_rate }
     }
 
     /// The timeouts for a new stream's replies.

@@ -435,3 +435,98 @@ fn a_transfer_encoding_list_goes_to_the_origin_as_the_server_decoded_it() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("hello world"), "the body the server decoded, framed anew: {out}");
 }
+
+/// An origin that reads each request's whole body (by `Content-Length`, or chunked) before it
+/// answers `got N`.
+fn reading_origin() -> SocketAddr {
+    let (l, addr) = tunnel_tests::listener();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    if conn.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    buf.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let length =
+                    head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().unwrap_or(0));
+                let mut body = Vec::new();
+                match length {
+                    Some(n) => {
+                        body.resize(n, 0);
+                        if conn.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                    }
+                    None => {
+                        while !body.ends_with(b"0\r\n\r\n") {
+                            if conn.read(&mut byte).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            body.push(byte[0]);
+                        }
+                    }
+                }
+                let answer = format!("got {}", body.len());
+                let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_request_body_that_trickles_is_cut_with_408() {
+    let id = tunnel_id();
+    let origin = reading_origin();
+    let url = format!(
+        "relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=up.example:{id}&requestBodyGrace=1s&requestBodyMinRate=200"
+    );
+    let server = Server::start(&["-L", &url], 1);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{origin}")], &id, "", 1);
+    let ep = server.entrypoints[0];
+    // An upload at a normal pace goes through whole.
+    let out = raw_exchange(
+        ep,
+        &format!(
+            "POST /ok HTTP/1.1\r\nHost: up.example\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{}",
+            "x".repeat(5000)
+        ),
+    );
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("got 5000"), "{out}");
+    for framing in ["Content-Length: 1000000", "Transfer-Encoding: chunked"] {
+        let mut c = TcpStream::connect(ep).unwrap();
+        c.write_all(format!("POST /slow HTTP/1.1\r\nHost: up.example\r\n{framing}\r\n\r\n").as_bytes()).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_millis(250))).unwrap();
+        let chunked = framing.contains("chunked");
+        let mut answer = Vec::new();
+        // One byte every 250 ms (4 bytes a second, far below the floor), 400 bytes at most:
+        // the answer must come while the visitor is still trickling.
+        for _ in 0..400 {
+            let sent = if chunked { c.write_all(b"1\r\nx\r\n") } else { c.write_all(b"x") };
+            let mut buf = [0u8; 1024];
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+            if sent.is_err() {
+                break;
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{framing}: a trickling body must be cut with 408: {answer:?}");
+    }
+    server.proc.wait_for("the request body came slower than 200 bytes a second");
+}

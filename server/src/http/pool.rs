@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use hyper::client::conn::http1::SendRequest;
 use uuid::Uuid;
 
-use tunnel_runtime::http::io::Counted;
+use tunnel_runtime::http::io::RequestBody;
 
 /// Idle origin connections kept per (tunnel, host, session): as many as the requests a busy
 /// host has in flight at once, so a burst does not open streams that its end then drops.
@@ -43,7 +43,7 @@ pub type Conn = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 /// response body's polls after that (see `serve.rs`), so a request costs no hop between tasks.
 pub struct Origin {
     /// The client side of the HTTP/1.1 connection over the stream.
-    pub sender: SendRequest<Counted>,
+    pub sender: SendRequest<RequestBody>,
     /// The connection's IO; `None` once it has ended.
     conn: Option<Conn>,
     /// Which session carries it.
@@ -57,7 +57,7 @@ pub struct Origin {
 impl Origin {
     /// A connection just opened; `hold` lives as long as it.
     pub fn new(
-        sender: SendRequest<Counted>,
+        sender: SendRequest<RequestBody>,
         conn: Conn,
         agent: std::sync::Arc<crate::registry::AgentSession>,
         hold: Box<dyn Send + Sync>,

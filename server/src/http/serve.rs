@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -26,7 +26,7 @@ use super::{auth, set_forwarded, HttpOptions};
 use crate::routing::{Decision, Reach};
 use crate::visit::{Door, Opening, Refusal, Visitor as Asking};
 use crate::Shared;
-use tunnel_runtime::http::io::{Counted, Prefixed};
+use tunnel_runtime::http::io::{Counted, Prefixed, RequestBody};
 use tunnel_runtime::http::proxy::{self, strip_hop_by_hop};
 use tunnel_runtime::http::target;
 
@@ -263,10 +263,18 @@ impl Visitor {
         let headers = req.headers_mut();
         set_forwarded(headers, self.peer.ip(), &self.peer_value, &host_value, &self.options.trusted_proxies);
         let up = Arc::new(AtomicU64::new(0));
-        let req = req.map(|body| Counted::new(body, up.clone()));
+        let slow = Arc::new(AtomicBool::new(false));
+        let pace = self.shared.limits().body_pace();
+        let req = req.map(|body| RequestBody::paced(Counted::new(body, up.clone()), pace, slow.clone()));
         let label = self.shared.tunnel_label(&tunnel);
         let (origin, mut resp) = match self.send(tunnel, host, req).await {
             Ok(sent) => sent,
+            // The body fell behind its pace: the visitor hears so, not that the origin failed.
+            Err(_) if slow.load(Ordering::Relaxed) => {
+                let reply = Reply::new(Status(408), "the request body came too slowly");
+                let detail = format!("the request body came slower than {} bytes a second", pace.min_rate);
+                return self.error(&line, reply, &detail);
+            }
             Err(refusal) => return self.error(&line, refusal.reply, &refusal.detail),
         };
         self.shared.forwarded_request(&label);
@@ -318,7 +326,7 @@ impl Visitor {
         &self,
         tunnel: Uuid,
         host: String,
-        req: Request<Counted>,
+        req: Request<RequestBody>,
     ) -> Result<(Origin, Response<Incoming>), Refusal> {
         // The visitor's own connection of its last request (sticky) goes first: it carries
         // what a raw visitor's stream would, and fails like one. A request on a connection
@@ -477,7 +485,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn of(req: &Request<Counted>) -> Option<Replay> {
+    fn of(req: &Request<RequestBody>) -> Option<Replay> {
         let idempotent = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -494,8 +502,8 @@ impl Replay {
         })
     }
 
-    fn request(&self) -> Request<Counted> {
-        let mut req = Request::new(Counted::empty(self.up.clone()));
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::unpaced(Counted::empty(self.up.clone())));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
