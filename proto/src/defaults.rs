@@ -77,6 +77,17 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Sessions one source address may have in their handshake at once: a NAT may hide several
 /// agents, yet one host cannot hold every handshake slot.
 pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+/// Connections to the relay port in their handshake at once, in all.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Connections in their handshake from one network prefix ([`HANDSHAKE_PREFIX_V4`],
+/// [`HANDSHAKE_PREFIX_V6`]) at once: one /24 or one /64 (what one host or one customer
+/// usually has) cannot take more than a sixteenth of the places, however many addresses it
+/// uses.
+pub const MAX_HANDSHAKES_PER_PREFIX: usize = 64;
+/// The IPv4 prefix length handshakes are counted by.
+pub const HANDSHAKE_PREFIX_V4: u8 = 24;
+/// The IPv6 prefix length handshakes are counted by.
+pub const HANDSHAKE_PREFIX_V6: u8 = 64;
 /// A new connection to the relay port must send its first bytes within this time (a real
 /// client writes at once); an idle one gives its handshake slot back early.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(3);

@@ -207,6 +207,12 @@ pub struct LimitsFile {
     #[serde(default)]
     max_handshakes_per_source: Option<usize>,
     #[serde(default)]
+    max_handshakes_per_prefix: Option<usize>,
+    #[serde(default)]
+    handshake_prefix_v4: Option<u8>,
+    #[serde(default)]
+    handshake_prefix_v6: Option<u8>,
+    #[serde(default)]
     max_sessions_per_source: Option<usize>,
     #[serde(default)]
     max_access_sessions_per_tunnel: Option<usize>,
@@ -252,6 +258,10 @@ pub struct Limits {
     pub grace_period: Duration,
     /// Connections of one source address in their handshake at once.
     pub max_handshakes_per_source: usize,
+    /// Connections in their handshake from one network prefix at once.
+    pub max_handshakes_per_prefix: usize,
+    /// The prefix lengths handshakes are counted by: IPv4, IPv6.
+    pub handshake_prefix: (u8, u8),
     /// Established sessions of one source address.
     pub max_sessions_per_source: usize,
     /// Access-client sessions per tunnel.
@@ -419,6 +429,9 @@ impl FileConfig {
         l.keepalive_timeout = u.take_duration(&["keepaliveTimeout"])?;
         l.grace_period = u.take_duration(&["gracePeriod"])?;
         l.max_handshakes_per_source = u.take_with(&["maxHandshakesPerSource"], str::parse::<usize>)?;
+        l.max_handshakes_per_prefix = u.take_with(&["maxHandshakesPerPrefix"], str::parse::<usize>)?;
+        l.handshake_prefix_v4 = u.take_with(&["handshakePrefixV4"], str::parse::<u8>)?;
+        l.handshake_prefix_v6 = u.take_with(&["handshakePrefixV6"], str::parse::<u8>)?;
         l.max_sessions_per_source = u.take_with(&["maxSessionsPerSource"], str::parse::<usize>)?;
         l.max_access_sessions_per_tunnel = u.take_with(&["maxAccessSessionsPerTunnel"], str::parse::<usize>)?;
         l.max_access_streams = u.take_with(&["maxAccessStreams"], str::parse::<usize>)?;
@@ -579,6 +592,11 @@ impl FileConfig {
                 .unwrap_or(defaults::KEEPALIVE_INTERVAL + defaults::KEEPALIVE_TIMEOUT),
             grace_period: l.grace_period.unwrap_or(defaults::GRACE_PERIOD),
             max_handshakes_per_source: l.max_handshakes_per_source.unwrap_or(defaults::MAX_HANDSHAKES_PER_SOURCE),
+            max_handshakes_per_prefix: l.max_handshakes_per_prefix.unwrap_or(defaults::MAX_HANDSHAKES_PER_PREFIX),
+            handshake_prefix: (
+                l.handshake_prefix_v4.unwrap_or(defaults::HANDSHAKE_PREFIX_V4),
+                l.handshake_prefix_v6.unwrap_or(defaults::HANDSHAKE_PREFIX_V6),
+            ),
             max_sessions_per_source: l.max_sessions_per_source.unwrap_or(defaults::MAX_SESSIONS_PER_SOURCE),
             max_access_sessions_per_tunnel: l
                 .max_access_sessions_per_tunnel
@@ -602,6 +620,7 @@ impl FileConfig {
             ("maxVisitors", limits.max_visitors),
             ("maxSessionsPerTunnel", limits.max_sessions_per_tunnel),
             ("maxHandshakesPerSource", limits.max_handshakes_per_source),
+            ("maxHandshakesPerPrefix", limits.max_handshakes_per_prefix),
             ("maxSessionsPerSource", limits.max_sessions_per_source),
             ("maxAccessSessionsPerTunnel", limits.max_access_sessions_per_tunnel),
             ("maxAccessStreams", limits.max_access_streams),
@@ -753,7 +772,12 @@ impl Limits {
         crate::budget::Budgets {
             visitors: Arc::new(Semaphore::new(self.max_visitors)),
             access_streams: Arc::new(Semaphore::new(self.max_access_streams)),
-            handshakes_per_source: KeyedBudget::new(self.max_handshakes_per_source),
+            handshakes: crate::budget::Handshakes::new(
+                tunnel_proto::defaults::MAX_PENDING_HANDSHAKES,
+                self.max_handshakes_per_source,
+                self.max_handshakes_per_prefix,
+                self.handshake_prefix,
+            ),
             sessions_per_source: KeyedBudget::new(self.max_sessions_per_source),
             access_sessions_per_tunnel: KeyedBudget::new(self.max_access_sessions_per_tunnel),
             streams_per_tunnel: KeyedBudget::new(self.max_streams_per_tunnel),

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tunnel_proto::channel::SharedPort;
 use tunnel_proto::channel::{ChannelConfig, Inbound, Incoming, Listener};
@@ -46,10 +45,6 @@ pub mod udp_entry;
 mod visit;
 
 pub use config::{Config, FileConfig};
-
-/// Connections allowed to be in their handshake at once; bounds what a flood of idle
-/// connections to the relay port can cost.
-const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// A running server's parts, each with one job; every task of the server holds them. The way
 /// of a visitor through them is [`visit`].
@@ -291,22 +286,19 @@ impl tunnel_runtime::cli::Stop for Server {
 }
 
 async fn accept_sessions(shared: Arc<Shared>, listener: Listener) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     let spread = tunnel_runtime::threads::Spread::new();
     loop {
         let Some(incoming) = accept_until(shared.life.stopping(), "relay", || listener.accept()).await else {
             return;
         };
         let peer = incoming.peer_addr();
-        let Some(source_slot) = shared.budgets.handshakes_per_source.take(&peer.ip()) else {
-            tracing::debug!(%peer, "too many handshakes from this address, connection dropped");
-            continue;
+        let slots = match shared.budgets.handshakes.take(peer.ip()) {
+            Ok(place) => place,
+            Err(why) => {
+                tracing::debug!(%peer, reason = %why, "connection dropped");
+                continue;
+            }
         };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "too many sessions in their handshake, connection dropped");
-            continue;
-        };
-        let slots = relay::HandshakeSlots { _global: permit, _source: source_slot };
         let task_shared = shared.clone();
         let serve = move |incoming: Incoming| async move {
             let shared = task_shared;

@@ -102,6 +102,8 @@ fn needs_restart(old: &Config, new: &Config, limits: &Limits) -> Vec<String> {
         ("limits.maxVisitors", a.max_visitors != b.max_visitors),
         ("limits.maxAccessStreams", a.max_access_streams != b.max_access_streams),
         ("limits.maxHandshakesPerSource", a.max_handshakes_per_source != b.max_handshakes_per_source),
+        ("limits.maxHandshakesPerPrefix", a.max_handshakes_per_prefix != b.max_handshakes_per_prefix),
+        ("limits.handshakePrefixV4/V6", a.handshake_prefix != b.handshake_prefix),
         ("limits.maxSessionsPerSource", a.max_sessions_per_source != b.max_sessions_per_source),
         ("limits.maxAccessSessionsPerTunnel", a.max_access_sessions_per_tunnel != b.max_access_sessions_per_tunnel),
         ("limits.maxStreamsPerTunnel", a.max_streams_per_tunnel != b.max_streams_per_tunnel),
@@ -119,6 +121,8 @@ fn keep_sized_limits(new: &mut Limits, start: &Limits) {
     new.max_visitors = start.max_visitors;
     new.max_access_streams = start.max_access_streams;
     new.max_handshakes_per_source = start.max_handshakes_per_source;
+    new.max_handshakes_per_prefix = start.max_handshakes_per_prefix;
+    new.handshake_prefix = start.handshake_prefix;
     new.max_sessions_per_source = start.max_sessions_per_source;
     new.max_access_sessions_per_tunnel = start.max_access_sessions_per_tunnel;
     new.max_streams_per_tunnel = start.max_streams_per_tunnel;

@@ -214,7 +214,7 @@ pub(crate) async fn accept(shared: Arc<Shared>, cluster: Arc<Cluster>, listener:
         };
         // The relay's per-source handshake budget, and a small one of the peer port's own: one
         // address cannot hold every handshake place of the peer port.
-        let Some(source) = shared.budgets.handshakes_per_source.take(&incoming.peer_addr().ip()) else {
+        let Some(source) = shared.budgets.handshakes.per_source().take(&incoming.peer_addr().ip()) else {
             tracing::debug!(peer = %incoming.peer_addr(), "cluster: too many handshakes from this address, connection dropped");
             continue;
         };

@@ -7,17 +7,14 @@
 //! ([`control`]) answers pings; a session silent for longer than the keepalive timeout is
 //! closed. Each session has a token of its own, so it can be ended alone.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OwnedSemaphorePermit;
 use tunnel_proto::channel::{Incoming, Session, Stream};
 use tunnel_proto::framed::{read_frame, write_frame};
 use tunnel_proto::wire::{Frame, Hello, Reply, Role, Status};
 use tunnel_runtime::visitor::LogBudget;
 
-use crate::budget::Slot;
 use crate::Shared;
 
 /// The info-level budget of session refusal lines (a flood of bad hellos must not flood the
@@ -80,13 +77,9 @@ pub(crate) fn transport_label(shared: &Shared) -> &'static str {
     shared.config.transport.scheme().strip_prefix("relay+").unwrap_or("tcp")
 }
 
-/// A connection's places among the handshakes in progress: one of the server's, one of its
-/// source address's. Both are given back when the hello has been read (or the handshake
-/// failed).
-pub(crate) struct HandshakeSlots {
-    pub(crate) _global: OwnedSemaphorePermit,
-    pub(crate) _source: Slot<IpAddr>,
-}
+/// A connection's places among the handshakes in progress (the server's, its address's and
+/// its network's), given back when the hello has been read or the handshake failed.
+pub(crate) type HandshakeSlots = crate::budget::HandshakePlace;
 
 /// Serves one accepted connection until its session ends.
 pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots: HandshakeSlots) {
@@ -98,7 +91,15 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots
         shared.metrics.handshake_failed("silent");
         return tracing::debug!(%peer, reason = "nothing sent in time", ?first, "session refused");
     }
-    let (session, mut control, hello) = match tokio::time::timeout(timeout, handshake(incoming)).await {
+    let evicted = slots.evicted.clone();
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(timeout, handshake(incoming)) => done,
+        _ = evicted.cancelled() => {
+            shared.metrics.handshake_failed("evicted");
+            return tracing::debug!(%peer, "session refused: its handshake place went to a connection from a network holding fewer");
+        }
+    };
+    let (session, mut control, hello) = match handshake {
         Ok(Ok(parts)) => parts,
         Ok(Err(why)) => {
             shared.metrics.handshake_failed("malformed");
