@@ -370,3 +370,115 @@ fn protected_path_rules_cannot_be_dodged_by_case_parameters_or_trailing_characte
     let (status, body) = get(ep, "app.example", "/Admin", &["-u", "alice:correct horse"]);
     assert_eq!((status, body.trim()), (200, "ADMIN PAGE"), "the right password passes");
 }
+
+/// `curl -u USER:PASSWORD` to `host` on `ep`: (status, seconds taken).
+fn login(ep: SocketAddr, host: &str, user: &str, password: &str) -> (u16, f64) {
+    let started = std::time::Instant::now();
+    let (status, _) = get(ep, host, "/", &["-u", &format!("{user}:{password}")]);
+    (status, started.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[test]
+fn one_tenants_password_flood_neither_jams_anothers_logins_nor_goes_unlimited() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Arc;
+    let (a, b) = (tunnel_id(), tunnel_id());
+    let (origin, _) = origin::http_counting("O");
+    let dir = tempfile::tempdir().unwrap();
+    // Tenant B has six users: each logs in once, so every login below costs a verification.
+    let users: Vec<(String, String)> = (1..=6).map(|n| (format!("b{n}"), format!("pass {n}"))).collect();
+    let b_users: Vec<String> = users.iter().map(|(u, p)| format!("\"{u}:{}\"", hash(p))).collect();
+    let server = server(
+        dir.path(),
+        &format!(
+            "[[ingress.rules]]\nhostname = \"a.example\"\nendpoint = \"{a}\"\nbasicAuth = [\"alice:{}\"]\n\
+             [[ingress.rules]]\nhostname = \"b.example\"\nendpoint = \"{b}\"\nbasicAuth = [{}]\n",
+            hash("alice's"),
+            b_users.join(", ")
+        ),
+    );
+    let _agents = [
+        agent(&server, &[&format!("rtcp://:0/{origin}")], &a, "", 1),
+        agent(&server, &[&format!("rtcp://:0/{origin}")], &b, "", 2),
+    ];
+    let ep = server.entrypoints[0];
+    // B's logins alone.
+    let alone: Vec<f64> = users[..3]
+        .iter()
+        .map(|(u, p)| login(ep, "b.example", u, p))
+        .map(|(s, t)| {
+            assert_eq!(s, 200);
+            t
+        })
+        .collect();
+    // A flood of wrong passwords at A's rule from 80 addresses, 10 guesses each at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let flood: Vec<_> = (1..=80)
+        .map(|n| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) && i < 10_000 {
+                    i += 1;
+                    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) else {
+                        continue;
+                    };
+                    let from: SocketAddr = format!("127.3.0.{n}:0").parse().unwrap();
+                    if socket.bind(&from.into()).is_err() || socket.connect(&ep.into()).is_err() {
+                        continue;
+                    }
+                    let mut tcp: std::net::TcpStream = socket.into();
+                    let header = format!("alice:wrong {n} {i}");
+                    let request = format!(
+                        "GET / HTTP/1.1\r\nHost: a.example\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+                        base64_of(&header)
+                    );
+                    let _ = tcp.write_all(request.as_bytes());
+                    let mut answer = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut tcp, &mut answer);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tunnel_tests::poll_until("the flood under way", || answered.load(Ordering::Relaxed) >= 40);
+    let flooded: Vec<f64> = users[3..]
+        .iter()
+        .map(|(u, p)| login(ep, "b.example", u, p))
+        .map(|(s, t)| {
+            assert_eq!(s, 200, "tenant B's login during tenant A's flood");
+            t
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for t in flood {
+        t.join().unwrap();
+    }
+    let (alone, flooded) = (median(alone), median(flooded));
+    eprintln!(
+        "measured: tenant B's login {:.1} ms alone, {:.1} ms during A's flood (x{:.2})",
+        alone * 1e3,
+        flooded * 1e3,
+        flooded / alone
+    );
+    assert!(flooded < alone * 20.0 + 0.5, "B waited for A's flood: {flooded:.3} s against {alone:.3} s");
+    // A guesser at A's rule: 10 guesses, then 429 with Retry-After.
+    for n in 0..10 {
+        assert_eq!(login(ep, "a.example", "alice", &format!("guess {n}")).0, 401);
+    }
+    let (code, out) = curl(&["-s", "-i", "-u", "alice:guess", "-H", "Host: a.example", &format!("http://{ep}/")]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("HTTP/1.1 429"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("retry-after:"), "{out}");
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

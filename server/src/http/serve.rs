@@ -203,16 +203,19 @@ impl Visitor {
         let path = normalised.as_deref().unwrap_or(req.uri().path());
         let (tunnel, rule, users) = match self.shared.decide(&routes, &self.asking(&host, Some(path))) {
             Ok(Decision { tunnel, rule: Some(rule), .. }) => {
-                (tunnel, if on { rule.label() } else { String::new() }, rule.basic_auth.clone())
+                // The label names the rule in the access log and in the guess limiter.
+                let label = if on || !rule.basic_auth.is_empty() { rule.label() } else { String::new() };
+                (tunnel, label, rule.basic_auth.clone())
             }
             Ok(Decision { tunnel, rule: None, .. }) => (tunnel, String::new(), Vec::new()),
             Err(refusal) => return self.error(&line, refusal.reply, &refusal.detail),
         };
         drop(routes);
         line.tunnel = Some(tunnel);
-        line.rule = rule;
         if !users.is_empty() {
-            match self.shared.http.auth.check(&users, req.headers()).await {
+            let outcome = self.shared.http.auth.check(&rule, self.peer.ip(), &users, req.headers()).await;
+            line.rule = rule;
+            match outcome {
                 auth::Outcome::Allowed(user) => {
                     tracing::debug!(peer = %self.peer, %host, user, "basic authentication passed");
                     req.headers_mut().remove(AUTHORIZATION);
@@ -244,7 +247,16 @@ impl Visitor {
                     resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
                     return resp;
                 }
+                auth::Outcome::TooMany(wait) => {
+                    let reply = Reply::new(Status(429), format!("{host}: too many attempts; try again later"));
+                    let mut resp = self.error(&line, reply, "too many password guesses from this address");
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                    return resp;
+                }
             }
+        } else {
+            line.rule = rule;
         }
         if let Some(path) = normalised {
             let target = match req.uri().query() {
