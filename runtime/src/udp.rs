@@ -25,16 +25,23 @@ use tunnel_proto::channel::Stream;
 use tunnel_proto::datagram::{self, MAX_DATAGRAM};
 use tunnel_proto::defaults;
 
-/// A flow's stream with the places it holds (in budgets, say), given back when the flow ends.
+/// A flow's stream with the places it holds (in budgets, say), given back when the flow ends;
+/// optionally ended early by a token (its reads fail once it is cancelled).
 pub struct Holding<P> {
     stream: Stream,
     _places: P,
+    cut: Option<std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
 }
 
 impl<P> Holding<P> {
     /// `stream`, holding `places` for as long as it lives.
     pub fn new(stream: Stream, places: P) -> Holding<P> {
-        Holding { stream, _places: places }
+        Holding { stream, _places: places, cut: None }
+    }
+
+    /// As [`Holding::new`], ended when `cut` is cancelled.
+    pub fn cut_by(stream: Stream, places: P, cut: Option<tokio_util::sync::CancellationToken>) -> Holding<P> {
+        Holding { stream, _places: places, cut: cut.map(|t| Box::pin(t.cancelled_owned())) }
     }
 }
 
@@ -44,6 +51,11 @@ impl<P: Unpin> tokio::io::AsyncRead for Holding<P> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(cut) = self.cut.as_mut() {
+            if cut.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(Err(std::io::Error::other("the flow was cut")));
+            }
+        }
         std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

@@ -202,7 +202,13 @@ async fn serve_visitor(
     tracing::debug!(%peer, %host, tunnel = %opened.tunnel, session = opened.agent.session_id, "visitor connected");
     // The sniffed bytes went out with the header: they count as the visitor's.
     let sent = prefix_len as u64;
-    match tunnel_proto::pump::pump_tcp(&mut tcp, &mut opened.agent.stream).await {
+    let cut = opened.cut();
+    let pumped = tokio::select! {
+        biased;
+        () = cut => Err(std::io::Error::other("cut: a reload no longer routes the host here")),
+        pumped = tunnel_proto::pump::pump_tcp(&mut tcp, &mut opened.agent.stream) => pumped,
+    };
+    match pumped {
         Ok((up, down)) => {
             opened.carried(shared, up + sent, down);
             tracing::debug!(%peer, %host, up, down, "visitor done");

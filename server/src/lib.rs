@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) access: relay::AccessSessions,
     /// The counters.
     pub(crate) metrics: metrics::Metrics,
+    /// The streams carrying bytes now, which a reload decides again.
+    pub(crate) live: Arc<visit::LiveStreams>,
     /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
     /// period, and every session and visitor task.
     pub(crate) life: Lifecycle,
@@ -162,6 +164,7 @@ impl Server {
             budgets: config.limits.budgets(),
             in_force: reload::InForce::new(routes, config.limits.clone()),
             metrics: metrics::Metrics { on: config.admin.is_some(), ..metrics::Metrics::default() },
+            live: Arc::default(),
             access: relay::AccessSessions::default(),
             registry: registry::Registry::default(),
             http: http::State::default(),

@@ -70,12 +70,15 @@ pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
     }
     shared.metrics.config_version.set(version as i64);
     let closed = close_unadmitted(shared, &routes);
+    let cut = shared.live.recheck(&routes);
     shared.metrics.reloads.get_or_create(&Outcome { result: "success" }).inc();
-    tracing::info!(version, rules = routes.ingress.rules().len(), closed, "configuration reloaded");
+    tracing::info!(version, rules = routes.ingress.rules().len(), closed, cut, "configuration reloaded");
     if !restart.is_empty() {
         tracing::warn!(settings = %restart.join(", "), "reload: these settings need a restart and were not applied");
     }
-    Ok(json!({ "applied": true, "version": version, "closedSessions": closed, "needsRestart": restart }))
+    Ok(
+        json!({ "applied": true, "version": version, "closedSessions": closed, "cutStreams": cut, "needsRestart": restart }),
+    )
 }
 
 /// The settings that differ and cannot change without a restart.

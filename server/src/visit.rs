@@ -13,12 +13,18 @@
 //!    then replica links: [`Shared::open_stream`]) and the counts. An HTTP request, which may
 //!    reuse an origin connection, asks [`Shared::decide`] and, when it needs a new stream,
 //!    [`Shared::open`] (the same two halves);
-//! 3. the door pumps the bytes and [`Opened::carried`] counts them.
+//! 3. the door pumps the bytes until both sides are done or [`Opened::cut`] fires, and
+//!    [`Opened::carried`] counts them.
+//!
+//! A stream that [`Shared::visit`] opened stays in [`LiveStreams`] while it lives: a reload
+//! decides each again with the new routes and cuts those it no longer routes (a removed
+//! private rule stops serving the connections it admitted before).
 //!
 //! Every refusal is a [`Refusal`]: what the visitor is told (status and host, nothing about
 //! tunnels or addresses) apart from the detail for the log.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tunnel_proto::framed::ReplyTimeouts;
@@ -129,6 +135,86 @@ pub(crate) struct Admission {
     _tunnel: Option<Slot<Uuid>>,
 }
 
+/// The streams [`Shared::visit`] opened that are still carrying bytes, with what decided
+/// them, so a reload can decide each again.
+#[derive(Default)]
+pub(crate) struct LiveStreams {
+    next: std::sync::atomic::AtomicU64,
+    by_id: dashmap::DashMap<u64, LiveStream>,
+}
+
+struct LiveStream {
+    host: String,
+    reach: LiveReach,
+    tunnel: Uuid,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+/// A [`Reach`] that owns its parts (a live stream carries no HTTP path).
+#[derive(Clone, Copy)]
+enum LiveReach {
+    Public,
+    Private(Uuid),
+    Forwarded(Uuid, Scope),
+}
+
+impl LiveReach {
+    fn of(reach: Reach<'_>) -> LiveReach {
+        match reach {
+            Reach::Public { .. } => LiveReach::Public,
+            Reach::Private { access } => LiveReach::Private(access),
+            Reach::Forwarded { tunnel, scope } => LiveReach::Forwarded(tunnel, scope),
+        }
+    }
+
+    fn reach(self) -> Reach<'static> {
+        match self {
+            LiveReach::Public => Reach::Public { path: None },
+            LiveReach::Private(access) => Reach::Private { access },
+            LiveReach::Forwarded(tunnel, scope) => Reach::Forwarded { tunnel, scope },
+        }
+    }
+}
+
+/// A stream's entry in [`LiveStreams`]; removed when dropped.
+pub(crate) struct Live {
+    streams: Arc<LiveStreams>,
+    id: u64,
+    /// Cancelled when a reload no longer routes the stream.
+    pub(crate) cut: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.streams.by_id.remove(&self.id);
+    }
+}
+
+impl LiveStreams {
+    fn register(self: &Arc<Self>, host: &str, reach: Reach<'_>, tunnel: Uuid) -> Live {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cut = tokio_util::sync::CancellationToken::new();
+        let stream = LiveStream { host: host.to_owned(), reach: LiveReach::of(reach), tunnel, cut: cut.clone() };
+        self.by_id.insert(id, stream);
+        Live { streams: self.clone(), id, cut }
+    }
+
+    /// Decides every live stream again with `routes`; cuts those that no longer go to their
+    /// tunnel, and returns how many.
+    pub(crate) fn recheck(&self, routes: &Routes) -> usize {
+        let mut cut = 0;
+        for stream in self.by_id.iter() {
+            let holds = routes.decide(&stream.host, stream.reach.reach()).is_ok_and(|d| d.tunnel == stream.tunnel);
+            if !holds && !stream.cut.is_cancelled() {
+                tracing::info!(host = %stream.host, tunnel = %stream.tunnel, "stream cut by the reload: no rule routes it any more");
+                stream.cut.cancel();
+                cut += 1;
+            }
+        }
+        cut
+    }
+}
+
 /// A stream to an agent for a visitor, with its place in the tunnel's stream budget.
 pub(crate) struct Opened {
     /// The stream and its session's place.
@@ -139,6 +225,8 @@ pub(crate) struct Opened {
     pub label: String,
     /// The place in `maxStreamsPerTunnel` (an access stream's is in its admission).
     pub slot: Option<Slot<Uuid>>,
+    /// Its entry among the live streams, when it is one a reload decides again.
+    pub(crate) live: Option<Live>,
 }
 
 impl Shared {
@@ -235,7 +323,8 @@ impl Shared {
             (decision.tunnel, decision.host)
         };
         let opening = Opening { prefix, ..Opening::default() };
-        let opened = self.open(visitor, tunnel, &host, opening).await?;
+        let mut opened = self.open(visitor, tunnel, &host, opening).await?;
+        opened.live = Some(self.live.register(&host, visitor.reach, tunnel));
         Ok((host, opened))
     }
 
@@ -288,7 +377,7 @@ impl Shared {
                     Door::Forwarded => self.metrics.forwarded("in", "ok"),
                     _ => self.metrics.opened(&label),
                 }
-                Ok(Opened { agent, tunnel, label, slot })
+                Ok(Opened { agent, tunnel, label, slot, live: None })
             }
             Err(err) => {
                 match visitor.door {
@@ -375,6 +464,24 @@ pub(crate) struct StreamRequest<'a> {
 }
 
 impl Opened {
+    /// Resolves when a reload no longer routes this stream (never for one it does not
+    /// follow): its door then ends it. The future owns what it waits on, so the door can
+    /// pump the stream meanwhile.
+    pub(crate) fn cut(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let token = self.cut_token();
+        async move {
+            match token {
+                Some(token) => token.cancelled_owned().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// The token [`Opened::cut`] waits on, for a stream handed to code that cannot select.
+    pub(crate) fn cut_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.live.as_ref().map(|l| l.cut.clone())
+    }
+
     /// Counts the bytes the stream carried, once it is done.
     pub(crate) fn carried(&self, shared: &Shared, from_visitor: u64, to_visitor: u64) {
         shared.metrics.carried(&self.label, from_visitor, to_visitor);

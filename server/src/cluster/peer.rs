@@ -356,7 +356,14 @@ async fn serve_stream(shared: Arc<Shared>, from: &str, peer: SocketAddr, mut str
     if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
         return;
     }
-    if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut opened.agent.stream).await {
-        opened.carried(&shared, from_visitor, to_visitor);
+    let cut = opened.cut();
+    tokio::select! {
+        biased;
+        () = cut => tracing::debug!(replica = %from, tunnel = %opened.tunnel, "forwarded stream cut: a reload no longer routes it"),
+        pumped = tunnel_proto::pump::pump(&mut stream, &mut opened.agent.stream) => {
+            if let Ok((from_visitor, to_visitor)) = pumped {
+                opened.carried(&shared, from_visitor, to_visitor);
+            }
+        }
     }
 }

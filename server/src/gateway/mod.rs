@@ -180,6 +180,10 @@ async fn serve_visitor(shared: &Shared, gateway: &Gateway, mut tcp: TcpStream, p
         return "left";
     }
     tracing::debug!(%peer, host = %target.host, "gateway visitor connected");
+    let upstream_cut = match &upstream {
+        Upstream::Tunnel(opened) => opened.cut_token(),
+        Upstream::Direct(_) => None,
+    };
     let pump = async {
         match &mut upstream {
             Upstream::Direct(target_tcp) => tunnel_proto::pump::pump_tcp(&mut tcp, target_tcp).await,
@@ -187,7 +191,15 @@ async fn serve_visitor(shared: &Shared, gateway: &Gateway, mut tcp: TcpStream, p
         }
     };
     // A direct connection has no session for the end of the grace period to close.
+    let cut = async {
+        match &upstream_cut {
+            Some(cut) => cut.clone().cancelled_owned().await,
+            None => std::future::pending().await,
+        }
+    };
     let pumped = tokio::select! {
+        biased;
+        () = cut => Err(std::io::Error::other("cut: a reload no longer routes the host here")),
         pumped = pump => pumped,
         _ = shared.life.hard_stop().cancelled() => Err(std::io::Error::other("server stopped after its grace period")),
     };

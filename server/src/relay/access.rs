@@ -139,7 +139,14 @@ async fn serve_stream(shared: Arc<Shared>, access_tunnel: Uuid, peer: SocketAddr
         return;
     }
     tracing::debug!(tunnel = %opened.tunnel, %host, "private stream connected");
-    if let Ok((from_visitor, to_visitor)) = tunnel_proto::pump::pump(&mut stream, &mut opened.agent.stream).await {
-        opened.carried(&shared, from_visitor, to_visitor);
+    let cut = opened.cut();
+    tokio::select! {
+        biased;
+        () = cut => tracing::debug!(tunnel = %opened.tunnel, %host, "private stream cut: a reload no longer routes it"),
+        pumped = tunnel_proto::pump::pump(&mut stream, &mut opened.agent.stream) => {
+            if let Ok((from_visitor, to_visitor)) = pumped {
+                opened.carried(&shared, from_visitor, to_visitor);
+            }
+        }
     }
 }

@@ -140,6 +140,8 @@ impl Opener {
             forwarded_for: Some(peer),
         };
         let (_, opened) = self.shared.visit(&visitor, &prefix).await?;
-        Ok(Box::new(Holding::new(opened.agent.stream, (opened.agent.permit, opened.slot, admission))))
+        let cut = opened.cut_token();
+        let places = (opened.agent.permit, opened.slot, opened.live, admission);
+        Ok(Box::new(Holding::cut_by(opened.agent.stream, places, cut)))
     }
 }

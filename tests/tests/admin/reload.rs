@@ -118,3 +118,50 @@ fn a_reload_under_load_adds_and_removes_rules_without_touching_live_streams() {
     assert!(super::rss_kib(pid) <= rss0 + 4096, "RSS {rss0} KiB -> {} KiB", super::rss_kib(pid));
     assert_eq!(http_get(web, "a.local", "/").0, 200);
 }
+
+#[test]
+fn a_reload_that_removes_a_private_rule_cuts_the_connections_it_admitted() {
+    use std::io::Write;
+    let id = tunnel_id();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    let rules = |private: bool| {
+        let mut toml = format!(
+            "addr = \"127.0.0.1:0\"\n[admin]\naddr = \"127.0.0.1:0\"\n\
+             [[ingress.rules]]\nhostname = \"open.local\"\nendpoint = \"{id}\"\n"
+        );
+        if private {
+            toml += &format!("[[ingress.rules]]\nhostname = \"priv.local\"\nendpoint = \"${id}\"\n");
+        }
+        toml
+    };
+    std::fs::write(&path, rules(true)).unwrap();
+    let server = Server::start(&["-C", path.to_str().unwrap()], 0);
+    let admin = admin_of(&server.proc);
+    let _agent = agent(&server, &[&format!("rtcp://:0/{}", origin::echo())], &id, "", 1);
+    let (_access, addrs) = tunnel_tests::access(&server, &["tcp://127.0.0.1:0/priv.local"], &id, "");
+    let mut conn = TcpStream::connect(addrs[0]).unwrap();
+    conn.set_read_timeout(Some(tunnel_tests::WAIT)).unwrap();
+    let mut echo = [0u8; 6];
+    conn.write_all(b"before").unwrap();
+    conn.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"before", "the private rule serves the access client");
+    // The private rule goes; the tunnel stays in the ingress (its sessions are not closed).
+    std::fs::write(&path, rules(false)).unwrap();
+    let (status, body) = admin_get(admin, "/api/v1/reload", &["-X", "POST", "-H", "Content-Type: application/json"]);
+    assert_eq!(status, 200, "{body}");
+    // The connection admitted before the reload serves nothing more.
+    let _ = conn.write_all(b"after!");
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(!rest.windows(6).any(|w| w == b"after!"), "the removed rule still served: {rest:?}");
+    assert!(body.contains("\"cutStreams\":1"), "{body}");
+    server.proc.wait_for("stream cut by the reload");
+    // And a new connection is refused by the routes in force.
+    let mut again = TcpStream::connect(addrs[0]).unwrap();
+    again.set_read_timeout(Some(tunnel_tests::WAIT)).unwrap();
+    let _ = again.write_all(b"again!");
+    let mut got = Vec::new();
+    let _ = again.read_to_end(&mut got);
+    assert!(!got.windows(6).any(|w| w == b"again!"), "{got:?}");
+}
