@@ -559,3 +559,38 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// An argon2id hash of `password` from the server binary's own helper
+/// (`tunnel-server --hash-password`), for `basicAuth` entries.
+pub fn hash_password(password: &str) -> String {
+    let mut child = Command::new(bin("tunnel-server"))
+        .arg("--hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tunnel-server --hash-password");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write the password");
+    let out = child.wait_with_output().expect("tunnel-server --hash-password");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hash = String::from_utf8(out.stdout).expect("a UTF-8 hash").trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// The value of the first line of a Prometheus exposition `text` that starts with `prefix`
+/// (name and labels), or 0.
+pub fn metric_in(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// As [`metric_in`], on the `/metrics` of the admin listener at `admin`.
+pub fn metric(admin: SocketAddr, prefix: &str) -> f64 {
+    let (code, text) = curl(&["-s", &format!("http://{admin}/metrics")]);
+    assert_eq!(code, 0, "curl /metrics: {text}");
+    metric_in(&text, prefix)
+}

@@ -168,3 +168,17 @@ fn udp_server(answer: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static) ->
     });
     addr
 }
+
+/// Reads a request head byte by byte, up to and with its blank line, so nothing after it is
+/// consumed; `None` when the connection ends first.
+pub fn read_head(conn: &mut impl Read) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(head)
+}

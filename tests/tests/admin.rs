@@ -29,11 +29,7 @@ pub fn admin_get(addr: SocketAddr, path: &str, extra: &[&str]) -> (u16, String) 
 pub fn metric(addr: SocketAddr, prefix: &str) -> f64 {
     let (status, text) = admin_get(addr, "/metrics", &[]);
     assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    tunnel_tests::metric_in(&text, prefix)
 }
 
 /// A real HTTP origin (Python's http.server) serving `dir` on a free loopback port.

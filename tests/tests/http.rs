@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 
-use tunnel_tests::{agent, curl, origin, read_until_close, tunnel_id, Server, WAIT};
+use tunnel_tests::{agent, curl, metric, origin, read_until_close, tunnel_id, Server, WAIT};
 
 /// Sends `requests` on one connection and reads the answers until the server closes it.
 fn raw_exchange(ep: SocketAddr, requests: &str) -> String {
@@ -151,13 +151,8 @@ fn upgrading_origin() -> SocketAddr {
         for conn in l.incoming() {
             let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if conn.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if origin::read_head(&mut conn).is_none() {
+                    return;
                 }
                 let _ = conn.write_all(
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
@@ -294,18 +289,6 @@ fn ws_exchange(ws: &mut TcpStream, frame: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(echo)
 }
 
-/// The value of the metric line starting with `prefix` (name and labels) on the admin
-/// listener `admin`, or 0.
-fn metric(admin: SocketAddr, prefix: &str) -> f64 {
-    let (code, text) = curl(&[&format!("http://{admin}/metrics")]);
-    assert_eq!(code, 0, "curl /metrics: {text}");
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn a_sigterm_waits_for_an_open_websocket_within_the_grace_period() {
     let id = tunnel_id();
@@ -370,15 +353,9 @@ fn recording_origin() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
             let Ok(mut conn) = conn else { continue };
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut byte = [0u8; 1];
-                while !buf.ends_with(b"\r\n\r\n") {
-                    if conn.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    buf.push(byte[0]);
-                }
+                let Some(buf) = origin::read_head(&mut conn) else { return };
                 let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let mut byte = [0u8; 1];
                 let mut body = Vec::new();
                 if head.contains("transfer-encoding") {
                     while !body.ends_with(b"0\r\n\r\n") {
@@ -444,15 +421,9 @@ fn reading_origin() -> SocketAddr {
         for conn in l.incoming() {
             let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut byte = [0u8; 1];
-                while !buf.ends_with(b"\r\n\r\n") {
-                    if conn.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    buf.push(byte[0]);
-                }
+                let Some(buf) = origin::read_head(&mut conn) else { return };
                 let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let mut byte = [0u8; 1];
                 let length =
                     head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().unwrap_or(0));
                 let mut body = Vec::new();

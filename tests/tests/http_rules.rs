@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use tunnel_tests::{agent, bin, curl, origin, tunnel_id, Server, WAIT};
+use tunnel_tests::{agent, bin, curl, hash_password, origin, tunnel_id, Server, WAIT};
 
 /// Starts a server from `toml` (its relay and one entrypoint on port 0 are prepended).
 fn server(dir: &Path, rules: &str) -> Server {
@@ -107,29 +107,12 @@ fn a_path_rule_that_is_private_is_not_reached_from_the_public_entrypoint() {
     assert_eq!(seen_priv.connections.load(Ordering::SeqCst), 0, "the private origin is never reached");
 }
 
-/// A hash of `password` from the server binary's own helper.
-fn hash(password: &str) -> String {
-    let mut child = Command::new(bin("tunnel-server"))
-        .arg("--hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tunnel-server --hash-password");
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
-}
-
 #[test]
 fn basic_auth_answers_401_with_a_challenge_until_the_right_password_comes() {
     let id = tunnel_id();
     let (origin, seen) = origin::http_counting("A");
     let dir = tempfile::tempdir().unwrap();
-    let alice = hash("correct horse");
+    let alice = hash_password("correct horse");
     let server = server(
         dir.path(),
         &format!(
@@ -338,7 +321,7 @@ fn protected_path_rules_cannot_be_dodged_by_case_parameters_or_trailing_characte
     let id = tunnel_id();
     let origin = lax_origin();
     let dir = tempfile::tempdir().unwrap();
-    let alice = hash("correct horse");
+    let alice = hash_password("correct horse");
     let server = server(
         dir.path(),
         &format!(
@@ -392,13 +375,13 @@ fn one_tenants_password_flood_neither_jams_anothers_logins_nor_goes_unlimited() 
     let dir = tempfile::tempdir().unwrap();
     // Tenant B has six users: each logs in once, so every login below costs a verification.
     let users: Vec<(String, String)> = (1..=6).map(|n| (format!("b{n}"), format!("pass {n}"))).collect();
-    let b_users: Vec<String> = users.iter().map(|(u, p)| format!("\"{u}:{}\"", hash(p))).collect();
+    let b_users: Vec<String> = users.iter().map(|(u, p)| format!("\"{u}:{}\"", hash_password(p))).collect();
     let server = server(
         dir.path(),
         &format!(
             "[[ingress.rules]]\nhostname = \"a.example\"\nendpoint = \"{a}\"\nbasicAuth = [\"alice:{}\"]\n\
              [[ingress.rules]]\nhostname = \"b.example\"\nendpoint = \"{b}\"\nbasicAuth = [{}]\n",
-            hash("alice's"),
+            hash_password("alice's"),
             b_users.join(", ")
         ),
     );

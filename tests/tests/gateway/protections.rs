@@ -5,14 +5,15 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tunnel_tests::gateway::{ask, connect, rest_until_close, seal, status, CLIENT_WAIT};
-use tunnel_tests::{addr_in, agent, bin, curl, origin, poll_until, read_until_close, tunnel_id, Server};
+use tunnel_tests::{
+    addr_in, agent, curl, hash_password, metric_in, origin, poll_until, read_until_close, tunnel_id, Server,
+};
 
 use super::SECRET;
 
@@ -67,21 +68,6 @@ fn serve_pages(mut conn: TcpStream, protected: &AtomicUsize) {
     }
 }
 
-/// A hash of `password` from the server binary's own helper.
-fn hash(password: &str) -> String {
-    let mut child = Command::new(bin("tunnel-server"))
-        .arg("--hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tunnel-server --hash-password");
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// Sends `line`, `\n` and `after` in one write, shuts the write half, and returns everything
 /// the gateway answers until it closes.
 fn whole_answer(gateway: SocketAddr, line: &str, after: &[u8]) -> String {
@@ -98,7 +84,7 @@ fn whole_answer(gateway: SocketAddr, line: &str, after: &[u8]) -> String {
 fn a_sealed_line_to_a_host_with_protected_paths_reaches_neither() {
     let id = tunnel_id();
     let (pages, protected) = pages();
-    let alice = hash("correct horse");
+    let alice = hash_password("correct horse");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.toml");
     std::fs::write(
@@ -211,15 +197,6 @@ fn metrics(admin: SocketAddr) -> String {
     text
 }
 
-/// The value of the metric line starting with `prefix` (name and labels), or 0.
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn gateway_visitors_take_the_visitor_and_tunnel_budgets_and_are_counted() {
     let (a, b) = (tunnel_id(), tunnel_id());
@@ -264,7 +241,7 @@ fn gateway_visitors_take_the_visitor_and_tunnel_budgets_and_are_counted() {
     const LEN: usize = 256 << 10;
     let before = metrics(admin);
     let bytes = |direction: &str| format!("tunnel_bytes_total{{tunnel=\"{a}\",direction=\"{direction}\"}}");
-    let (in_before, out_before) = (metric(&before, &bytes("in")), metric(&before, &bytes("out")));
+    let (in_before, out_before) = (metric_in(&before, &bytes("in")), metric_in(&before, &bytes("out")));
     let (s, mut tcp) = ask(gateway, &to_a, &[]);
     assert_eq!(s, "200\n", "the counted visitor");
     let mut writer = tcp.try_clone().unwrap();
@@ -295,7 +272,7 @@ fn gateway_visitors_take_the_visitor_and_tunnel_budgets_and_are_counted() {
                 && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 1.0)
         });
         served
-            && metric(&last, &bytes("in")) >= in_before + LEN as f64
-            && metric(&last, &bytes("out")) >= out_before + LEN as f64
+            && metric_in(&last, &bytes("in")) >= in_before + LEN as f64
+            && metric_in(&last, &bytes("out")) >= out_before + LEN as f64
     });
 }
