@@ -152,6 +152,12 @@ pub fn tls_offers_alpn(buf: &[u8], alpn: &[u8]) -> Result<Option<bool>, SniffErr
         .map(|accepted| accepted.client_hello().alpn().is_some_and(|mut ids| ids.any(|id| id == alpn))))
 }
 
+/// Whether a complete TLS ClientHello offers ALPN protocol `alpn` and no other (an ACME
+/// CA's TLS-ALPN-01 validation offers `acme-tls/1` alone).
+pub fn tls_offers_only_alpn(buf: &[u8], alpn: &[u8]) -> bool {
+    matches!(client_hello(buf), Ok(Some(accepted)) if accepted.client_hello().alpn().is_some_and(|mut ids| ids.all(|id| id == alpn)))
+}
+
 /// Runs the sniffer that fits the first byte. `Ok(None)`: more bytes are needed.
 pub fn sniff(buf: &[u8]) -> Result<Option<Sniffed>, SniffError> {
     match guess(buf) {

@@ -111,6 +111,22 @@ impl ServerAdmin {
         json!({ "rules": rules, "direct": routes.direct })
     }
 
+    /// `POST /api/v1/certificates/renew {"name": "app.example.com"}`: orders an ordered
+    /// certificate again now; the one in force serves until the new one is in.
+    fn renew(&self, body: &[u8]) -> Answer {
+        let Some(acme) = &self.shared.edge.acme else {
+            return Answer::json(404, &json!({ "error": "no certificates are ordered (no [acme] table)" }));
+        };
+        let name = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
+        let Some(name) = name else {
+            return Answer::json(400, &json!({ "error": "give the certificate's name: {\"name\": \"app.example.com\"}" }));
+        };
+        match acme.force_renewal(&name) {
+            true => Answer::json(202, &json!({ "renewing": name })),
+            false => Answer::json(404, &json!({ "error": format!("no ordered certificate is named {name:?}") })),
+        }
+    }
+
     fn config(&self) -> Value {
         let s = &self.shared;
         json!({
@@ -142,10 +158,11 @@ impl AdminApp for ServerAdmin {
     }
 
     fn metrics(&self) -> String {
+        self.shared.edge.refresh_expiry();
         tunnel_runtime::admin::encode(&self.registry)
     }
 
-    fn handle(&self, method: &Method, path: &str, _body: &[u8]) -> Option<Answer> {
+    fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Option<Answer> {
         Some(match (method.as_str(), path) {
             ("GET", "/api/v1/tunnels") => Answer::json(200, &self.tunnels()),
             ("GET", "/api/v1/rules") => Answer::json(200, &self.rules()),
@@ -161,6 +178,9 @@ impl AdminApp for ServerAdmin {
                 Err(why) => Answer::json(422, &json!({ "applied": false, "error": why })),
             },
             (_, "/api/v1/reload") => Answer::text(405, "405 use POST\n"),
+            ("GET", "/api/v1/certificates") => Answer::json(200, &self.shared.edge.describe()),
+            ("POST", "/api/v1/certificates/renew") => self.renew(body),
+            (_, "/api/v1/certificates/renew") => Answer::text(405, "405 use POST\n"),
             _ => return None,
         })
     }

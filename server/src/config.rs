@@ -15,7 +15,7 @@ use tunnel_runtime::Secret;
 use uuid::Uuid;
 
 use crate::auth::Auth;
-use crate::ingress::{Ingress, Rule};
+use crate::ingress::{Ingress, Rule, TlsMode};
 use crate::routing::Routes;
 
 pub use tunnel_runtime::config::ConfigError;
@@ -109,6 +109,12 @@ pub struct FileConfig {
     /// `[cluster]`: several replicas sharing tunnels through Redis.
     #[serde(default)]
     pub cluster: Option<crate::cluster::ClusterFile>,
+    /// `[tls]`: certificates from files for HTTPS entrypoints.
+    #[serde(default)]
+    pub tls: crate::https::config::TlsFile,
+    /// `[acme]`: certificates ordered from an ACME CA for HTTPS entrypoints.
+    #[serde(default)]
+    pub acme: Option<crate::https::config::AcmeFile>,
 }
 
 /// `[tunnel]`.
@@ -130,7 +136,7 @@ pub struct IngressTable {
 }
 
 /// One ingress rule as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleFile {
     /// `example.org`, `.example.com` or `*.example.com`.
@@ -144,6 +150,34 @@ pub struct RuleFile {
     /// requests need basic authentication as one of them.
     #[serde(default)]
     pub basic_auth: Vec<String>,
+    /// On HTTPS entrypoints: `terminate` (default where a certificate is had) or
+    /// `passthrough` (the origin holds the certificate).
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// Redirect plain HTTP requests to HTTPS (default: on where the host is terminated).
+    #[serde(default)]
+    pub redirect: Option<bool>,
+    /// `Strict-Transport-Security` with this max-age on HTTPS responses (`365d`).
+    #[serde(default, with = "humantime_serde")]
+    pub hsts: Option<Duration>,
+    /// The ACME challenge for the host's certificate: `http-01`, `tls-alpn-01` or `dns-01`.
+    #[serde(default)]
+    pub challenge: Option<String>,
+}
+
+/// A rule's HTTPS settings as written; errors are `(key, why)`.
+fn rule_edge(r: &RuleFile) -> Result<crate::ingress::Edge, (String, String)> {
+    let tls = match r.tls.as_deref() {
+        None => TlsMode::Auto,
+        Some("terminate") => TlsMode::Terminate,
+        Some("passthrough") => TlsMode::Passthrough,
+        Some(other) => return Err(("tls".into(), format!("{other:?}: expected terminate or passthrough"))),
+    };
+    let challenge = r.challenge.as_deref().map(crate::https::Challenge::parse).transpose().map_err(|e| ("challenge".into(), e))?;
+    if tls == TlsMode::Passthrough && (r.hsts.is_some() || challenge.is_some()) {
+        return Err(("tls".into(), "a passed-through host's HTTPS is its origin's: hsts and challenge need tls = \"terminate\"".into()));
+    }
+    Ok(crate::ingress::Edge { tls, redirect: r.redirect, hsts: r.hsts.map(|d| d.as_secs()), challenge })
 }
 
 /// A rule's `path`: absolute, without query, fragment, dot segments, repeated slashes or
@@ -307,6 +341,10 @@ pub struct EntrypointFile {
     /// UDP: bytes read per datagram; longer ones are truncated (default 4096, at most 65535).
     #[serde(default)]
     pub read_buffer_size: Option<usize>,
+    /// HTTPS: TLS is terminated here for the hosts that have (or can get) a certificate, and
+    /// passed through for the others.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A public entrypoint.
@@ -324,6 +362,8 @@ pub struct Entrypoint {
     pub reuse_origins: bool,
     /// Connections from `trusted_proxies` start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// An HTTPS entrypoint.
+    pub tls: bool,
 }
 
 impl Entrypoint {
@@ -334,6 +374,7 @@ impl Entrypoint {
             access_log: self.access_log,
             reuse_origins: self.reuse_origins,
             proxy_protocol: self.proxy_protocol,
+            tls: self.tls,
         }
     }
 }
@@ -373,6 +414,8 @@ pub struct Config {
     pub admin: Option<tunnel_runtime::admin::AdminConfig>,
     /// The cluster, if this server is one replica of several.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Certificates for HTTPS entrypoints: files and the ACME CA.
+    pub edge: crate::https::EdgeConfig,
     /// Where the configuration came from, for a reload.
     pub origin: Origin,
 }
@@ -410,8 +453,7 @@ impl FileConfig {
                 fc.ingress.rules.push(RuleFile {
                     hostname: hostname.into(),
                     endpoint: endpoint.into(),
-                    path: None,
-                    basic_auth: Vec::new(),
+                    ..RuleFile::default()
                 });
             }
         }
@@ -511,6 +553,13 @@ impl FileConfig {
             let access_log = table.is_some_and(|t| t.access_log.unwrap_or(true));
             let reuse_origins = table.is_none_or(|t| t.reuse_origins.unwrap_or(true));
             let proxy_protocol = table.is_some_and(|t| t.proxy_protocol);
+            let tls = table.is_some_and(|t| t.tls);
+            if tls && hostname.is_some() {
+                return Err(invalid(
+                    "entrypoints.tls",
+                    format!("{item:?}: an HTTPS entrypoint reads each visitor's SNI; a raw entrypoint (ADDR/HOST) has none to read"),
+                ));
+            }
             if proxy_protocol && trusted_proxies.is_empty() {
                 return Err(invalid(
                     "entrypoints.proxyProtocol",
@@ -520,7 +569,7 @@ impl FileConfig {
                     ),
                 ));
             }
-            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins, proxy_protocol });
+            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins, proxy_protocol, tls });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {
@@ -548,6 +597,21 @@ impl FileConfig {
                     "a private rule is reached by access clients, not HTTP visitors; basic authentication applies to public rules only".into(),
                 ));
             }
+            let edge = rule_edge(r).map_err(|(k, why)| invalid(&format!("{key}.{k}"), why))?;
+            if let Some(j) = rules.iter().position(|earlier: &Rule| {
+                earlier.pattern == pattern
+                    && ((earlier.edge.tls != edge.tls
+                        && earlier.edge.tls != TlsMode::Auto
+                        && edge.tls != TlsMode::Auto)
+                        || (earlier.edge.challenge != edge.challenge
+                            && earlier.edge.challenge.is_some()
+                            && edge.challenge.is_some()))
+            }) {
+                return Err(invalid(
+                    &format!("{key}.tls"),
+                    format!("{:?}: ingress.rules[{j}] says otherwise for the same hostname; TLS is terminated or passed through per host (its SNI carries no path), so the rules of one hostname agree on tls and challenge", r.hostname),
+                ));
+            }
             if let Some(j) = rules.iter().position(|earlier: &Rule| {
                 earlier.pattern == pattern && earlier.path == path && earlier.tunnel != tunnel
             }) {
@@ -563,7 +627,7 @@ impl FileConfig {
                     ),
                 ));
             }
-            rules.push(Rule { pattern, path, tunnel, private, basic_auth });
+            rules.push(Rule { pattern, path, tunnel, private, basic_auth, edge });
         }
         let mut tunnel_tokens: HashMap<Uuid, Vec<Secret>> = HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {
@@ -653,6 +717,8 @@ impl FileConfig {
                 None => None,
                 Some(c) => Some(c.validate(|k| std::env::var(k).ok()).map_err(|(key, why)| invalid(&key, why))?),
             },
+            edge: crate::https::config::validate(&self.tls, self.acme.as_ref(), state_dir(self.state_dir.as_deref()))
+                .map_err(|(key, why)| invalid(&key, why))?,
             origin: Origin::default(),
         })
     }
@@ -750,6 +816,36 @@ impl Config {
                 ))
             })
             .chain(cluster)
+            .chain(self.cleartext_password_warnings())
+            .collect()
+    }
+
+    /// basicAuth rules whose passwords plain-HTTP visitors would send in clear: a sniffing
+    /// plain entrypoint serves them and no redirect to HTTPS sends the visitors away first.
+    fn cleartext_password_warnings(&self) -> Vec<String> {
+        let plain = self.entrypoints.iter().find(|ep| !ep.tls && ep.hostname.is_none());
+        let https = self.entrypoints.iter().any(|ep| ep.tls);
+        let certificates = self.edge.acme.is_some() || !self.edge.files.is_empty() || self.edge.cert_dir.is_some();
+        let Some(plain) = plain else { return Vec::new() };
+        self.ingress
+            .rules()
+            .iter()
+            .filter(|rule| !rule.basic_auth.is_empty())
+            .filter(|rule| {
+                let terminated = match rule.edge.tls {
+                    TlsMode::Terminate => true,
+                    TlsMode::Passthrough => false,
+                    TlsMode::Auto => certificates,
+                };
+                !(https && terminated && rule.edge.redirect != Some(false))
+            })
+            .map(|rule| {
+                format!(
+                    "rule {} asks for passwords (basicAuth) and plain-HTTP visitors of entrypoint {} send them in clear: add an HTTPS entrypoint (tls = true) with a certificate for the host, which redirects them (redirect = true)",
+                    rule.label(),
+                    plain.addr
+                )
+            })
             .collect()
     }
 

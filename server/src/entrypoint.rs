@@ -178,9 +178,18 @@ async fn serve_visitor(
         },
     };
     if speaks == Speaks::Http {
+        if options.tls {
+            let reply = Reply::new(Status::BAD_REQUEST, "plain HTTP was sent to an HTTPS port");
+            visitor::refuse(tcp, peer, speaks, &host, reply, "").await;
+            return "refused";
+        }
         // Every request is routed on its own, by its own target.
         // Boxed: a raw visitor's task does not reserve room for an HTTP connection's state.
-        return Box::pin(crate::http::serve(shared.clone(), tcp, prefix, peer, options)).await;
+        return Box::pin(crate::http::serve(shared.clone(), tcp, prefix, peer, options, None)).await;
+    }
+    if options.tls && speaks == Speaks::Other && shared.edge.terminates(&shared.routes(), &host) {
+        // Terminated here, then served as HTTP; other hosts pass through below.
+        return Box::pin(crate::https::serve(shared.clone(), tcp, prefix, host, peer, options)).await;
     }
     let visitor = Visitor {
         door: Door::Entrypoint,

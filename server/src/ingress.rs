@@ -23,12 +23,39 @@ pub struct Rule {
     pub private: bool,
     /// Users allowed in by HTTP basic authentication (none: no authentication).
     pub basic_auth: Vec<Credential>,
+    /// How HTTPS entrypoints serve the rule's host.
+    pub edge: Edge,
+}
+
+/// How HTTPS entrypoints serve a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Terminated where the server has or can get a certificate; passed through otherwise.
+    #[default]
+    Auto,
+    /// Terminated: the server's certificate, its HTTP features.
+    Terminate,
+    /// Passed through by SNI to the origin, which holds the certificate.
+    Passthrough,
+}
+
+/// A rule's HTTPS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Edge {
+    /// Terminate or pass through (the same for every rule of a host pattern).
+    pub tls: TlsMode,
+    /// Plain HTTP requests are redirected to HTTPS; `None`: where the host is terminated.
+    pub redirect: Option<bool>,
+    /// `Strict-Transport-Security` on HTTPS responses: its max-age in seconds.
+    pub hsts: Option<u64>,
+    /// The ACME challenge for the host's certificate (the `[acme]` default when `None`).
+    pub challenge: Option<crate::https::Challenge>,
 }
 
 impl Rule {
     /// A rule for every path, without authentication.
     pub fn new(pattern: HostPattern, tunnel: Uuid, private: bool) -> Rule {
-        Rule { pattern, path: None, tunnel, private, basic_auth: Vec::new() }
+        Rule { pattern, path: None, tunnel, private, basic_auth: Vec::new(), edge: Edge::default() }
     }
 
     /// The rule as written, for logs: `host` or `host/path`.
@@ -104,6 +131,20 @@ impl Ingress {
             }
         }
         best
+    }
+
+    /// How HTTPS entrypoints serve canonical `host`: the TLS mode of its best host pattern's
+    /// public rules (one written mode wins over none), and the pattern; `None` when no
+    /// public rule covers it.
+    pub fn tls_of(&self, host: &str) -> Option<(TlsMode, &HostPattern)> {
+        let mut found: Option<(TlsMode, &HostPattern)> = None;
+        for rule in self.candidates(host).filter(|r| !r.private) {
+            match found {
+                Some((TlsMode::Auto, _)) | None => found = Some((rule.edge.tls, &rule.pattern)),
+                Some(_) => {}
+            }
+        }
+        found
     }
 
     /// Whether some rule of the best host pattern for `host` sends it to `tunnel`.

@@ -33,6 +33,7 @@ pub mod config;
 mod entrypoint;
 pub mod gateway;
 pub mod http;
+pub mod https;
 pub mod identity;
 pub mod ingress;
 pub mod metrics;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::Metrics,
     /// The streams carrying bytes now, which a reload decides again.
     pub(crate) live: Arc<visit::LiveStreams>,
+    /// HTTPS entrypoints' certificates (files, the ACME CA) and TLS settings.
+    pub(crate) edge: https::Edge,
     /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
     /// period, and every session and visitor task.
     pub(crate) life: Lifecycle,
@@ -143,6 +146,9 @@ impl Server {
                 .with_context(|| format!("cannot listen on entrypoint {}", ep.addr))?;
             entrypoints.push((l, ep.hostname.clone(), ep.http_options()));
         }
+        let https_port = entrypoints.iter().find(|(_, _, o)| o.tls).map(|(l, _, _)| l[0].local_addr()).transpose()?;
+        let edge = https::Edge::new(&config.edge, https_port.map(|a| a.port()))
+            .map_err(|e| anyhow::anyhow!("HTTPS certificates: {e}"))?;
         let udp_sockets = udp_entry::bind_all(&config.udp_entrypoints, config.reuse)?;
         let gateways = gateway::bind_all(&config.gateways).await?;
         let routes = config.routes();
@@ -168,6 +174,7 @@ impl Server {
             access: relay::AccessSessions::default(),
             registry: registry::Registry::default(),
             http: http::State::default(),
+            edge,
             config,
             life: Lifecycle::new(),
             cluster,
@@ -202,12 +209,14 @@ impl Server {
                 Arc::new(options),
             ));
         }
+        https::start(&shared, &mut listeners);
         let udp_entrypoint_addrs = udp_entry::spawn_all(&shared, udp_sockets, &mut listeners)?;
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
         shared.metrics.config_version.set(1);
         let admin = tunnel_runtime::admin::Admin::start(shared.config.admin.as_ref(), |mut registry| {
             shared.metrics.register(&mut registry);
+            shared.edge.register(&mut registry);
             if shared.cluster.is_some() {
                 shared.metrics.register_cluster(&mut registry);
             }

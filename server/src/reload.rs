@@ -71,6 +71,10 @@ pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
     shared.metrics.config_version.set(version as i64);
     let closed = close_unadmitted(shared, &routes);
     let cut = shared.live.recheck(&routes);
+    shared.edge.files.reconfigure(&new.edge, &shared.edge.store);
+    if let Some(acme) = &shared.edge.acme {
+        acme.rescan();
+    }
     shared.metrics.reloads.get_or_create(&Outcome { result: "success" }).inc();
     tracing::info!(version, rules = routes.ingress.rules().len(), closed, cut, "configuration reloaded");
     if !restart.is_empty() {
@@ -100,6 +104,9 @@ fn needs_restart(old: &Config, new: &Config, limits: &Limits) -> Vec<String> {
     differ("cluster", cluster(old) != cluster(new));
     differ("admin.addr", old.admin.as_ref().map(|a| a.addr) != new.admin.as_ref().map(|a| a.addr));
     differ("certFile", format!("{:?}", old.identity) != format!("{:?}", new.identity));
+    differ("acme", old.edge.acme != new.edge.acme);
+    let tls = |c: &Config| c.entrypoints.iter().map(|e| e.tls).collect::<Vec<_>>();
+    differ("entrypoints.tls", tls(old) != tls(new));
     let (a, b) = (limits, &new.limits);
     for (key, changed) in [
         ("limits.maxVisitors", a.max_visitors != b.max_visitors),

@@ -488,6 +488,7 @@ impl Proc {
 pub mod chaos;
 pub mod dns;
 pub mod gateway;
+pub mod pebble;
 pub mod redis;
 
 impl Proc {

@@ -94,7 +94,8 @@ fn serve_http(mut conn: TcpStream, name: &str, counts: Option<&Counts>) {
                 counts.requests.fetch_add(1, Ordering::SeqCst);
                 let xff = header(&head, "x-forwarded-for").unwrap_or("");
                 let auth = if header(&head, "authorization").is_some() { "present" } else { "none" };
-                format!("origin={name} host={host} path={path} xff={xff}\nauth={auth}\n")
+                let proto = header(&head, "x-forwarded-proto").unwrap_or("");
+                format!("origin={name} host={host} path={path} xff={xff}\nauth={auth} proto={proto}\n")
             }
         };
         let resp =

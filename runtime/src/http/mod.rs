@@ -48,6 +48,7 @@ pub fn http_status(status: Status) -> (u16, &'static str) {
         403 => (403, "Forbidden"),
         404 => (404, "Not Found"),
         408 => (408, "Request Timeout"),
+        421 => (421, "Misdirected Request"),
         429 => (429, "Too Many Requests"),
         431 => (431, "Request Header Fields Too Large"),
         503 => (502, "Bad Gateway"),

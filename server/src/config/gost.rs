@@ -58,8 +58,7 @@ pub(super) fn translate(doc: &Document) -> Result<(FileConfig, KeyMap), Bad> {
             .map(|r| RuleFile {
                 hostname: r.hostname.clone(),
                 endpoint: r.endpoint.clone(),
-                path: None,
-                basic_auth: Vec::new(),
+                ..RuleFile::default()
             })
             .collect();
     }

@@ -43,6 +43,8 @@ pub struct HttpOptions {
     pub reuse_origins: bool,
     /// Trusted proxies send a PROXY protocol header first.
     pub proxy_protocol: bool,
+    /// An HTTPS entrypoint: TLS is terminated for the hosts that have a certificate.
+    pub tls: bool,
 }
 
 impl HttpOptions {
@@ -58,15 +60,16 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` on a request from `peer` (whose address is
-/// also given as a header value, made once per connection) for `host`: the visitor's address
-/// is appended to an incoming `X-Forwarded-For` only when `peer` is a trusted proxy;
-/// otherwise the header is replaced.
+/// also given as a header value, made once per connection) for `host`, that came over
+/// HTTPS when `https`: the visitor's address is appended to an incoming `X-Forwarded-For`
+/// only when `peer` is a trusted proxy; otherwise the header is replaced.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     peer_value: &HeaderValue,
     host: &HeaderValue,
     trusted: &[IpNet],
+    https: bool,
 ) {
     let peer_ip = if let IpAddr::V6(v6) = peer { v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer) } else { peer };
     let trusted = !trusted.is_empty() && trusted.iter().any(|net| net.contains(&peer_ip));
@@ -85,7 +88,9 @@ pub fn set_forwarded(
     };
     headers.insert(X_FORWARDED_FOR, value);
     let proto = match headers.get(&X_FORWARDED_PROTO) {
-        Some(v) if trusted && (v == "http" || v == "https") => v.clone(),
+        // A trusted proxy in front of a plain entrypoint says what its visitor used.
+        Some(v) if trusted && !https && (v == "http" || v == "https") => v.clone(),
+        _ if https => HeaderValue::from_static("https"),
         _ => HeaderValue::from_static("http"),
     };
     headers.insert(X_FORWARDED_PROTO, proto);
@@ -109,7 +114,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         let host = HeaderValue::from_static("a.example");
         let local: IpAddr = "127.0.0.1".parse().unwrap();
-        set_forwarded(&mut h, local, &peer_value(local), &host, &trusted);
+        set_forwarded(&mut h, local, &peer_value(local), &host, &trusted, false);
         assert_eq!(h["x-forwarded-for"], "2.2.2.2, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -117,7 +122,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let other: IpAddr = "10.0.0.1".parse().unwrap();
-        set_forwarded(&mut h, other, &peer_value(other), &host, &trusted);
+        set_forwarded(&mut h, other, &peer_value(other), &host, &trusted, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -11,11 +11,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, UPGRADE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER, STRICT_TRANSPORT_SECURITY, UPGRADE,
+    WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tunnel_proto::defaults;
 use tunnel_proto::wire::{Network, Reply, Status};
 use tunnel_runtime::{http, visitor};
@@ -23,6 +26,7 @@ use uuid::Uuid;
 
 use super::pool::{Key, Origin};
 use super::{auth, set_forwarded, HttpOptions};
+use crate::https::Terminated;
 use crate::routing::{Decision, Reach};
 use crate::visit::{Door, Opening, Refusal, Visitor as Asking};
 use crate::Shared;
@@ -32,26 +36,30 @@ use tunnel_runtime::http::target;
 
 type Out = http::Body;
 
-/// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer; returns its
-/// outcome for the metrics.
-pub(crate) async fn serve(
+/// Serves one HTTP visitor whose first bytes (`prefix`) were read by the sniffer, over a
+/// connection whose TLS was terminated here when `tls`; returns its outcome for the metrics.
+pub(crate) async fn serve<IO>(
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    io: IO,
     prefix: Vec<u8>,
     peer: SocketAddr,
     options: Arc<HttpOptions>,
-) -> &'static str {
+    tls: Option<Terminated>,
+) -> &'static str
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = shared.limits();
     let stop = shared.life.stopping().clone();
     let hard = shared.life.hard_stop().clone();
     let peer_value = super::peer_value(peer.ip());
-    let visitor = Arc::new(Visitor { shared, peer, peer_value, options, sticky: std::sync::Mutex::new(None) });
+    let visitor = Arc::new(Visitor { shared, peer, peer_value, options, tls, sticky: std::sync::Mutex::new(None) });
     let svc = service_fn(move |req| {
         let visitor = visitor.clone();
         async move { Ok::<_, Infallible>(Visitor::handle(visitor, req).await) }
     });
     let builder = http::visitor_server(limits.sniff_timeout, limits.sniff_max_bytes);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(prefix, io)), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -76,6 +84,8 @@ struct Visitor {
     /// The visitor's address as an `X-Forwarded-For` value, made once.
     peer_value: HeaderValue,
     options: Arc<HttpOptions>,
+    /// How its TLS was terminated, on an HTTPS entrypoint.
+    tls: Option<Terminated>,
     /// The origin connection of this visitor's last request, kept for its next one to the
     /// same tunnel and host: a keep-alive visitor then costs no trip through the shared pool
     /// (sessions are balanced per visitor, as raw visitors are). It goes to the pool when
@@ -185,11 +195,23 @@ impl Visitor {
             rule: String::new(),
             start: on.then(Instant::now),
         };
+        if self.tls.is_none() {
+            if let Some(answer) = self.acme_token(&req) {
+                return answer;
+            }
+        }
         let host = match target::request_host(&req) {
             Ok(host) => host,
             Err(err) => return self.error(&line, Reply::new(Status::BAD_REQUEST, err.to_string()), ""),
         };
         line.host = host.clone();
+        if let Some(tls) = &self.tls {
+            // No fronting: a connection made for one certificate serves the hosts it covers.
+            if !tls.cert.covers(&host) {
+                let reply = Reply::new(Status(421), format!("{host}: not served on this connection"));
+                return self.error(&line, reply, "the host is not covered by the connection's certificate");
+            }
+        }
         let routes = self.shared.routes();
         // A host with path rules is routed by the normalised path, and its origin is sent
         // that same path; other hosts' paths go through untouched.
@@ -201,15 +223,25 @@ impl Visitor {
             false => None,
         };
         let path = normalised.as_deref().unwrap_or(req.uri().path());
-        let (tunnel, rule, users) = match self.shared.decide(&routes, &self.asking(&host, Some(path))) {
+        let (tunnel, rule, users, edge) = match self.shared.decide(&routes, &self.asking(&host, Some(path))) {
             Ok(Decision { tunnel, rule: Some(rule), .. }) => {
                 // The label names the rule in the access log and in the guess limiter.
                 let label = if on || !rule.basic_auth.is_empty() { rule.label() } else { String::new() };
-                (tunnel, label, rule.basic_auth.clone())
+                (tunnel, label, rule.basic_auth.clone(), rule.edge.clone())
             }
-            Ok(Decision { tunnel, rule: None, .. }) => (tunnel, String::new(), Vec::new()),
+            Ok(Decision { tunnel, rule: None, .. }) => (tunnel, String::new(), Vec::new(), Default::default()),
             Err(refusal) => return self.error(&line, refusal.reply, &refusal.detail),
         };
+        // Plain HTTP to a host served over HTTPS is sent there before anything else is read
+        // (a password included).
+        if self.tls.is_none() {
+            let https = &self.shared.edge;
+            if let Some(port) = https.https_port {
+                if edge.redirect.unwrap_or_else(|| https.terminates(&routes, &host)) {
+                    return self.redirect(&line, &host, port, req.uri());
+                }
+            }
+        }
         drop(routes);
         line.tunnel = Some(tunnel);
         if !users.is_empty() {
@@ -273,7 +305,8 @@ impl Visitor {
         let host_value = HeaderValue::from_str(&host).expect("a canonical host is a header value");
         proxy::to_origin(&mut req, &host_value, upgrading);
         let headers = req.headers_mut();
-        set_forwarded(headers, self.peer.ip(), &self.peer_value, &host_value, &self.options.trusted_proxies);
+        let https = self.tls.is_some();
+        set_forwarded(headers, self.peer.ip(), &self.peer_value, &host_value, &self.options.trusted_proxies, https);
         let up = Arc::new(AtomicU64::new(0));
         let slow = Arc::new(AtomicBool::new(false));
         let pace = self.shared.limits().body_pace();
@@ -320,6 +353,10 @@ impl Visitor {
             return resp.map(|_| Empty::new().map_err(|never| match never {}).boxed_unsync());
         }
         strip_hop_by_hop(resp.headers_mut(), false);
+        if let (true, Some(max_age)) = (https, edge.hsts) {
+            let value = HeaderValue::from_str(&format!("max-age={max_age}")).expect("a number is a header value");
+            resp.headers_mut().insert(STRICT_TRANSPORT_SECURITY, value);
+        }
         let down = Arc::new(AtomicU64::new(0));
         let status = resp.status().as_u16();
         resp.map(move |body| {
@@ -476,6 +513,34 @@ impl Visitor {
             };
         let hold = Box::new((opened.agent.permit, opened.slot));
         Ok(Origin::new(sender, Box::pin(conn.with_upgrades()), opened.agent.agent, hold))
+    }
+
+    /// The answer to an ACME CA's HTTP-01 request for a token being validated now.
+    fn acme_token(&self, req: &Request<Incoming>) -> Option<Response<Out>> {
+        let token = req.uri().path().strip_prefix("/.well-known/acme-challenge/")?;
+        let auth = self.shared.edge.acme.as_ref()?.http_token(token)?;
+        tracing::debug!(peer = %self.peer, "HTTP-01 validation answered");
+        let body = http_body_util::Full::new(Bytes::from(auth)).map_err(|never| match never {}).boxed_unsync();
+        let mut resp = Response::new(body);
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        Some(resp)
+    }
+
+    /// `308` to the same target on the HTTPS entrypoint.
+    fn redirect(&self, line: &Line, host: &str, port: u16, uri: &Uri) -> Response<Out> {
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let location = match port {
+            443 => format!("https://{host}{target}"),
+            port => format!("https://{host}:{port}{target}"),
+        };
+        line.log(308, 0, 0);
+        let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        match HeaderValue::from_str(&location) {
+            Ok(value) => drop(resp.headers_mut().insert(LOCATION, value)),
+            Err(_) => return self.error(line, Reply::new(Status::BAD_REQUEST, "bad request target"), ""),
+        }
+        resp
     }
 
     fn error(&self, line: &Line, reply: Reply, detail: &str) -> Response<Out> {
