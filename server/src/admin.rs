@@ -119,7 +119,10 @@ impl ServerAdmin {
         };
         let name = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["name"].as_str().map(str::to_owned));
         let Some(name) = name else {
-            return Answer::json(400, &json!({ "error": "give the certificate's name: {\"name\": \"app.example.com\"}" }));
+            return Answer::json(
+                400,
+                &json!({ "error": "give the certificate's name: {\"name\": \"app.example.com\"}" }),
+            );
         };
         match acme.force_renewal(&name) {
             true => Answer::json(202, &json!({ "renewing": name })),

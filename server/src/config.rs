@@ -173,9 +173,13 @@ fn rule_edge(r: &RuleFile) -> Result<crate::ingress::Edge, (String, String)> {
         Some("passthrough") => TlsMode::Passthrough,
         Some(other) => return Err(("tls".into(), format!("{other:?}: expected terminate or passthrough"))),
     };
-    let challenge = r.challenge.as_deref().map(crate::https::Challenge::parse).transpose().map_err(|e| ("challenge".into(), e))?;
+    let challenge =
+        r.challenge.as_deref().map(crate::https::Challenge::parse).transpose().map_err(|e| ("challenge".into(), e))?;
     if tls == TlsMode::Passthrough && (r.hsts.is_some() || challenge.is_some()) {
-        return Err(("tls".into(), "a passed-through host's HTTPS is its origin's: hsts and challenge need tls = \"terminate\"".into()));
+        return Err((
+            "tls".into(),
+            "a passed-through host's HTTPS is its origin's: hsts and challenge need tls = \"terminate\"".into(),
+        ));
     }
     Ok(crate::ingress::Edge { tls, redirect: r.redirect, hsts: r.hsts.map(|d| d.as_secs()), challenge })
 }
@@ -569,7 +573,15 @@ impl FileConfig {
                     ),
                 ));
             }
-            entrypoints.push(Entrypoint { addr, hostname, trusted_proxies, access_log, reuse_origins, proxy_protocol, tls });
+            entrypoints.push(Entrypoint {
+                addr,
+                hostname,
+                trusted_proxies,
+                access_log,
+                reuse_origins,
+                proxy_protocol,
+                tls,
+            });
         }
         let mut rules = Vec::new();
         for (i, r) in self.ingress.rules.iter().enumerate() {

@@ -133,15 +133,14 @@ impl Ingress {
         best
     }
 
-    /// How HTTPS entrypoints serve canonical `host`: the TLS mode of its best host pattern's
-    /// public rules (one written mode wins over none), and the pattern; `None` when no
-    /// public rule covers it.
-    pub fn tls_of(&self, host: &str) -> Option<(TlsMode, &HostPattern)> {
-        let mut found: Option<(TlsMode, &HostPattern)> = None;
+    /// The rule that says how HTTPS entrypoints serve canonical `host`: among its best host
+    /// pattern's public rules, the first that writes a TLS mode, else the first; `None` when
+    /// no public rule covers it. (Rules of one pattern agree on the mode and the challenge.)
+    pub fn tls_of(&self, host: &str) -> Option<&Rule> {
+        let mut found: Option<&Rule> = None;
         for rule in self.candidates(host).filter(|r| !r.private) {
-            match found {
-                Some((TlsMode::Auto, _)) | None => found = Some((rule.edge.tls, &rule.pattern)),
-                Some(_) => {}
+            if found.is_none_or(|f| f.edge.tls == TlsMode::Auto && f.edge.challenge.is_none()) {
+                found = Some(rule);
             }
         }
         found

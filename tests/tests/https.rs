@@ -166,8 +166,7 @@ tls = "passthrough"
 
     // A request for a host the connection's certificate does not cover: 421, both versions.
     for flag in ["--http1.1", "--http2"] {
-        let (_, status, _, body) =
-            get(https, "app.test", "/", &["--cacert", app_ca, flag, "-H", "Host: other.test"]);
+        let (_, status, _, body) = get(https, "app.test", "/", &["--cacert", app_ca, flag, "-H", "Host: other.test"]);
         assert_eq!(status, 421, "{flag}: no fronting from app.test into other.test: {body}");
     }
     let (_, status, _, body) = get(https, "other.test", "/", &["--cacert", other_crt.to_str().unwrap()]);
@@ -189,7 +188,13 @@ tls = "passthrough"
 
     // Plain HTTP to a terminated host is redirected, before any password is read.
     let (code, out) = curl(&[
-        "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: app.test",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: app.test",
         &format!("http://{plain}/admin/users?a=b"),
     ]);
     assert_eq!(code, 0, "{out}");
@@ -318,6 +323,10 @@ challenge = "tls-alpn-01"
 hostname = "*.w.test"
 endpoint = "{w}"
 [[ingress.rules]]
+hostname = "*.od.test"
+endpoint = "{w}"
+challenge = "tls-alpn-01"
+[[ingress.rules]]
 hostname = "refused.test"
 endpoint = "{r}"
 challenge = "http-01"
@@ -343,8 +352,10 @@ challenge = "http-01"
     assert!(server.proc.logged("name=h.test challenge=http-01"), "{}", server.proc.output());
     assert!(server.proc.logged("name=t.test challenge=tls-alpn-01"), "{}", server.proc.output());
     assert!(server.proc.logged("name=*.w.test challenge=dns-01"), "{}", server.proc.output());
+    assert!(!has_certificate(admin, "x.od.test"), "on demand: nothing before a visitor came");
     let root = ca.root.to_str().unwrap();
-    for (host, name) in [("h.test", "H"), ("t.test", "T"), ("a.w.test", "W"), ("b.w.test", "W")] {
+    // x.od.test's certificate is ordered at its first handshake, which waits for it.
+    for (host, name) in [("h.test", "H"), ("t.test", "T"), ("a.w.test", "W"), ("b.w.test", "W"), ("x.od.test", "W")] {
         for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
             let (code, status, got, body) = get(ca_ep(&ca), host, "/p", &["--cacert", root, flag]);
             assert_eq!((code, status, got.as_str()), (0, 200, version), "{host} {flag}: {body}");
@@ -353,7 +364,8 @@ challenge = "http-01"
     }
     let (code, _, _, body) = get(ca_ep(&ca), "refused.test", "/", &["--cacert", root]);
     assert_ne!(code, 0, "no certificate, no handshake: {body}");
-    assert!(metric(admin, "tunnel_acme_orders_total{result=\"valid\"}") >= 3.0);
+    assert!(server.proc.logged("name=x.od.test challenge=tls-alpn-01"), "{}", server.proc.output());
+    assert!(metric(admin, "tunnel_acme_orders_total{result=\"valid\"}") >= 4.0);
     assert!(metric(admin, "tunnel_acme_orders_total{result=\"invalid\"}") >= 1.0);
     assert!(metric(admin, "tunnel_certificate_expiry_timestamp_seconds{name=\"h.test\",source=\"acme\"}") > 0.0);
     // The account and the certificates are kept private.
@@ -374,7 +386,13 @@ challenge = "http-01"
         .expect("curl");
     poll_until("the download started", || std::fs::metadata(&out).is_ok_and(|m| m.len() > 0));
     let (code, body) = curl(&[
-        "-sS", "-X", "POST", "-H", "Content-Type: application/json", "-d", r#"{"name":"h.test"}"#,
+        "-sS",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"name":"h.test"}"#,
         &format!("http://{admin}/api/v1/certificates/renew"),
     ]);
     assert_eq!(code, 0, "{body}");

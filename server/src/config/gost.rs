@@ -55,11 +55,7 @@ pub(super) fn translate(doc: &Document) -> Result<(FileConfig, KeyMap), Bad> {
         file.ingress.rules = ingress
             .rules
             .iter()
-            .map(|r| RuleFile {
-                hostname: r.hostname.clone(),
-                endpoint: r.endpoint.clone(),
-                ..RuleFile::default()
-            })
+            .map(|r| RuleFile { hostname: r.hostname.clone(), endpoint: r.endpoint.clone(), ..RuleFile::default() })
             .collect();
     }
     if let Some((path, name)) = used.filter(|_| !found) {

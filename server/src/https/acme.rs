@@ -80,7 +80,10 @@ pub struct Acme {
     on_demand_total: DefaultDirectRateLimiter,
     on_demand_domain: DefaultKeyedRateLimiter<String>,
     /// Orders by result: `valid`, `invalid` (the CA refused), `error` (it could not be asked).
-    pub orders: prometheus_client::metrics::family::Family<crate::metrics::Outcome, prometheus_client::metrics::counter::Counter>,
+    pub orders: prometheus_client::metrics::family::Family<
+        crate::metrics::Outcome,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 /// The account as kept on disk: its directory, so that another CA makes a new one.
@@ -176,14 +179,17 @@ impl Acme {
             let Some(file) = path.file_name().and_then(|n| n.to_str()) else { continue };
             let Some(stem) = file.strip_suffix(".pem") else { continue };
             let name = stem.replacen("_wildcard.", "*.", 1);
-            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|pem| {
-                Certificate::from_pem(&pem, &pem, "acme".into())
-            }) {
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| Certificate::from_pem(&pem, &pem, "acme".into()))
+            {
                 Ok(cert) => {
                     tracing::info!(%name, expires_in_days = cert.expires_in() / 86400, "kept certificate loaded");
                     self.installed(&name, Arc::new(cert));
                 }
-                Err(err) => tracing::warn!(file = %path.display(), %err, "kept certificate not loaded; it will be ordered again"),
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), %err, "kept certificate not loaded; it will be ordered again")
+                }
             }
         }
     }
@@ -260,9 +266,10 @@ impl Acme {
         }
     }
 
-    /// A certificate for `host` under wildcard rule `domain` at a visitor's first handshake:
-    /// ordered now unless the hourly budgets are spent; whether one is in force after.
-    pub async fn on_demand(&self, host: &str, domain: &str) -> bool {
+    /// A certificate for `host` under wildcard rule `domain` at a visitor's first handshake,
+    /// proved by `challenge`: ordered now unless the hourly budgets are spent (the visitor
+    /// waits for it); whether one is in force after. It is renewed as any other.
+    pub async fn on_demand(&self, host: &str, domain: &str, challenge: Challenge) -> bool {
         if self.store.ordered(host).is_some() {
             return true;
         }
@@ -274,11 +281,7 @@ impl Acme {
             tracing::warn!(%host, "on-demand certificate not ordered: the hourly budget is spent");
             return false;
         }
-        let want = Wanted {
-            name: host.to_owned(),
-            identifiers: vec![host.to_owned()],
-            challenge: self.challenge_for(None, false),
-        };
+        let want = Wanted { name: host.to_owned(), identifiers: vec![host.to_owned()], challenge };
         let _ = tokio::time::timeout(ON_DEMAND_WAIT, self.order(&want)).await;
         self.store.ordered(host).is_some()
     }
@@ -354,7 +357,9 @@ impl Acme {
                         .map_err(|e| err("the kept ACME account cannot be used", e));
                 }
                 Ok(_) => tracing::info!("the kept ACME account is of another directory; making a new one"),
-                Err(e) => tracing::warn!(file = %path.display(), err = %e, "the kept ACME account cannot be read; making a new one"),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), err = %e, "the kept ACME account cannot be read; making a new one")
+                }
             }
         }
         let contact: Vec<&str> = self.config.contact.iter().map(String::as_str).collect();
@@ -450,7 +455,8 @@ impl Acme {
         let mut pem = key_pem.into_bytes();
         pem.extend_from_slice(chain_pem.as_bytes());
         let cert = Certificate::from_pem(&pem, &pem, "acme".into()).map_err(Failed::Error)?;
-        let file = self.config.state_dir.join("certs").join(format!("{}.pem", want.name.replacen("*.", "_wildcard.", 1)));
+        let file =
+            self.config.state_dir.join("certs").join(format!("{}.pem", want.name.replacen("*.", "_wildcard.", 1)));
         if let Err(err) = write_private(&file, &pem) {
             tracing::warn!(%err, "the ordered certificate is in force but could not be kept");
         }

@@ -163,7 +163,12 @@ impl Store {
     pub fn find(&self, host: &str) -> Option<Arc<Certificate>> {
         let files = self.files.read().expect("certificate lock").clone();
         let acme = self.acme.read().expect("certificate lock").clone();
-        files.exact(host).or_else(|| acme.exact(host)).or_else(|| files.wildcard(host)).or_else(|| acme.wildcard(host)).cloned()
+        files
+            .exact(host)
+            .or_else(|| acme.exact(host))
+            .or_else(|| files.wildcard(host))
+            .or_else(|| acme.wildcard(host))
+            .cloned()
     }
 
     /// Puts `certs` in force as the files' certificates.
@@ -182,6 +187,11 @@ impl Store {
     /// The ordered certificate of `name`, if any.
     pub fn ordered(&self, name: &str) -> Option<Arc<Certificate>> {
         self.ordered.lock().expect("certificate lock").get(name).cloned()
+    }
+
+    /// The names of the ordered certificates.
+    pub fn ordered_names(&self) -> Vec<String> {
+        self.ordered.lock().expect("certificate lock").keys().cloned().collect()
     }
 
     /// Every certificate in force, with its layer.

@@ -201,8 +201,7 @@ fn validate_acme(a: &AcmeFile, state_dir: PathBuf) -> Result<AcmeConfig, (String
         a.eab_hmac_key_file.as_deref(),
         "acme.eabHmacKey",
         "acme.eabHmacKeyFile",
-    )
-?;
+    )?;
     let eab = match (&a.eab_kid, hmac) {
         (Some(kid), Some(hmac)) => Some((kid.clone(), hmac)),
         (None, None) => None,
@@ -232,4 +231,68 @@ fn validate_acme(a: &AcmeFile, state_dir: PathBuf) -> Result<AcmeConfig, (String
         on_demand_total: a.on_demand_total.unwrap_or(50).max(1),
         state_dir: state_dir.join("acme"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::FileConfig;
+
+    const TUNNEL: &str = "4d21094e-b74c-4916-86c1-d9fa36ea677b";
+
+    fn check(text: &str) -> Result<crate::Config, String> {
+        let file: FileConfig = toml::from_str(&format!("addr = \":0\"\n{text}")).map_err(|e| e.to_string())?;
+        file.validate("test.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rules_of_one_host_agree_on_tls_and_challenge() {
+        let rule =
+            |extra: &str| format!("[[ingress.rules]]\nhostname = \"a.test\"\nendpoint = \"{TUNNEL}\"\n{extra}\n");
+        let err = check(&format!("{}{}", rule("tls = \"terminate\""), rule("path = \"/x\"\ntls = \"passthrough\"")))
+            .unwrap_err();
+        assert!(err.contains("ingress.rules[1].tls") && err.contains("per host"), "{err}");
+        let err = check(&format!(
+            "{}{}",
+            rule("challenge = \"http-01\""),
+            rule("path = \"/x\"\nchallenge = \"tls-alpn-01\"")
+        ))
+        .unwrap_err();
+        assert!(err.contains("ingress.rules[1].tls"), "{err}");
+        // One rule writing the mode is enough.
+        check(&format!("{}{}", rule("tls = \"terminate\""), rule("path = \"/x\""))).unwrap();
+        let err = check(&rule("tls = \"strip\"")).unwrap_err();
+        assert!(err.contains("expected terminate or passthrough"), "{err}");
+        let err = check(&rule("tls = \"passthrough\"\nhsts = \"1d\"")).unwrap_err();
+        assert!(err.contains("hsts and challenge need tls"), "{err}");
+    }
+
+    #[test]
+    fn acme_and_https_entrypoints_are_checked() {
+        let err = check("[acme]\nchallenge = \"dns-01\"\n").unwrap_err();
+        assert!(err.contains("acme.challenge") && err.contains("dnsHook"), "{err}");
+        let err = check("[acme]\ndirectory = \"http://ca.test/dir\"\n").unwrap_err();
+        assert!(err.contains("acme.directory"), "{err}");
+        let err = check("[acme]\neabKid = \"kid\"\n").unwrap_err();
+        assert!(err.contains("acme.eabKid"), "{err}");
+        let err = check("[[entrypoints]]\naddr = \":0/a.test\"\ntls = true\n").unwrap_err();
+        assert!(err.contains("entrypoints.tls"), "{err}");
+        let config = check("[acme]\ndirectory = \"letsencrypt-staging\"\nemail = \"ops@example.org\"\n").unwrap();
+        let acme = config.edge.acme.unwrap();
+        assert!(acme.directory.contains("staging"));
+        assert_eq!(acme.contact, ["mailto:ops@example.org"]);
+    }
+
+    #[test]
+    fn a_password_rule_reachable_in_clear_is_warned_about() {
+        let rule = format!(
+            "[[ingress.rules]]\nhostname = \"a.test\"\nendpoint = \"{TUNNEL}\"\nbasicAuth = [\"ops:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE\"]\n"
+        );
+        let plain = check(&format!("entryPoint = \":0\"\n{rule}")).unwrap();
+        assert!(plain.warnings().iter().any(|w| w.contains("in clear")), "{:?}", plain.warnings());
+        let https = check(&format!(
+            "entryPoint = \":0\"\n[[entrypoints]]\naddr = \":0\"\ntls = true\n[acme]\ndirectory = \"letsencrypt-staging\"\n{rule}"
+        ))
+        .unwrap();
+        assert!(!https.warnings().iter().any(|w| w.contains("in clear")), "{:?}", https.warnings());
+    }
 }

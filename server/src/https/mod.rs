@@ -105,11 +105,11 @@ impl Edge {
     /// Whether an HTTPS entrypoint terminates TLS for canonical `host`: its rule says
     /// `terminate`, or says nothing and a certificate is (or can be) had for it.
     pub(crate) fn terminates(&self, routes: &Routes, host: &str) -> bool {
-        match routes.ingress.tls_of(host) {
-            None => false,
-            Some((TlsMode::Terminate, _)) => true,
-            Some((TlsMode::Passthrough, _)) => false,
-            Some((TlsMode::Auto, pattern)) => self.store.find(host).is_some() || self.orders_for(pattern),
+        let Some(rule) = routes.ingress.tls_of(host) else { return false };
+        match rule.edge.tls {
+            TlsMode::Terminate => true,
+            TlsMode::Passthrough => false,
+            TlsMode::Auto => self.store.find(host).is_some() || self.orders_for(&rule.pattern),
         }
     }
 
@@ -130,8 +130,9 @@ impl Edge {
             let (name, identifiers, wildcard) = match &rule.pattern {
                 HostPattern::Exact(h) if h.parse::<std::net::IpAddr>().is_ok() => continue,
                 HostPattern::Exact(h) => (h.clone(), vec![h.clone()], false),
-                // Without a DNS hook, hosts under a wildcard rule are ordered on demand.
-                _ if !acme.wildcards() => continue,
+                // Without a DNS hook, or with another challenge named, hosts under a wildcard
+                // rule get certificates of their own, ordered at their first handshake.
+                _ if !acme.wildcards() || rule.edge.challenge.is_some_and(|c| c != Challenge::Dns01) => continue,
                 HostPattern::Subdomains(d) => (format!("*.{d}"), vec![format!("*.{d}")], true),
                 HostPattern::Domain(d) => (format!("*.{d}"), vec![d.clone(), format!("*.{d}")], true),
             };
@@ -144,6 +145,18 @@ impl Edge {
             }
             let challenge = acme.challenge_for(rule.edge.challenge, wildcard);
             wanted.push(acme::Wanted { name, identifiers, challenge });
+        }
+        // Hosts ordered on demand are renewed while a wildcard rule still covers them.
+        for name in self.store.ordered_names() {
+            if name.starts_with("*.") || wanted.iter().any(|w| w.name == name) {
+                continue;
+            }
+            let Some(rule) = routes.ingress.tls_of(&name) else { continue };
+            if rule.edge.tls == TlsMode::Passthrough || matches!(rule.pattern, HostPattern::Exact(_)) {
+                continue;
+            }
+            let challenge = acme.challenge_for(rule.edge.challenge.filter(|c| *c != Challenge::Dns01), false);
+            wanted.push(acme::Wanted { identifiers: vec![name.clone()], name, challenge });
         }
         wanted
     }
@@ -231,15 +244,19 @@ pub(crate) async fn serve(
 /// hosts one by one.
 async fn on_demand(shared: &Shared, host: &str) -> bool {
     let Some(acme) = &shared.edge.acme else { return false };
-    let domain = {
+    let (domain, challenge) = {
         let routes = shared.routes();
-        match routes.ingress.tls_of(host) {
-            Some((TlsMode::Passthrough, _)) | None => return false,
-            Some((_, HostPattern::Exact(_))) => return false,
-            Some((_, pattern)) => pattern.to_string(),
+        let Some(rule) = routes.ingress.tls_of(host) else { return false };
+        if rule.edge.tls == TlsMode::Passthrough || matches!(rule.pattern, HostPattern::Exact(_)) {
+            return false;
         }
+        if acme.wildcards() && rule.edge.challenge.is_none_or(|c| c == Challenge::Dns01) {
+            // The rule's wildcard certificate is ordered (or being ordered) by DNS-01.
+            return false;
+        }
+        (rule.pattern.to_string(), acme.challenge_for(rule.edge.challenge, false))
     };
-    acme.on_demand(host, &domain).await
+    acme.on_demand(host, &domain, challenge).await
 }
 
 /// Keeps the edge's certificates: the files watched, the CA's orders made and renewed.
