@@ -87,14 +87,24 @@ pub struct SelectorFile {
 }
 
 /// One target as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFile {
     /// A name for logs.
     #[serde(default)]
     pub name: Option<String>,
-    /// `host:port` (`:port` is this machine).
+    /// `host:port` (`:port` is this machine); `https://host[:port]` or `tls://host:port`
+    /// for a target that only speaks TLS.
     pub addr: String,
+    /// TLS targets: the PEM CAs that verify the target's certificate (default: the system's).
+    #[serde(default, rename = "caFile")]
+    pub ca_file: Option<String>,
+    /// TLS targets: the name sent as SNI and verified (default: the address's host).
+    #[serde(default, rename = "serverName")]
+    pub server_name: Option<String>,
+    /// TLS targets: no certificate check (a warning at start).
+    #[serde(default)]
+    pub insecure: bool,
     /// Hostname pattern this target serves; none makes it a fallback.
     #[serde(default)]
     pub host: Option<String>,
@@ -111,6 +121,50 @@ pub struct NodeFile {
     /// Time limit of one check (default 2s).
     #[serde(default, rename = "healthCheckTimeout", with = "humantime_serde")]
     pub health_check_timeout: Option<Duration>,
+}
+
+/// A target's address without its `https://` or `tls://` scheme, and its TLS settings;
+/// errors are `(key, why)`.
+fn target_tls(
+    node: &NodeFile,
+    network: Network,
+) -> Result<(String, Option<crate::target::TargetTls>), (String, String)> {
+    let (addr, tls) = match (node.addr.strip_prefix("https://"), node.addr.strip_prefix("tls://")) {
+        (Some(rest), _) => {
+            let rest = rest.trim_end_matches('/');
+            let has_port = rest.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
+            (if has_port { rest.to_owned() } else { format!("{rest}:443") }, true)
+        }
+        (None, Some(rest)) => (rest.to_owned(), true),
+        (None, None) => (node.addr.clone(), false),
+    };
+    if !tls {
+        if node.ca_file.is_some() || node.server_name.is_some() || node.insecure {
+            return Err((
+                "addr".into(),
+                "caFile, serverName and insecure are for TLS targets: write https://HOST:PORT or tls://HOST:PORT"
+                    .into(),
+            ));
+        }
+        return Ok((addr, None));
+    }
+    if network == Network::Udp {
+        return Err(("addr".into(), "a UDP (rudp) target cannot speak TLS".into()));
+    }
+    if matches!(node.health_check.as_deref(), Some(p) if p.starts_with('/')) {
+        return Err(("healthCheck".into(), "an HTTP check speaks plain HTTP; use \"tcp\" for a TLS target".into()));
+    }
+    let verify = match (&node.ca_file, node.insecure) {
+        (Some(_), true) => return Err(("insecure".into(), "give caFile or insecure, not both".into())),
+        (Some(ca), false) => tunnel_proto::tls::Verify::CaFile(ca.into()),
+        (None, true) => tunnel_proto::tls::Verify::Insecure,
+        (None, false) => tunnel_proto::tls::Verify::SystemRoots,
+    };
+    let client = tunnel_proto::tls::ClientTls { verify: verify.clone(), server_name: node.server_name.clone() };
+    let config = client.origin_config().map_err(|e| ("caFile".into(), e.to_string()))?;
+    let server_name = client.server_name(&addr).map_err(|e| ("serverName".into(), e.to_string()))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    Ok((addr, Some(crate::target::TargetTls { connector, server_name, verify })))
 }
 
 /// `[limits]` as written.
@@ -217,6 +271,7 @@ impl ClientFile for FileConfig {
                     health_check: health_check.clone(),
                     health_check_interval,
                     health_check_timeout,
+                    ..NodeFile::default()
                 })
                 .collect();
             fc.services.push(ServiceFile {
@@ -267,7 +322,8 @@ impl ClientFile for FileConfig {
             }
             for (j, node) in svc.forwarder.nodes.iter().enumerate() {
                 let key = format!("services[{i}].forwarder.nodes[{j}]");
-                url::split_host_port(&node.addr).map_err(|e| invalid(&format!("{key}.addr"), e))?;
+                let (addr, tls) = target_tls(node, network).map_err(|(k, why)| invalid(&format!("{key}.{k}"), why))?;
+                url::split_host_port(&addr).map_err(|e| invalid(&format!("{key}.addr"), e))?;
                 let host = node
                     .host
                     .as_deref()
@@ -301,13 +357,14 @@ impl ClientFile for FileConfig {
                 targets.push(Target {
                     name: node.name.clone().unwrap_or_else(|| node.addr.clone()),
                     network,
-                    addr: url::dial_addr(&node.addr),
+                    addr: url::dial_addr(&addr),
                     host,
                     udp_ttl,
                     read_buffer_size,
                     selector,
                     proxy_protocol,
                     health_check,
+                    tls,
                 });
             }
         }

@@ -89,6 +89,9 @@ impl Agent {
         let mut networks = Networks::NONE;
         for t in &config.targets {
             networks = networks.with(t.network);
+            if let Some(tls) = t.tls.as_ref().filter(|tls| tls.verify == tunnel_proto::tls::Verify::Insecure) {
+                tracing::warn!(target = %t.name, server_name = ?tls.server_name, "insecure = true: the target's certificate is not checked; anyone on the path to it can read and change the traffic");
+            }
         }
         let hello = config.relay.hello(Role::Agent, networks);
         let dialer = Arc::new(config.relay.dialer(hello, config.limits.handshake_timeout)?);

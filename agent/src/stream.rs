@@ -90,6 +90,33 @@ async fn serve_tcp(shared: &Shared, mut stream: Stream, candidates: &[Candidate<
             return refuse(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
         }
     }
+    if let Some(tls) = &target.tls {
+        // A target that only speaks TLS: the handshake, verified as configured, before the
+        // stream is acknowledged, so a failure is the visitor's 502 with the reason.
+        let timeout = shared.config.limits.handshake_timeout;
+        let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
+        let mut tls_stream = match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::info!(target = %target.name, %err, "TLS handshake with the target failed");
+                let why = format!("target {}: TLS handshake failed: {err}", target.name);
+                return refuse(&mut stream, Reply::new(Status::BAD_GATEWAY, why)).await;
+            }
+            Err(_) => {
+                tracing::info!(target = %target.name, "TLS handshake with the target timed out");
+                let why = format!("target {}: TLS handshake did not finish within {timeout:?}", target.name);
+                return refuse(&mut stream, Reply::new(Status::GATEWAY_TIMEOUT, why)).await;
+            }
+        };
+        if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
+            return;
+        }
+        match tunnel_proto::pump::pump(&mut tls_stream, &mut stream).await {
+            Ok((down, up)) => tracing::debug!(target = %target.name, down, up, "stream done"),
+            Err(err) => tracing::debug!(target = %target.name, %err, "stream failed"),
+        }
+        return;
+    }
     if write_frame(&mut stream, &Frame::StreamReply(Reply::ok())).await.is_err() {
         return;
     }

@@ -143,6 +143,25 @@ pub struct Target {
     pub proxy_protocol: Option<ProxyVersion>,
     /// Active health check, if any.
     pub health_check: Option<HealthCheck>,
+    /// TLS toward the target (an `https://` or `tls://` address), if any.
+    pub tls: Option<TargetTls>,
+}
+
+/// How the agent speaks TLS to a target that only speaks TLS.
+#[derive(Clone)]
+pub struct TargetTls {
+    /// The client configuration (verification as configured).
+    pub connector: tokio_rustls::TlsConnector,
+    /// The name sent as SNI and verified.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// How the certificate is verified, for logs.
+    pub verify: tunnel_proto::tls::Verify,
+}
+
+impl std::fmt::Debug for TargetTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetTls").field("server_name", &self.server_name).field("verify", &self.verify).finish()
+    }
 }
 
 /// The targets with the state of their groups and their health.

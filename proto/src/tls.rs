@@ -162,12 +162,24 @@ impl Default for ClientTls {
 }
 
 impl ClientTls {
-    /// The rustls client configuration (TLS 1.3 only, ALPN set).
+    /// The rustls client configuration of a relay session (TLS 1.3 only, the relay's ALPN).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut cfg = self.config(&[&rustls::version::TLS13])?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// The rustls client configuration toward an origin that speaks TLS (an agent's
+    /// `https://` target): TLS 1.2 or 1.3, no ALPN (the bytes are the visitor's, whatever
+    /// protocol they are).
+    pub fn origin_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        Ok(Arc::new(self.config(rustls::DEFAULT_VERSIONS)?))
+    }
+
+    fn config(&self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Result<rustls::ClientConfig, TlsError> {
         let provider = provider();
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?;
-        let mut cfg = match &self.verify {
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+        let cfg = match &self.verify {
             Verify::SystemRoots | Verify::CaFile(_) => {
                 let mut roots = rustls::RootCertStore::empty();
                 match &self.verify {
@@ -199,8 +211,7 @@ impl ClientTls {
                 .with_custom_certificate_verifier(Arc::new(PinVerifier { pin: None, provider }))
                 .with_no_client_auth(),
         };
-        cfg.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(Arc::new(cfg))
+        Ok(cfg)
     }
 
     /// The name to send as SNI and to verify, for a server at `addr` (`host:port`).

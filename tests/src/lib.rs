@@ -549,6 +549,42 @@ pub fn self_signed(dir: &Path, cn: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     (dir.join("cert.pem"), key)
 }
 
+/// A test CA (`dir/ca.pem`, `ca.key`) and a P-256 server certificate it signed for `names`
+/// (the first is the subject; addresses become IP names) in `dir/server.pem` with its key in
+/// `dir/server.key` (mode 0600). Unlike [`self_signed`], the leaf is no CA: what rustls
+/// verifies against `ca.pem`.
+pub fn ca_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    #[rustfmt::skip]
+    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", "/CN=Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem"]);
+    let subject = format!("/CN={}", names[0]);
+    #[rustfmt::skip]
+    openssl(dir, &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", &subject, "-keyout", "server.key", "-out", "server.csr"]);
+    let sans: Vec<String> = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("IP:{n}"),
+            Err(_) => format!("DNS:{n}"),
+        })
+        .collect();
+    std::fs::write(
+        dir.join("server.ext"),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            sans.join(",")
+        ),
+    )
+    .expect("write server.ext");
+    #[rustfmt::skip]
+    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "1", "-extfile", "server.ext", "-out", "server.pem"]);
+    let key = dir.join("server.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod server.key");
+    (dir.join("ca.pem"), dir.join("server.pem"), key)
+}
+
 /// Runs `openssl ARGS` in `dir` and returns its standard output; panics with openssl's error
 /// output if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {

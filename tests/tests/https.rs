@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 
 use tunnel_tests::pebble::{Pebble, Settings};
 use tunnel_tests::{
-    agent, curl, hash_password, metric, openssl, origin, payload, poll_until, self_signed, tunnel_id, External, Server,
+    agent, agent_config, curl, hash_password, metric, openssl, origin, payload, poll_until, self_signed, tunnel_id,
+    External, Server,
 };
 
 /// `curl https://HOST:PORT/PATH` with HOST resolved to `ep` and extra arguments:
@@ -71,7 +72,9 @@ fn cert(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
 /// An origin speaking TLS with its own certificate (`openssl s_server -www`): what a
 /// passthrough host reaches.
 fn tls_origin(dir: &Path, host: &str) -> (External, SocketAddr, PathBuf) {
-    let (crt, key) = cert(dir, &[host]);
+    let sub = dir.join(format!("origin-{host}"));
+    std::fs::create_dir_all(&sub).unwrap();
+    let (ca, crt, key) = tunnel_tests::ca_signed(&sub, &[host]);
     let (l, addr) = tunnel_tests::listener();
     drop(l);
     let mut cmd = Command::new("openssl");
@@ -84,7 +87,7 @@ fn tls_origin(dir: &Path, host: &str) -> (External, SocketAddr, PathBuf) {
         .stderr(Stdio::null());
     let server = External::start(cmd);
     poll_until("openssl s_server listening", || std::net::TcpStream::connect(addr).is_ok());
-    (server, addr, crt)
+    (server, addr, ca)
 }
 
 #[test]
@@ -180,7 +183,7 @@ tls = "passthrough"
     assert_eq!(
         served_fingerprint(d, https, "pass.test"),
         {
-            let out = openssl(d, &["x509", "-noout", "-fingerprint", "-sha256", "-in", pass_crt.to_str().unwrap()]);
+            let out = openssl(d, &["x509", "-noout", "-fingerprint", "-sha256", "-in", "origin-pass.test/server.pem"]);
             out.trim().to_owned()
         },
         "the origin's certificate, not the server's"
@@ -416,4 +419,53 @@ challenge = "http-01"
 
 fn ca_ep(ca: &Ca) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], ca.https))
+}
+
+#[test]
+fn an_agent_reaches_an_origin_that_only_speaks_tls_and_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_origin, origin_addr, origin_crt) = tls_origin(d, "origin.test");
+    let (verified, insecure, untrusted) = (tunnel_id(), tunnel_id(), tunnel_id());
+    let server = Server::start_file(
+        &format!(
+            "addr = \"127.0.0.1:0\"\nentryPoint = [\"127.0.0.1:0\"]\n\
+             [[ingress.rules]]\nhostname = \"v.test\"\nendpoint = \"{verified}\"\n\
+             [[ingress.rules]]\nhostname = \"i.test\"\nendpoint = \"{insecure}\"\n\
+             [[ingress.rules]]\nhostname = \"u.test\"\nendpoint = \"{untrusted}\"\n"
+        ),
+        1,
+    );
+    let agent_toml = |tunnel: &str, node: &str| {
+        format!(
+            "[relay]\naddr = \"{relay}\"\ntunnel.id = \"{tunnel}\"\n[[services]]\ntype = \"rtcp\"\n[[services.forwarder.nodes]]\n{node}\n",
+            relay = server.relay
+        )
+    };
+    let ca = origin_crt.display();
+    let (_a, _da) = agent_config(
+        &server,
+        &agent_toml(
+            &verified,
+            &format!("addr = \"https://{origin_addr}\"\ncaFile = \"{ca}\"\nserverName = \"origin.test\""),
+        ),
+        1,
+    );
+    let (insecure_agent, _di) =
+        agent_config(&server, &agent_toml(&insecure, &format!("addr = \"tls://{origin_addr}\"\ninsecure = true")), 2);
+    insecure_agent.wait_for("insecure = true: the target's certificate is not checked");
+    // The system's roots do not know the origin's certificate: refused, with the reason.
+    let (untrusted_agent, _du) =
+        agent_config(&server, &agent_toml(&untrusted, &format!("addr = \"https://{origin_addr}\"")), 3);
+    let ep = server.entrypoints[0];
+    for host in ["v.test", "i.test"] {
+        let (code, out) =
+            curl(&["-sS", "-w", "\n%{http_code}", "-H", &format!("Host: {host}"), &format!("http://{ep}/")]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.ends_with("\n200") && out.contains("s_server"), "{host}: the TLS origin's page: {out}");
+    }
+    let (code, out) = curl(&["-sS", "-w", "\n%{http_code}", "-H", "Host: u.test", &format!("http://{ep}/")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("\n502"), "an unverified origin is not served: {out}");
+    untrusted_agent.wait_for("TLS handshake with the target failed");
 }

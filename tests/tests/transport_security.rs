@@ -107,22 +107,7 @@ fn right_pin_joins_and_serves(t: Transport) {
 /// A CA (`ca.pem`) and a server certificate it signed (`server.pem`, `server.key`) for
 /// `DNS:relay.test,IP:127.0.0.1`.
 fn make_ca(dir: &Path) {
-    #[rustfmt::skip]
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-subj", "/CN=Transport Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem"]);
-    #[rustfmt::skip]
-    openssl(dir, &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-subj", "/CN=relay.test", "-keyout", "server.key", "-out", "server.csr"]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:relay.test,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write server.ext");
-    #[rustfmt::skip]
-    openssl(dir, &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "1", "-extfile", "server.ext", "-out", "server.pem"]);
+    tunnel_tests::ca_signed(dir, &["relay.test", "127.0.0.1"]);
 }
 
 fn ca_file_verifies_and_server_name_is_checked(t: Transport) {

@@ -77,6 +77,7 @@ fn service(svc: &gost::Service, i: usize, keys: &mut KeyMap) -> Result<ServiceFi
             health_check: None,
             health_check_interval: None,
             health_check_timeout: None,
+            ..NodeFile::default()
         })
         .collect();
     let selector = match &fw.selector {

@@ -21,6 +21,7 @@ fn with_selector(name: &str, network: Network, host: Option<&str>, selector: Sel
         selector,
         proxy_protocol: None,
         health_check: None,
+        tls: None,
     }
 }
 
