@@ -187,8 +187,9 @@ async fn serve_visitor(
         // Boxed: a raw visitor's task does not reserve room for an HTTP connection's state.
         return Box::pin(crate::http::serve(shared.clone(), tcp, prefix, peer, options, None)).await;
     }
-    if options.tls && speaks == Speaks::Other && shared.edge.terminates(&shared.routes(), &host) {
-        // Terminated here, then served as HTTP; other hosts pass through below.
+    if options.tls && speaks == Speaks::Other && shared.edge.takes(&shared.routes(), &host, &prefix) {
+        // Terminated here, then served as HTTP (or a CA's validation answered); other hosts
+        // pass through below.
         return Box::pin(crate::https::serve(shared.clone(), tcp, prefix, host, peer, options)).await;
     }
     let visitor = Visitor {

@@ -147,7 +147,7 @@ impl Server {
             entrypoints.push((l, ep.hostname.clone(), ep.http_options()));
         }
         let https_port = entrypoints.iter().find(|(_, _, o)| o.tls).map(|(l, _, _)| l[0].local_addr()).transpose()?;
-        let edge = https::Edge::new(&config.edge, https_port.map(|a| a.port()))
+        let edge = https::Edge::new(&config.edge, https_port.map(|a| a.port()), config.cluster.as_ref())
             .map_err(|e| anyhow::anyhow!("HTTPS certificates: {e}"))?;
         let udp_sockets = udp_entry::bind_all(&config.udp_entrypoints, config.reuse)?;
         let gateways = gateway::bind_all(&config.gateways).await?;

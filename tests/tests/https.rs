@@ -469,3 +469,85 @@ fn an_agent_reaches_an_origin_that_only_speaks_tls_and_verifies_it() {
     assert!(out.ends_with("\n502"), "an unverified origin is not served: {out}");
     untrusted_agent.wait_for("TLS handshake with the target failed");
 }
+
+#[test]
+fn replicas_share_one_certificate_and_answer_the_challenges_of_each_others_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let redis = tunnel_tests::redis::Redis::tcp();
+    // The CA validates at replica B's entrypoints; replica A orders.
+    let (b_plain, b_https) = free_ports();
+    let pebble = Pebble::start(d, b_plain, b_https);
+    let root = pebble.root_pem(d);
+    let root = root.to_str().unwrap();
+    let (c, t) = (tunnel_id(), tunnel_id());
+    let (c_origin, _) = origin::http_counting("C");
+    let rules = format!(
+        "[[ingress.rules]]\nhostname = \"c.test\"\nendpoint = \"{c}\"\nchallenge = \"http-01\"\n\
+         [[ingress.rules]]\nhostname = \"d.test\"\nendpoint = \"{c}\"\nchallenge = \"tls-alpn-01\"\n"
+    );
+    let replica = |name: &str, plain: u16, https: u16, rules: &str| {
+        format!(
+            r#"addr = "127.0.0.1:0"
+stateDir = "{state}"
+[admin]
+addr = "127.0.0.1:0"
+[[entrypoints]]
+addr = "127.0.0.1:{plain}"
+[[entrypoints]]
+addr = "127.0.0.1:{https}"
+tls = true
+[acme]
+directory = "{directory}"
+caFile = "{api_ca}"
+[cluster]
+name = "{name}"
+peer = "127.0.0.1:0"
+redis = "{redis}"
+secret = "a-cluster-secret-of-some-length"
+lease = "3s"
+[[ingress.rules]]
+hostname = "other.test"
+endpoint = "{t}"
+tls = "passthrough"
+{rules}"#,
+            state = d.join(format!("state-{name}")).display(),
+            directory = pebble.directory_url(),
+            api_ca = pebble.api_ca().display(),
+            redis = redis.url(),
+        )
+    };
+    let b_file = d.join("b.toml");
+    std::fs::write(&b_file, replica("b", b_plain, b_https, "")).unwrap();
+    let b = Server::start(&["-C", b_file.to_str().unwrap()], 2);
+    let b_admin = admin_of(&b);
+    let a_file = d.join("a.toml");
+    std::fs::write(&a_file, replica("a", 0, 0, &rules)).unwrap();
+    let a = Server::start(&["-C", a_file.to_str().unwrap()], 2);
+    let a_admin = admin_of(&a);
+    // A's orders succeed although the CA only ever reached B: B answered from Redis.
+    for name in ["c.test", "d.test"] {
+        poll_until(&format!("A's certificate for {name}"), || has_certificate(a_admin, name));
+    }
+    assert!(a.proc.logged("name=c.test challenge=http-01"), "{}", a.proc.output());
+    assert!(a.proc.logged("name=d.test challenge=tls-alpn-01"), "{}", a.proc.output());
+    // What Redis holds is sealed: no key, no certificate in clear.
+    let (sealed, _) = redis.cli(&["GET", "tunnel:acme:cert:c.test"]);
+    assert!(!sealed.is_empty() && !sealed.contains("PRIVATE KEY") && !sealed.contains("CERTIFICATE"), "{sealed}");
+
+    // B takes the rules: it serves A's certificates without ordering them again.
+    std::fs::write(&b_file, replica("b", b_plain, b_https, &rules)).unwrap();
+    b.proc.signal("HUP");
+    for name in ["c.test", "d.test"] {
+        poll_until(&format!("B's certificate for {name}"), || has_certificate(b_admin, name));
+    }
+    let _agent = agent(&b, &[&format!("rtcp://:0/{c_origin}")], &c, "", 1);
+    let a_https = a.entrypoints[1];
+    for host in ["c.test", "d.test"] {
+        assert_eq!(served_fingerprint(d, b.entrypoints[1], host), served_fingerprint(d, a_https, host), "{host}");
+        let (code, status, _, body) = get(b.entrypoints[1], host, "/", &["--cacert", root]);
+        assert_eq!((code, status), (0, 200), "{host}: {body}");
+    }
+    assert_eq!(metric(b_admin, "tunnel_acme_orders_total{result=\"valid\"}"), 0.0, "{}", b.proc.output());
+    assert!(b.proc.logged("certificate taken from the cluster"), "{}", b.proc.output());
+}

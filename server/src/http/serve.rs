@@ -196,7 +196,7 @@ impl Visitor {
             start: on.then(Instant::now),
         };
         if self.tls.is_none() {
-            if let Some(answer) = self.acme_token(&req) {
+            if let Some(answer) = self.acme_token(&req).await {
                 return answer;
             }
         }
@@ -516,9 +516,9 @@ impl Visitor {
     }
 
     /// The answer to an ACME CA's HTTP-01 request for a token being validated now.
-    fn acme_token(&self, req: &Request<Incoming>) -> Option<Response<Out>> {
+    async fn acme_token(&self, req: &Request<Incoming>) -> Option<Response<Out>> {
         let token = req.uri().path().strip_prefix("/.well-known/acme-challenge/")?;
-        let auth = self.shared.edge.acme.as_ref()?.http_token(token)?;
+        let auth = self.shared.edge.acme.as_ref()?.http_token(token).await?;
         tracing::debug!(peer = %self.peer, "HTTP-01 validation answered");
         let body = http_body_util::Full::new(Bytes::from(auth)).map_err(|never| match never {}).boxed_unsync();
         let mut resp = Response::new(body);

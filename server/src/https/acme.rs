@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +23,7 @@ use instant_acme::{
 };
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::certs::{Certificate, Store};
 use super::config::{AcmeConfig, Challenge};
@@ -33,6 +34,14 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// How long an order may take, validation included.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a replica of a cluster looks for certificates another one ordered.
+const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a replica may hold a name's order lock.
+const LOCK_LEASE: Duration = Duration::from_secs(180);
+/// How long a replica waits before looking again at a name another one is ordering.
+const LOCKED_RETRY: Duration = Duration::from_secs(5);
+/// How long a challenge answer stays in the cluster's Redis.
+const CHALLENGE_TTL: Duration = Duration::from_secs(600);
 /// How long a visitor's first handshake waits for its on-demand certificate.
 pub const ON_DEMAND_WAIT: Duration = Duration::from_secs(60);
 
@@ -79,6 +88,9 @@ pub struct Acme {
     wake: tokio::sync::Notify,
     on_demand_total: DefaultDirectRateLimiter,
     on_demand_domain: DefaultKeyedRateLimiter<String>,
+    /// In a cluster: the account, the certificates, the challenge answers and the order locks
+    /// the replicas share.
+    shared: Option<super::shared::SharedStore>,
     /// Orders by result: `valid`, `invalid` (the CA refused), `error` (it could not be asked).
     pub orders: prometheus_client::metrics::family::Family<
         crate::metrics::Outcome,
@@ -100,7 +112,12 @@ fn per_hour(n: u32) -> Quota {
 
 impl Acme {
     /// The ACME side, with the certificates kept from an earlier run put in `store`.
-    pub fn new(config: AcmeConfig, store: Arc<Store>, https_entrypoint: bool) -> Result<Acme, String> {
+    pub fn new(
+        config: AcmeConfig,
+        store: Arc<Store>,
+        https_entrypoint: bool,
+        shared: Option<super::shared::SharedStore>,
+    ) -> Result<Acme, String> {
         let default_challenge = config.challenge.unwrap_or(match https_entrypoint {
             true => Challenge::TlsAlpn01,
             false => Challenge::Http01,
@@ -119,6 +136,7 @@ impl Acme {
             ordering: Mutex::default(),
             states: Mutex::default(),
             wake: tokio::sync::Notify::new(),
+            shared,
             orders: Default::default(),
         };
         acme.load_stored(&certs);
@@ -139,9 +157,67 @@ impl Acme {
         self.config.dns_hook.is_some()
     }
 
-    /// The key authorization of an HTTP-01 `token`, if one is being validated.
-    pub fn http_token(&self, token: &str) -> Option<String> {
-        self.tokens.lock().ok()?.get(token).cloned()
+    /// The key authorization of an HTTP-01 `token`, if one is being validated here or, in a
+    /// cluster, by another replica.
+    pub async fn http_token(&self, token: &str) -> Option<String> {
+        if let Some(auth) = self.tokens.lock().ok()?.get(token).cloned() {
+            return Some(auth);
+        }
+        let plausible =
+            token.len() <= 128 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if token.is_empty() || !plausible {
+            return None;
+        }
+        let shared = self.shared.as_ref()?;
+        String::from_utf8(shared.get("http01", token).await?).ok()
+    }
+
+    /// The TLS-ALPN-01 answer for `host` that another replica of the cluster published, put
+    /// in the store; whether there is one.
+    pub async fn fetch_alpn_challenge(&self, host: &str) -> bool {
+        let Some(shared) = &self.shared else { return false };
+        let Some(digest) = shared.get("alpn", host).await else { return false };
+        match alpn_certificate(host, &digest) {
+            Ok(key) => {
+                self.store.set_challenge(host, Some(key));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Puts in force the certificate another replica ordered for `name`, if it is newer
+    /// than the one here; whether it did.
+    async fn sync_shared(&self, name: &str) -> bool {
+        let Some(shared) = &self.shared else { return false };
+        let Some(pem) = shared.get("cert", name).await else { return false };
+        let Ok(cert) = Certificate::from_pem(&pem, &pem, "acme".into()) else {
+            tracing::warn!(%name, "a shared certificate cannot be read: ignored");
+            return false;
+        };
+        if !cert.names.iter().any(|n| n == name) {
+            tracing::warn!(%name, "a shared certificate is not for its name: ignored");
+            return false;
+        }
+        if self.store.ordered(name).is_some_and(|ours| ours.not_after >= cert.not_after) {
+            return false;
+        }
+        tracing::info!(%name, expires_in_days = cert.expires_in() / 86400, "certificate taken from the cluster");
+        self.keep(name, &pem);
+        let mut states = self.states.lock().expect("acme lock");
+        let state = states.entry(name.to_owned()).or_default();
+        (state.failures, state.retry_at, state.last_error, state.forced) = (0, None, None, false);
+        drop(states);
+        self.installed(name, Arc::new(cert));
+        true
+    }
+
+    /// Keeps `pem` on disk as `name`'s certificate.
+    fn keep(&self, name: &str, pem: &[u8]) {
+        let file = self.config.state_dir.join("certs").join(format!("{}.pem", name.replacen("*.", "_wildcard.", 1)));
+        if let Err(err) = write_private(&file, pem) {
+            tracing::warn!(%err, "the certificate is in force but could not be kept");
+        }
     }
 
     /// Orders `name` again now (`POST /api/v1/certificates/renew`); false when no
@@ -240,7 +316,17 @@ impl Acme {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         loop {
             let mut next = Instant::now() + Duration::from_secs(3600);
-            for want in wanted() {
+            let wanted = wanted();
+            if self.shared.is_some() {
+                // Certificates another replica ordered are taken as they come.
+                for want in &wanted {
+                    if !running.contains(&want.name) {
+                        self.sync_shared(&want.name).await;
+                    }
+                }
+                next = next.min(Instant::now() + SYNC_INTERVAL);
+            }
+            for want in wanted {
                 if running.contains(&want.name) {
                     continue;
                 }
@@ -297,10 +383,25 @@ impl Acme {
         if self.due(&want.name).is_err() {
             return;
         }
+        if let Some(shared) = &self.shared {
+            // Another replica may have ordered it already, or be ordering it now.
+            if self.sync_shared(&want.name).await && self.due(&want.name).is_err() {
+                return;
+            }
+            if !shared.lock(&want.name, LOCK_LEASE).await {
+                tracing::debug!(name = %want.name, "another replica is ordering this certificate");
+                let mut states = self.states.lock().expect("acme lock");
+                states.entry(want.name.clone()).or_default().retry_at = Some(Instant::now() + LOCKED_RETRY);
+                return;
+            }
+        }
         let started = Instant::now();
         let outcome = tokio::time::timeout(ORDER_TIMEOUT, self.try_order(want))
             .await
             .unwrap_or_else(|_| Err(Failed::Error(format!("the order took longer than {ORDER_TIMEOUT:?}"))));
+        if let Some(shared) = &self.shared {
+            shared.unlock(&want.name).await;
+        }
         let mut states = self.states.lock().expect("acme lock");
         let state = states.entry(want.name.clone()).or_default();
         let result = match outcome {
@@ -342,12 +443,34 @@ impl Acme {
     /// The kept account for this directory, or a new one (kept, 0600).
     async fn open_account(&self) -> Result<Account, Failed> {
         let path = self.config.state_dir.join("account.json");
+        let Some(shared) = &self.shared else { return self.local_account(&path).await };
+        // One account for every replica of a cluster: the one in Redis, else this one's,
+        // published unless another replica's came first.
+        let name = hex::encode(&sha2::Sha256::digest(self.config.directory.as_bytes())[..8]);
+        if shared.get("account", &name).await.is_none() {
+            self.local_account(&path).await?;
+            if let Ok(text) = std::fs::read(&path) {
+                shared.put("account", &name, &text, None, true).await;
+            }
+        }
+        if let Some(text) = shared.get("account", &name).await {
+            if let Ok(stored) = serde_json::from_slice::<StoredAccount>(&text) {
+                if stored.directory == self.config.directory {
+                    let _ = write_private(&path, &text);
+                }
+            }
+        }
+        self.local_account(&path).await
+    }
+
+    /// The account kept in `path` for this directory, or a new one (kept, 0600).
+    async fn local_account(&self, path: &std::path::Path) -> Result<Account, Failed> {
         let builder = || match &self.config.ca_file {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
         };
         let err = |what: &str, e: instant_acme::Error| Failed::Error(format!("{what}: {e}"));
-        if let Ok(text) = std::fs::read(&path) {
+        if let Ok(text) = std::fs::read(path) {
             match serde_json::from_slice::<StoredAccount>(&text) {
                 Ok(stored) if stored.directory == self.config.directory => {
                     let builder = builder().map_err(|e| err("the ACME client cannot start", e))?;
@@ -381,7 +504,7 @@ impl Acme {
             .map_err(|e| err("the ACME account cannot be made", e))?;
         let stored = StoredAccount { directory: self.config.directory.clone(), credentials };
         let text = serde_json::to_vec_pretty(&stored).map_err(|e| Failed::Error(e.to_string()))?;
-        write_private(&path, &text).map_err(Failed::Error)?;
+        write_private(path, &text).map_err(Failed::Error)?;
         tracing::info!(directory = %self.config.directory, "ACME account made");
         Ok(account)
     }
@@ -415,11 +538,17 @@ impl Acme {
                 Challenge::Http01 => {
                     let token = challenge.token.clone();
                     self.tokens.lock().expect("acme lock").insert(token.clone(), auth.as_str().to_owned());
+                    if let Some(shared) = &self.shared {
+                        shared.put("http01", &token, auth.as_str().as_bytes(), Some(CHALLENGE_TTL), false).await;
+                    }
                     cleanup.tokens.push(token);
                 }
                 Challenge::TlsAlpn01 => {
                     let key = alpn_certificate(&host, auth.digest().as_ref()).map_err(Failed::Error)?;
                     self.store.set_challenge(&host, Some(key));
+                    if let Some(shared) = &self.shared {
+                        shared.put("alpn", &host, auth.digest().as_ref(), Some(CHALLENGE_TTL), false).await;
+                    }
                     cleanup.alpn.push(host.clone());
                 }
                 Challenge::Dns01 => {
@@ -455,10 +584,9 @@ impl Acme {
         let mut pem = key_pem.into_bytes();
         pem.extend_from_slice(chain_pem.as_bytes());
         let cert = Certificate::from_pem(&pem, &pem, "acme".into()).map_err(Failed::Error)?;
-        let file =
-            self.config.state_dir.join("certs").join(format!("{}.pem", want.name.replacen("*.", "_wildcard.", 1)));
-        if let Err(err) = write_private(&file, &pem) {
-            tracing::warn!(%err, "the ordered certificate is in force but could not be kept");
+        self.keep(&want.name, &pem);
+        if let Some(shared) = &self.shared {
+            shared.put("cert", &want.name, &pem, None, false).await;
         }
         Ok(cert)
     }
@@ -555,7 +683,7 @@ fn private_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Writes `bytes` to `path` (mode 0600) through a file beside it, renamed into place.
-fn write_private(path: &PathBuf, bytes: &[u8]) -> Result<(), String> {
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

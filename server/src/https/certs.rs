@@ -213,6 +213,11 @@ impl Store {
         out
     }
 
+    /// Whether a TLS-ALPN-01 answer for `host` is shown now.
+    pub fn has_challenge(&self, host: &str) -> bool {
+        self.challenges.lock().expect("challenge lock").contains_key(host)
+    }
+
     /// Shows `key` to TLS-ALPN-01 validation of `host` (`None` takes it away).
     pub fn set_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
         let mut challenges = self.challenges.lock().expect("challenge lock");

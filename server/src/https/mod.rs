@@ -15,6 +15,7 @@ pub mod acme;
 pub mod certs;
 pub mod config;
 pub mod files;
+pub mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,11 +58,22 @@ pub struct CertLabel {
 impl Edge {
     /// Loads the certificates of `config` (an unreadable one is the error) and those kept by
     /// the ACME side.
-    pub(crate) fn new(config: &EdgeConfig, https_port: Option<u16>) -> Result<Edge, String> {
+    pub(crate) fn new(
+        config: &EdgeConfig,
+        https_port: Option<u16>,
+        cluster: Option<&crate::cluster::ClusterConfig>,
+    ) -> Result<Edge, String> {
         let store = Arc::new(certs::Store::default());
         let files = Arc::new(files::Files::load(config, &store)?);
         let acme = match &config.acme {
-            Some(acme) => Some(Arc::new(acme::Acme::new(acme.clone(), store.clone(), https_port.is_some())?)),
+            Some(acme) => {
+                // Replicas of a cluster share the account, the certificates and the challenges.
+                let shared = match cluster {
+                    Some(c) => Some(shared::SharedStore::new(c.redis.expose(), c.secret.expose().as_bytes(), &c.name)?),
+                    None => None,
+                };
+                Some(Arc::new(acme::Acme::new(acme.clone(), store.clone(), https_port.is_some(), shared)?))
+            }
             None => None,
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -111,6 +123,14 @@ impl Edge {
             TlsMode::Passthrough => false,
             TlsMode::Auto => self.store.find(host).is_some() || self.orders_for(&rule.pattern),
         }
+    }
+
+    /// Whether an HTTPS entrypoint serves the TLS visitor of canonical `host` whose
+    /// ClientHello is `hello` itself: a host it terminates, or a CA's TLS-ALPN-01 validation
+    /// (for this replica's order or, in a cluster, another's).
+    pub(crate) fn takes(&self, routes: &Routes, host: &str, hello: &[u8]) -> bool {
+        self.terminates(routes, host)
+            || (self.acme.is_some() && tunnel_proto::sniff::tls_offers_only_alpn(hello, certs::ACME_TLS_ALPN))
     }
 
     /// Whether the CA is asked for certificates of `pattern`'s hosts.
@@ -209,10 +229,17 @@ pub(crate) async fn serve(
     options: Arc<HttpOptions>,
 ) -> &'static str {
     let edge = &shared.edge;
-    let validating = || tunnel_proto::sniff::tls_offers_only_alpn(&hello, certs::ACME_TLS_ALPN);
+    let validating = tunnel_proto::sniff::tls_offers_only_alpn(&hello, certs::ACME_TLS_ALPN);
+    let mut fetched = false;
+    if validating && !edge.store.has_challenge(&host) {
+        // In a cluster the CA may ask this replica about another one's order.
+        if let Some(acme) = &edge.acme {
+            fetched = acme.fetch_alpn_challenge(&host).await;
+        }
+    }
     let cert = match edge.store.find(&host) {
         Some(cert) => Some(cert),
-        None if validating() => None,
+        None if validating => None,
         None => match on_demand(&shared, &host).await {
             true => edge.store.find(&host),
             false => None,
@@ -220,7 +247,12 @@ pub(crate) async fn serve(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(edge.tls.clone());
     let timeout = shared.limits().handshake_timeout;
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(Prefixed::new(hello, tcp))).await {
+    let accepted = tokio::time::timeout(timeout, acceptor.accept(Prefixed::new(hello, tcp))).await;
+    if fetched {
+        // Another replica's answer was shown once; its order owns it.
+        edge.store.set_challenge(&host, None);
+    }
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
             tracing::debug!(%peer, %host, %err, "TLS handshake failed");
