@@ -585,6 +585,46 @@ pub fn ca_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("server.pem"), key)
 }
 
+/// The headless Chromium of the machine (`chromium` or `chromium-browser`); panics when
+/// there is none (tests/run installs it).
+pub fn chromium() -> &'static str {
+    ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {c}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .expect("this test needs chromium (tests/run installs it)")
+}
+
+/// The arguments of a headless Chromium run with its profile under `profile`, giving a page
+/// five seconds of virtual time to load and run its scripts.
+pub fn chromium_args(profile: &Path) -> Vec<String> {
+    vec![
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        format!("--user-data-dir={}", profile.join("p").display()),
+        "--virtual-time-budget=5000".to_owned(),
+        "--window-size=1200,600".to_owned(),
+    ]
+}
+
+/// The DOM of `url` once a headless Chromium has run its scripts.
+pub fn browser_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("browser profile");
+    let out = Command::new(chromium())
+        .args(chromium_args(profile.path()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `openssl ARGS` in `dir` and returns its standard output; panics with openssl's error
 /// output if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {

@@ -218,15 +218,7 @@ fn the_admin_token_is_required_off_loopback() {
 
 #[test]
 fn the_status_page_shows_tunnels_and_agents_in_a_browser() {
-    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {c}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }) else {
-        panic!("this test needs chromium (tests/run installs it)");
-    };
+    let chromium = tunnel_tests::chromium();
     let id = tunnel_id();
     let url = format!("relay://127.0.0.1:0?entryPoint=127.0.0.1:0&tunnel=page.local:{id}");
     let server = Server::start(&["-L", &url, "--admin", "127.0.0.1:0"], 1);
@@ -234,16 +226,8 @@ fn the_status_page_shows_tunnels_and_agents_in_a_browser() {
     let _a = agent(&server, &[&format!("rtcp://:0/{}", origin::http("a"))], &id, "", 1);
     let profile = tempfile::tempdir().unwrap();
     let shot = profile.path().join("status.png");
-    let common = [
-        "--headless".to_owned(),
-        "--no-sandbox".to_owned(),
-        "--disable-gpu".to_owned(),
-        format!("--user-data-dir={}", profile.path().join("p").display()),
-        "--virtual-time-budget=5000".to_owned(),
-        "--window-size=1200,600".to_owned(),
-    ];
-    let dom = Command::new(chromium).args(&common).arg("--dump-dom").arg(format!("http://{admin}/")).output().unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let common = tunnel_tests::chromium_args(profile.path());
+    let dom = tunnel_tests::browser_dom(&format!("http://{admin}/"));
     assert!(dom.contains(&id), "the page lists the tunnel:\n{dom}");
     assert!(dom.contains("class=\"up agent\"") && dom.contains("page.local"), "the page lists its agent:\n{dom}");
     let status = Command::new(chromium)

@@ -105,6 +105,8 @@ fn file_certificates_terminate_tls_and_every_http_feature_serves_https_visitors(
     let hash = hash_password("s3cret");
     let toml = format!(
         r#"addr = "127.0.0.1:0"
+[admin]
+addr = "127.0.0.1:0"
 [[entrypoints]]
 addr = "127.0.0.1:0"
 [[entrypoints]]
@@ -207,6 +209,10 @@ tls = "passthrough"
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("plain HTTP was sent to an HTTPS port"), "{out}");
 
+    // The status page lists the certificates, in a real browser.
+    let dom = tunnel_tests::browser_dom(&format!("http://{}/", admin_of(&server)));
+    assert!(dom.contains("class=\"certificate\"") && dom.contains("other.test"), "{dom}");
+
     // A certificate file replaced on disk is served without a restart or a reload.
     let before = served_fingerprint(d, https, "app.test");
     let fresh = d.join("fresh");
@@ -290,6 +296,7 @@ fn acme_certificates_by_http01_tlsalpn01_and_dns01_are_kept_renewed_and_isolated
     let root = pebble.root_pem(d);
     let ca = Ca { pebble, plain, https, root };
     let (h, t, w, r, big_tunnel) = (tunnel_id(), tunnel_id(), tunnel_id(), tunnel_id(), tunnel_id());
+    let hash = hash_password("s3cret");
     let (h_origin, _) = origin::http_counting("H");
     let (t_origin, _) = origin::http_counting("T");
     let (w_origin, _) = origin::http_counting("W");
@@ -314,6 +321,11 @@ fn acme_certificates_by_http01_tlsalpn01_and_dns01_are_kept_renewed_and_isolated
 hostname = "h.test"
 endpoint = "{h}"
 challenge = "http-01"
+[[ingress.rules]]
+hostname = "h.test"
+path = "/admin"
+endpoint = "{t}"
+basicAuth = ["ops:{hash}"]
 [[ingress.rules]]
 hostname = "h.test"
 path = "/big"
@@ -365,6 +377,13 @@ challenge = "http-01"
             assert!(body.contains(&format!("origin={name}")) && body.contains("proto=https"), "{body}");
         }
     }
+    // Path rules, basicAuth and the access log with the CA's certificate.
+    let (_, status, _, body) = get(ca_ep(&ca), "h.test", "/admin/x", &["--cacert", root]);
+    assert_eq!(status, 401, "{body}");
+    let (_, status, _, body) = get(ca_ep(&ca), "h.test", "/admin/x", &["--cacert", root, "-u", "ops:s3cret"]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("origin=T") && body.contains("proto=https"), "{body}");
+    server.proc.wait_for("host=h.test path=/admin/x status=200");
     let (code, _, _, body) = get(ca_ep(&ca), "refused.test", "/", &["--cacert", root]);
     assert_ne!(code, 0, "no certificate, no handshake: {body}");
     assert!(server.proc.logged("name=x.od.test challenge=tls-alpn-01"), "{}", server.proc.output());
