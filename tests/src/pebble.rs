@@ -35,6 +35,9 @@ pub struct Settings {
     /// `PEBBLE_VA_ALWAYS_VALID=1` (no validation at all), `PEBBLE_WFE_NONCEREJECT=30` (bad
     /// nonces to retry), `PEBBLE_CHAIN_LENGTH=2` (one more intermediate).
     pub env: Vec<(String, String)>,
+    /// External account binding required, with this key ID and base64url HMAC key (as
+    /// ZeroSSL and other commercial CAs require).
+    pub eab: Option<(String, String)>,
 }
 
 /// A running pebble and its challtestsrv.
@@ -91,10 +94,18 @@ impl Pebble {
         let mut config = format!(
             "{{\"pebble\": {{\"listenAddress\": \"{api}\", \"managementListenAddress\": \"{management}\", \
              \"certificate\": {}, \"privateKey\": {}, \"httpPort\": {http_port}, \"tlsPort\": {tls_port}, \
-             \"ocspResponderURL\": \"\", \"externalAccountBindingRequired\": false",
+             \"ocspResponderURL\": \"\"",
             json_str(&path_str(&api_cert)),
             json_str(&path_str(&api_key)),
         );
+        match &settings.eab {
+            Some((kid, key)) => config.push_str(&format!(
+                ", \"externalAccountBindingRequired\": true, \"externalAccountMACKeys\": {{{}: {}}}",
+                json_str(kid),
+                json_str(key)
+            )),
+            None => config.push_str(", \"externalAccountBindingRequired\": false"),
+        }
         if let Some(validity) = settings.validity {
             config.push_str(&format!(", \"certificateValidityPeriod\": {}", validity.as_secs()));
         }

@@ -288,7 +288,7 @@ fn acme_certificates_by_http01_tlsalpn01_and_dns01_are_kept_renewed_and_isolated
     let d = dir.path();
     let (plain, https) = free_ports();
     // Short-lived certificates, so that a renewal is an ordinary one.
-    let settings = Settings { validity: Some(std::time::Duration::from_secs(7 * 24 * 3600)), env: Vec::new() };
+    let settings = Settings { validity: Some(std::time::Duration::from_secs(7 * 24 * 3600)), ..Settings::default() };
     let pebble = Pebble::start_with(d, plain, https, &settings);
     let hook = pebble.hook_script(d);
     // The CA reaches refused.test elsewhere, where nothing answers: its orders fail.
@@ -496,7 +496,10 @@ fn replicas_share_one_certificate_and_answer_the_challenges_of_each_others_order
     let redis = tunnel_tests::redis::Redis::tcp();
     // The CA validates at replica B's entrypoints; replica A orders.
     let (b_plain, b_https) = free_ports();
-    let pebble = Pebble::start(d, b_plain, b_https);
+    // This CA also wants external account binding, as ZeroSSL does.
+    let (kid, hmac) = ("kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W");
+    let settings = Settings { eab: Some((kid.to_owned(), hmac.to_owned())), ..Settings::default() };
+    let pebble = Pebble::start_with(d, b_plain, b_https, &settings);
     let root = pebble.root_pem(d);
     let root = root.to_str().unwrap();
     let (c, t) = (tunnel_id(), tunnel_id());
@@ -519,6 +522,8 @@ tls = true
 [acme]
 directory = "{directory}"
 caFile = "{api_ca}"
+eabKid = "{kid}"
+eabHmacKey = "{hmac}"
 [cluster]
 name = "{name}"
 peer = "127.0.0.1:0"
