@@ -363,13 +363,20 @@ impl Acme {
             // A failed order waits its backoff; visitors do not hurry it.
             return false;
         }
-        if self.on_demand_domain.check_key(&domain.to_owned()).is_err() || self.on_demand_total.check().is_err() {
-            tracing::warn!(%host, "on-demand certificate not ordered: the hourly budget is spent");
+        if !self.on_demand_allowed(domain) {
+            tracing::warn!(%host, rule = %domain, "on-demand certificate not ordered: the hourly budget is spent");
             return false;
         }
         let want = Wanted { name: host.to_owned(), identifiers: vec![host.to_owned()], challenge };
         let _ = tokio::time::timeout(ON_DEMAND_WAIT, self.order(&want)).await;
         self.store.ordered(host).is_some()
+    }
+
+    /// Whether one more on-demand order fits the hourly budgets of wildcard rule `domain` and
+    /// of the server (taking it when it does).
+    fn on_demand_allowed(&self, domain: &str) -> bool {
+        // The rule's budget first: a rule spending its own does not spend the server's.
+        self.on_demand_domain.check_key(&domain.to_owned()).is_ok() && self.on_demand_total.check().is_ok()
     }
 
     /// Orders `want` once (unless another order of it just ended with a fresh certificate),
@@ -694,4 +701,51 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, per_domain: u32, total: u32) -> AcmeConfig {
+        AcmeConfig {
+            directory: "https://127.0.0.1:1/dir".into(),
+            contact: Vec::new(),
+            ca_file: None,
+            eab: None,
+            challenge: None,
+            dns_hook: None,
+            dns_hook_timeout: Duration::from_secs(1),
+            dns_propagation: Duration::ZERO,
+            on_demand_per_domain: per_domain,
+            on_demand_total: total,
+            state_dir: dir.join("acme"),
+        }
+    }
+
+    #[test]
+    fn on_demand_orders_are_budgeted_per_rule_and_in_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme = Acme::new(config(dir.path(), 2, 3), Arc::default(), true, None).unwrap();
+        assert!(acme.on_demand_allowed("*.a.test") && acme.on_demand_allowed("*.a.test"));
+        assert!(!acme.on_demand_allowed("*.a.test"), "the rule's two an hour are spent");
+        assert!(acme.on_demand_allowed("*.b.test"));
+        assert!(!acme.on_demand_allowed("*.c.test"), "the server's three an hour are spent");
+        // The kept state is private.
+        let mode = std::fs::metadata(dir.path().join("acme/certs")).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+    }
+
+    #[test]
+    fn a_kept_certificate_that_does_not_read_is_ordered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("acme/certs")).unwrap();
+        std::fs::write(dir.path().join("acme/certs/x.test.pem"), "garbage").unwrap();
+        let store: Arc<Store> = Arc::default();
+        let acme = Acme::new(config(dir.path(), 1, 1), store.clone(), false, None).unwrap();
+        assert!(store.ordered("x.test").is_none());
+        assert!(acme.due("x.test").is_ok(), "ordered again");
+        assert_eq!(acme.challenge_for(None, false), Challenge::Http01, "no HTTPS entrypoint: HTTP-01");
+        assert_eq!(acme.challenge_for(None, true), Challenge::Dns01);
+    }
 }

@@ -127,10 +127,16 @@ impl Edge {
 
     /// Whether an HTTPS entrypoint serves the TLS visitor of canonical `host` whose
     /// ClientHello is `hello` itself: a host it terminates, or a CA's TLS-ALPN-01 validation
-    /// (for this replica's order or, in a cluster, another's).
+    /// (for this replica's order or, in a cluster, another's) of a host that is not passed
+    /// through (a passed-through origin answers its own CA).
     pub(crate) fn takes(&self, routes: &Routes, host: &str, hello: &[u8]) -> bool {
-        self.terminates(routes, host)
-            || (self.acme.is_some() && tunnel_proto::sniff::tls_offers_only_alpn(hello, certs::ACME_TLS_ALPN))
+        if self.terminates(routes, host) {
+            return true;
+        }
+        let passed_through = routes.ingress.tls_of(host).is_some_and(|r| r.edge.tls == TlsMode::Passthrough);
+        self.acme.is_some()
+            && !passed_through
+            && tunnel_proto::sniff::tls_offers_only_alpn(hello, certs::ACME_TLS_ALPN)
     }
 
     /// Whether the CA is asked for certificates of `pattern`'s hosts.
