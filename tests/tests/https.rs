@@ -140,7 +140,9 @@ tls = "passthrough"
         other_crt = other_crt.display(),
         other_key = other_key.display(),
     );
-    let server = Server::start_file(&toml, 2);
+    let config = d.join("server.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let server = Server::start(&["-C", config.to_str().unwrap()], 2);
     let (plain, https) = (server.entrypoints[0], server.entrypoints[1]);
     let _agents = [
         agent(&server, &[&format!("rtcp://:0/{app_origin}")], &app.to_string(), "", 1),
@@ -228,6 +230,20 @@ tls = "passthrough"
     std::fs::write(&app_crt, "not a certificate").unwrap();
     server.proc.wait_for("certificate not loaded; the one in force stays");
     assert_eq!(served_fingerprint(d, https, "app.test"), serving);
+
+    // A reload takes a new certificate (and its host's rule) without a restart.
+    let (new_crt, new_key) = cert(d, &["new.test"]);
+    let more = format!(
+        "{toml}[[tls.certificates]]\ncertFile = \"{}\"\nkeyFile = \"{}\"\n[[ingress.rules]]\nhostname = \"new.test\"\nendpoint = \"{other}\"\n",
+        new_crt.display(),
+        new_key.display()
+    );
+    std::fs::write(&config, more).unwrap();
+    server.proc.signal("HUP");
+    server.proc.wait_for("configuration reloaded");
+    let (code, status, _, body) = get(https, "new.test", "/", &["--cacert", new_crt.to_str().unwrap()]);
+    assert_eq!((code, status), (0, 200), "{body}");
+    assert!(body.contains("origin=OTHER"), "{body}");
 }
 
 /// The CA's test setup: the server's plain and HTTPS entrypoints on ports pebble validates.

@@ -134,9 +134,7 @@ impl Edge {
             return true;
         }
         let passed_through = routes.ingress.tls_of(host).is_some_and(|r| r.edge.tls == TlsMode::Passthrough);
-        self.acme.is_some()
-            && !passed_through
-            && tunnel_proto::sniff::tls_offers_only_alpn(hello, certs::ACME_TLS_ALPN)
+        self.acme.is_some() && !passed_through && tunnel_proto::sniff::tls_offers_only_alpn(hello, certs::ACME_TLS_ALPN)
     }
 
     /// Whether the CA is asked for certificates of `pattern`'s hosts.
