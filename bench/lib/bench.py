@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark harness: this project's tunnel against direct loopback, rathole and bore.
+"""Benchmark harness: this project's tunnel against direct loopback, rathole and bore (and its
+HTTPS entrypoint against nginx and Caddy terminating TLS).
 
 Run through `bench/run` (which installs the tools and builds the binaries); see
 docs/BENCHMARKS.md. Everything listens on and connects to 127.0.0.1 only. Every process is
@@ -17,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -32,7 +34,11 @@ NCPU = os.cpu_count() or 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SYSTEMS = ["direct", "tunnel-tcp", "tunnel-tls", "tunnel-quic", "tunnel-tcp-1t", "tunnel-tcp-metrics", "tunnel-tcp-fwd",
-           "tunnel-tcp-base", "tunnel-tcp-a2", "rathole", "rathole-noise", "rathole-bw", "bore"]
+           "tunnel-tcp-base", "tunnel-tcp-a2", "rathole", "rathole-noise", "rathole-bw", "bore",
+           "nginx-tls", "caddy-tls", "tunnel-https"]
+# The systems of the https cases, and only of those: each terminates TLS for HTTPS_HOST and
+# proxies to the same origin as the wrk cases.
+HTTPS_SYSTEMS = ["nginx-tls", "caddy-tls", "tunnel-https"]
 # Run only when named in --only (or with --base): not part of the default comparison.
 OPT_IN = {"tunnel-tcp-base", "rathole-bw", "tunnel-tcp-a2"}
 LABELS = {
@@ -62,8 +68,27 @@ LABELS = {
     # rathole as installed, with its defaults.
     "rathole-bw": "rathole (tcp, nodelay = false)",
     "bore": "bore",
+    # TLS terminated in front of the origin: nginx and Caddy proxy straight to it, the tunnel
+    # server hands each request to the agent, which takes it to the origin.
+    "nginx-tls": "nginx (TLS → origin)",
+    "caddy-tls": "Caddy (TLS → origin)",
+    "tunnel-https": "tunnel https (TLS → agent → origin)",
 }
-ALL_CASES = ["mem", "mem-raw", "iperf1", "iperf8", "wrk-ka", "wrk-close", "wrk-c1", "redis", "presence"]
+ALL_CASES = ["mem", "mem-raw", "iperf1", "iperf8", "wrk-ka", "wrk-close", "wrk-c1", "redis", "presence",
+             "https-mem", "https-ka", "https-close", "https-full"]
+# Run on HTTPS_SYSTEMS only, which run nothing else.
+HTTPS_CASES = ["https-mem", "https-ka", "https-close", "https-full"]
+# The certificate's only name (SAN DNS:bench.test), the SNI and the Host of every https request.
+HTTPS_HOST = "bench.test"
+# Threads (tunnel-server --threads), workers (nginx worker_processes) and GOMAXPROCS (Caddy) of
+# the three https systems: the same for all, one per core.
+HTTPS_WORKERS = NCPU
+# The TLS every https client offers, so that all three servers negotiate the same: TLS 1.3 only,
+# TLS_AES_128_GCM_SHA256 (what Go, i.e. Caddy, picks for TLS 1.3 on a machine with AES
+# instructions, whatever the client prefers; rustls follows the client's order, so with
+# OpenSSL's default order it would take TLS_AES_256_GCM_SHA384), and X25519 key exchange. Given
+# to wrk, the holder and `openssl s_client` as OPENSSL_CONF; nginx and Caddy are also set to it.
+HTTPS_TLS = {"version": "TLSv1.3", "suite": "TLS_AES_128_GCM_SHA256", "group": "X25519"}
 WEB_HOST = "web.local"
 # A raw (non-sniffing) entrypoint to the same nginx, for the idle visitors of `mem-raw`.
 RAW_HOST = "raw.local"
@@ -132,6 +157,17 @@ class Procs:
         self.live.append(p)
         return p
 
+    def adopt(self, name, pid):
+        """Records a process started by one of ours (nginx's workers), so that bench/run's sweep
+        finds it too; returns (pid, start time) for `kill_leftover`."""
+        start = proc_starttime(pid)
+        try:
+            with open(self.pidfile, "a") as f:
+                f.write(f"{pid} {start} {name}\n")
+        except OSError:
+            pass
+        return pid, start
+
     def stop(self, p, grace=3.0):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -146,6 +182,30 @@ class Procs:
     def stop_all(self):
         for p in reversed(list(self.live)):
             self.stop(p)
+
+
+def kill_leftover(pid, start):
+    """SIGKILL to an adopted process still running after its parent stopped (same start time:
+    never a recycled PID)."""
+    try:
+        if proc_starttime(pid) == start:
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, IndexError):
+        pass
+
+
+def children(pid):
+    """The PIDs whose parent is `pid`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
 
 
 def log_text(p):
@@ -249,6 +309,45 @@ def wait_http(port, timeout=20.0):
             last = str(e)
         time.sleep(0.1)
     raise BenchError(f"127.0.0.1:{port} did not answer 200 within {timeout}s ({last})")
+
+
+def https_context(cert):
+    """A client context that trusts only the run's certificate and checks the name in it."""
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = True
+    return ctx
+
+
+def https_get(port, ctx, timeout=2.0):
+    """One GET / over TLS to 127.0.0.1:port with SNI and Host HTTPS_HOST; returns the status."""
+    with socket.create_connection((LOOP, port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=HTTPS_HOST) as s:
+            s.sendall(f"GET / HTTP/1.1\r\nHost: {HTTPS_HOST}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    parts = data.split(b"\r\n", 1)[0].split()
+    if len(parts) < 2:
+        raise BenchError(f"no HTTPS answer from 127.0.0.1:{port}: {data[:80]!r}")
+    return int(parts[1])
+
+
+def wait_https(port, ctx, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            status = https_get(port, ctx)
+            if status == 200:
+                return
+            last = f"status {status}"
+        except (OSError, BenchError) as e:  # ssl.SSLError is an OSError
+            last = str(e)
+        time.sleep(0.1)
+    raise BenchError(f"https://{HTTPS_HOST}:{port} (127.0.0.1) did not answer 200 within {timeout}s ({last})")
 
 
 def redis_cli(sock, *args):

@@ -237,7 +237,7 @@ impl Visitor {
         if self.tls.is_none() {
             let https = &self.shared.edge;
             if let Some(port) = https.https_port {
-                if edge.redirect.unwrap_or_else(|| https.terminates(&routes, &host)) {
+                if edge.redirect.unwrap_or_else(|| https.redirects(&routes, &host)) {
                     return self.redirect(&line, &host, port, req.uri());
                 }
             }

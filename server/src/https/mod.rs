@@ -125,6 +125,13 @@ impl Edge {
         }
     }
 
+    /// Whether plain HTTP requests for canonical `host` are redirected to HTTPS when its rule
+    /// does not say: where it is terminated and a certificate for it is in force (a host whose
+    /// certificate is still being ordered stays reachable over HTTP).
+    pub(crate) fn redirects(&self, routes: &Routes, host: &str) -> bool {
+        self.https_port.is_some() && self.terminates(routes, host) && self.store.find(host).is_some()
+    }
+
     /// Whether an HTTPS entrypoint serves the TLS visitor of canonical `host` whose
     /// ClientHello is `hello` itself: a host it terminates, or a CA's TLS-ALPN-01 validation
     /// (for this replica's order or, in a cluster, another's) of a host that is not passed
