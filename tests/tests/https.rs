@@ -254,8 +254,10 @@ struct Ca {
     root: PathBuf,
 }
 
-fn acme_server(d: &Path, ca: &Ca, state: &Path, rules: &str, hook: &Path) -> Server {
-    let toml = format!(
+/// A server's configuration with an admin listener, a plain and an HTTPS entrypoint on the
+/// given ports, `[acme]` toward `pebble` (its lines plus `acme`) and then `rest`.
+fn acme_toml(state: &Path, plain: u16, https: u16, pebble: &Pebble, acme: &str, rest: &str) -> String {
+    format!(
         r#"addr = "127.0.0.1:0"
 stateDir = "{state}"
 [admin]
@@ -268,18 +270,17 @@ tls = true
 [acme]
 directory = "{directory}"
 caFile = "{api_ca}"
-email = "ops@example.test"
-dnsHook = "{hook}"
-{rules}"#,
+{acme}
+{rest}"#,
         state = state.display(),
-        plain = ca.plain,
-        https = ca.https,
-        directory = ca.pebble.directory_url(),
-        api_ca = ca.pebble.api_ca().display(),
-        hook = hook.display(),
-    );
-    let _ = d;
-    Server::start_file(&toml, 2)
+        directory = pebble.directory_url(),
+        api_ca = pebble.api_ca().display(),
+    )
+}
+
+fn acme_server(ca: &Ca, state: &Path, rules: &str, hook: &Path) -> Server {
+    let acme = format!("email = \"ops@example.test\"\ndnsHook = \"{}\"", hook.display());
+    Server::start_file(&acme_toml(state, ca.plain, ca.https, &ca.pebble, &acme, rules), 2)
 }
 
 fn admin_of(server: &Server) -> SocketAddr {
@@ -364,7 +365,7 @@ challenge = "http-01"
 "#
     );
     let state = d.join("state");
-    let server = acme_server(d, &ca, &state, &rules, &hook);
+    let server = acme_server(&ca, &state, &rules, &hook);
     let admin = admin_of(&server);
     let _agents = [
         agent(&server, &[&format!("rtcp://:0/{h_origin}")], &h.to_string(), "", 1),
@@ -442,7 +443,7 @@ challenge = "http-01"
 
     // A restart serves the kept certificates at once, without ordering them again.
     drop(server);
-    let server = acme_server(d, &ca, &state, &rules, &hook);
+    let server = acme_server(&ca, &state, &rules, &hook);
     let admin = admin_of(&server);
     let _agent = agent(&server, &[&format!("rtcp://:0/{h_origin}")], &h.to_string(), "", 1);
     server.proc.wait_for("kept certificate loaded");
@@ -525,37 +526,14 @@ fn replicas_share_one_certificate_and_answer_the_challenges_of_each_others_order
          [[ingress.rules]]\nhostname = \"d.test\"\nendpoint = \"{c}\"\nchallenge = \"tls-alpn-01\"\n"
     );
     let replica = |name: &str, plain: u16, https: u16, rules: &str| {
-        format!(
-            r#"addr = "127.0.0.1:0"
-stateDir = "{state}"
-[admin]
-addr = "127.0.0.1:0"
-[[entrypoints]]
-addr = "127.0.0.1:{plain}"
-[[entrypoints]]
-addr = "127.0.0.1:{https}"
-tls = true
-[acme]
-directory = "{directory}"
-caFile = "{api_ca}"
-eabKid = "{kid}"
-eabHmacKey = "{hmac}"
-[cluster]
-name = "{name}"
-peer = "127.0.0.1:0"
-redis = "{redis}"
-secret = "a-cluster-secret-of-some-length"
-lease = "3s"
-[[ingress.rules]]
-hostname = "other.test"
-endpoint = "{t}"
-tls = "passthrough"
-{rules}"#,
-            state = d.join(format!("state-{name}")).display(),
-            directory = pebble.directory_url(),
-            api_ca = pebble.api_ca().display(),
-            redis = redis.url(),
-        )
+        let acme = format!("eabKid = \"{kid}\"\neabHmacKey = \"{hmac}\"");
+        let rest = format!(
+            "[cluster]\nname = \"{name}\"\npeer = \"127.0.0.1:0\"\nredis = \"{redis}\"\n\
+             secret = \"a-cluster-secret-of-some-length\"\nlease = \"3s\"\n\
+             [[ingress.rules]]\nhostname = \"other.test\"\nendpoint = \"{t}\"\ntls = \"passthrough\"\n{rules}",
+            redis = redis.url()
+        );
+        acme_toml(&d.join(format!("state-{name}")), plain, https, &pebble, &acme, &rest)
     };
     let b_file = d.join("b.toml");
     std::fs::write(&b_file, replica("b", b_plain, b_https, "")).unwrap();
