@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Benchmark harness: this project's tunnel against direct loopback, rathole and bore (and its
-HTTPS entrypoint against nginx and Caddy terminating TLS).
+"""Benchmark harness: this project's tunnel against direct loopback, rathole, bore, nginx, Caddy.
+
+The https cases put its HTTPS entrypoint (tunnel-server -> agent -> origin) against nginx and
+Caddy terminating TLS in front of the same origin.
 
 Run through `bench/run` (which installs the tools and builds the binaries); see
 docs/BENCHMARKS.md. Everything listens on and connects to 127.0.0.1 only. Every process is
 started here, recorded in a PID file (which `bench/run` sweeps on exit), and stopped here;
-children also get SIGKILL if this process dies (PR_SET_PDEATHSIG).
+children also get SIGKILL if this process dies (PR_SET_PDEATHSIG; nginx-tls's master gets SIGTERM,
+so that it stops its workers).
 """
 
 import argparse
@@ -118,9 +121,14 @@ class BenchError(Exception):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _child_setup():
+def _child_setup(sig=signal.SIGKILL):
     # PR_SET_PDEATHSIG = 1: the child is killed if the harness dies without cleaning up.
-    _libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(1, sig, 0, 0, 0)
+
+
+def _child_setup_term():
+    # For a master process (nginx-tls): SIGTERM, on which it stops its workers before exiting.
+    _child_setup(signal.SIGTERM)
 
 
 def proc_starttime(pid):
@@ -137,7 +145,7 @@ class Procs:
         self.live = []
         self.started = 0
 
-    def start(self, name, argv, env=None, stdin=None):
+    def start(self, name, argv, env=None, stdin=None, death_signal=None):
         self.started += 1  # one log file per start: a system restarted next round logs anew
         log = os.path.join(self.logdir, f"{self.started:03d}-{name}.log")
         out = open(log, "ab")
@@ -146,7 +154,8 @@ class Procs:
         full_env.pop("TUNNEL_TOKEN", None)
         full_env.update(env or {})
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=stdin or subprocess.DEVNULL,
-                             env=full_env, preexec_fn=_child_setup, cwd=self.logdir)
+                             env=full_env, preexec_fn=_child_setup_term if death_signal == signal.SIGTERM
+                             else _child_setup, cwd=self.logdir)
         out.close()
         p.name, p.log = name, log
         try:
@@ -455,6 +464,8 @@ class Bench:
         self.redis_port = None
         self.tools = args.tools_dir
         self.uuid = str(uuid.uuid4())
+        self.tls = None  # the https cases' certificate and client files (make_tls)
+        self.negotiated = {}  # system -> what `openssl s_client` negotiated with it
 
     # ----- helpers
 
@@ -503,12 +514,88 @@ class Bench:
             self.origin_port = int(wait_log(p, r"listening (\d+)").group(1))
         wait_http(self.origin_port)
         self.start_iperf_server()
+        if any(self.cases_for(s) for s in HTTPS_SYSTEMS if s in self.a.systems):
+            self.make_tls()
         if "redis" in self.a.cases:
             # The origin of the redis case: Debian's redis-server, persistence off, on loopback.
             self.redis_port = free_port()
             p = self.procs.start("redis-origin", ["redis-server", "--port", str(self.redis_port), "--bind", LOOP,
                                                   "--save", "", "--appendonly", "no", "--daemonize", "no"])
             wait_listen([p], self.redis_port)
+
+    def cases_for(self, system):
+        """The selected cases that run on `system`: the https ones on the https systems only."""
+        if system in HTTPS_SYSTEMS:
+            return [c for c in self.a.cases if c in HTTPS_CASES]
+        return [c for c in self.a.cases if c not in HTTPS_CASES]
+
+    def make_tls(self):
+        """Once per run: one ECDSA P-256 certificate for HTTPS_HOST that all three https systems
+        serve, and the files of the https clients (OpenSSL settings, wrk script, resumption
+        shim)."""
+        d = os.path.join(self.tmp, "tls")
+        os.makedirs(d, exist_ok=True)
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={HTTPS_HOST}",
+                            "-addext", f"subjectAltName=DNS:{HTTPS_HOST}"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"openssl req failed: {r.stderr.strip()[-300:]}")
+        os.chmod(key, 0o600)  # the tunnel server refuses a key file others can read
+        cnf = os.path.join(d, "client-openssl.cnf")
+        with open(cnf, "w") as f:
+            f.write(CLIENT_OPENSSL_CNF.format(**HTTPS_TLS))
+        lua = os.path.join(d, "resolve.lua")
+        with open(lua, "w") as f:
+            f.write(WRK_RESOLVE_LUA.format(loop=LOOP))
+        self.tls = {"cert": cert, "key": key, "lua": lua, "env": {"OPENSSL_CONF": cnf}, "noresume": None,
+                    "noresume_error": None}
+        self.tls["ctx"] = https_context(cert)
+        if "https-full" in self.a.cases:
+            src, so = os.path.join(d, "noresume.c"), os.path.join(d, "noresume.so")
+            with open(src, "w") as f:
+                f.write(NORESUME_C)
+            try:
+                r = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", so, src, "-ldl"], capture_output=True,
+                                   text=True, timeout=60)
+                if r.returncode == 0:
+                    self.tls["noresume"] = so
+                else:
+                    self.tls["noresume_error"] = f"cc failed: {r.stderr.strip()[-200:]}"
+            except (OSError, subprocess.TimeoutExpired) as e:
+                self.tls["noresume_error"] = f"no C compiler for the resumption shim ({e})"
+
+    def https_env(self, full=False):
+        """The environment of an https client: OPENSSL_CONF, and for full handshakes the shim."""
+        env = dict(os.environ)
+        env.update(self.tls["env"])
+        if full:
+            env["LD_PRELOAD"] = self.tls["noresume"]
+        return env
+
+    def check_negotiated(self, system, port):
+        """What an https client of this run negotiates with `system` (openssl s_client -brief,
+        with the clients' OPENSSL_CONF): kept for the table, and the run fails the system if it
+        is not HTTPS_TLS with the ECDSA certificate."""
+        try:
+            r = subprocess.run(["openssl", "s_client", "-connect", f"{LOOP}:{port}", "-servername", HTTPS_HOST,
+                                "-brief"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+                               env=self.https_env())
+            out = r.stdout + r.stderr
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"openssl s_client to {system} timed out")
+
+        def field(name):
+            m = re.search(rf"^{name}:\s*(.+)$", out, re.M)
+            return m.group(1).strip() if m else "?"
+
+        got = {"version": field("Protocol version"), "suite": field("Ciphersuite"),
+               "group": field("(?:Server|Peer) Temp Key").split(",")[0], "signature": field("Signature type"),
+               "hash": field("Hash used")}
+        self.negotiated[system] = got
+        want = dict(HTTPS_TLS, signature="ECDSA")
+        if any(got[k] != v for k, v in want.items()):
+            raise BenchError(f"{system} negotiated {got}, not {want}:\n{out.strip()[-400:]}")
 
     def start_iperf_server(self):
         # A restart keeps the port: the running system's agent points at it.
@@ -527,6 +614,12 @@ class Bench:
                    cpu_pids=[], roles={})
         if system == "direct":
             return env
+        if system == "nginx-tls":
+            return self.start_nginx_tls(env)
+        if system == "caddy-tls":
+            return self.start_caddy_tls(env)
+        if system == "tunnel-https":
+            return self.start_tunnel_https(system, env)
         if system.startswith("tunnel-"):
             return self.start_tunnel(system, env, agent_sessions)
         if system.startswith("rathole"):
@@ -553,7 +646,7 @@ class Bench:
             env[key] = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)","hostname":"' +
                                     re.escape(host) + '"').group(1))
 
-    def start_agent(self, system, env, relay_addr, transport, pin=None, bins=None, sessions=None):
+    def start_agent(self, system, env, relay_addr, transport, pin=None, bins=None, sessions=None, routes=None):
         conf = os.path.join(self.tmp, f"{system}-agent.toml")
         with open(conf, "w") as f:
             f.write(f'[relay]\naddr = "{relay_addr}"\ndialer = "{transport}"\ntunnelID = "{self.uuid}"\n')
@@ -562,7 +655,7 @@ class Bench:
             if sessions:
                 f.write(f'sessions = {sessions}\n')
             f.write('\n[[services]]\nname = "bench"\ntype = "rtcp"\n')
-            for name, host, port in [("web", WEB_HOST, self.origin_port)] + self.raw_routes():
+            for name, host, port in routes or [("web", WEB_HOST, self.origin_port)] + self.raw_routes():
                 f.write(f'\n[[services.forwarder.nodes]]\nname = "{name}"\naddr = "{LOOP}:{port}"\nhost = "{host}"\n')
         agent = self.procs.start(f"{system}-agent", [os.path.join(bins or self.a.bin_dir, "tunnel-agent"),
                                                      "--log-format", "json",
@@ -728,9 +821,91 @@ class Bench:
         env["roles"] = {"server": [server.pid], "agent": [web.pid]}
         return env
 
+    def start_nginx_tls(self, env):
+        """nginx terminating TLS and proxying to the origin over kept-alive connections, with as
+        many workers as the tunnel server has threads."""
+        d = os.path.join(self.tmp, "nginx-tls")
+        os.makedirs(d, exist_ok=True)
+        port = free_port()
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_TLS_CONF.format(dir=d, workers=HTTPS_WORKERS, loop=LOOP, port=port, origin=self.origin_port,
+                                          host=HTTPS_HOST, cert=self.tls["cert"], key=self.tls["key"], **HTTPS_TLS))
+        # The workers are not our children: the master gets SIGTERM, not SIGKILL, if the harness
+        # dies (it then stops them), and each is in the PID file as soon as it is seen.
+        master = self.procs.start("nginx-tls", [self.a.nginx, "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")],
+                                  death_signal=signal.SIGTERM)
+        env["procs"].append(master)
+        env["adopted"] = []
+        workers = []
+        deadline = time.monotonic() + 20
+        while len(workers) < HTTPS_WORKERS:
+            for w in children(master.pid):
+                if w not in workers:
+                    workers.append(w)
+                    env["adopted"].append(self.procs.adopt("nginx-tls-worker", w))
+            if len(workers) >= HTTPS_WORKERS:
+                break
+            if master.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"nginx-tls did not start {HTTPS_WORKERS} workers:\n{tail(master)}")
+            time.sleep(0.01)
+        wait_listen([master], port)
+        wait_https(port, self.tls["ctx"])
+        self.check_negotiated("nginx-tls", port)
+        env["https"] = port
+        env["mem_pids"] = env["cpu_pids"] = [master.pid] + workers
+        env["roles"] = {"server": [master.pid] + workers}
+        return env
+
+    def start_caddy_tls(self, env):
+        """Caddy (as packaged) terminating TLS and proxying to the origin; admin API, automatic
+        HTTPS and HTTP/3 off; its state under the run's temporary directory."""
+        d = os.path.join(self.tmp, "caddy-tls")
+        os.makedirs(d, exist_ok=True)
+        port = free_port()
+        conf = os.path.join(d, "Caddyfile")
+        with open(conf, "w") as f:
+            f.write(CADDYFILE.format(loop=LOOP, port=port, origin=self.origin_port, host=HTTPS_HOST,
+                                     cert=self.tls["cert"], key=self.tls["key"], group=HTTPS_TLS["group"].lower()))
+        caddy_env = {"HOME": d, "XDG_CONFIG_HOME": os.path.join(d, "config"), "XDG_DATA_HOME": os.path.join(d, "data"),
+                     "GOMAXPROCS": str(HTTPS_WORKERS)}
+        p = self.procs.start("caddy-tls", [self.a.caddy, "run", "--config", conf, "--adapter", "caddyfile"],
+                             env=caddy_env)
+        env["procs"].append(p)
+        wait_listen([p], port)
+        wait_https(port, self.tls["ctx"])
+        self.check_negotiated("caddy-tls", port)
+        env["https"] = port
+        env["mem_pids"] = env["cpu_pids"] = [p.pid]
+        env["roles"] = {"server": [p.pid]}
+        return env
+
+    def start_tunnel_https(self, system, env):
+        """tunnel-server with a `tls = true` entrypoint holding the run's certificate for
+        HTTPS_HOST, and an agent whose one target is the origin."""
+        conf = os.path.join(self.tmp, f"{system}-server.toml")
+        with open(conf, "w") as f:
+            f.write(f'addr = "{LOOP}:0"\n\n[[entrypoints]]\naddr = "{LOOP}:0"\ntls = true\naccessLog = false\n\n'
+                    f'[[tls.certificates]]\ncertFile = "{self.tls["cert"]}"\nkeyFile = "{self.tls["key"]}"\n\n'
+                    f'[[ingress.rules]]\nhostname = "{HTTPS_HOST}"\nendpoint = "{self.uuid}"\n')
+        server = self.procs.start(f"{system}-server", [os.path.join(self.a.bin_dir, "tunnel-server"), "--log-format",
+                                                       "json", "--threads", str(HTTPS_WORKERS), "-C", conf])
+        env["procs"].append(server)
+        relay_addr = wait_log(server, r'"message":"relay listening".*?"addr":"([^"]+)"').group(1)
+        port = int(wait_log(server, r'"message":"entrypoint listening","addr":"[^"]*:(\d+)"').group(1))
+        agent = self.start_agent(system, env, relay_addr, "tcp", routes=[("web", HTTPS_HOST, self.origin_port)])
+        wait_https(port, self.tls["ctx"])
+        self.check_negotiated(system, port)
+        env["https"] = port
+        env["mem_pids"] = env["cpu_pids"] = [server.pid, agent.pid]
+        env["roles"] = {"server": [server.pid], "agent": [agent.pid]}
+        return env
+
     def stop_system(self, env):
         for p in reversed(env["procs"]):
             self.procs.stop(p)
+        for pid, start in env.get("adopted", []):
+            kill_leftover(pid, start)  # nginx's master stops its workers; this is for a master that died
 
     # ----- cases
 
@@ -791,6 +966,49 @@ class Bench:
                            "open_seconds": report["seconds"]})
         time.sleep(1.0)  # connections close
 
+    def case_https_mem(self, system, env):
+        """RSS before and with --hold idle HTTPS visitors (each completed a TLS handshake and
+        one keep-alive request, then sits idle): the difference per 1000 visitors, by role (the
+        server: nginx's master and workers, Caddy, tunnel-server; the agent)."""
+        roles = env["roles"]
+        before = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
+        n = self.a.hold
+        busy = self.idle_check(f"{system} https-mem {n} idle TLS visitors")
+        holder = self.procs.start(f"{system}-hold", [sys.executable, os.path.join(HERE, "hold_conns.py"), "--tls",
+                                                     LOOP, str(env["https"]), str(n), HTTPS_HOST, "100", "60"],
+                                  env=self.tls["env"], stdin=subprocess.PIPE)
+        try:
+            report = json.loads(wait_log(holder, r"^(\{.*\"established\".*\})$", timeout=90).group(1))
+            time.sleep(2.0)  # let the server settle with everything idle
+            for p in env["procs"]:
+                if p.poll() is not None:
+                    raise BenchError(f"{p.name} died holding {n} TLS connections:\n{tail(p)}")
+            after = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
+            holder.stdin.write(b"check\n")
+            holder.stdin.flush()
+            alive = json.loads(wait_log(holder, r"^(\{\"alive\".*\})$", timeout=30).group(1))["alive"]
+        finally:
+            try:
+                holder.stdin.close()
+            except OSError:
+                pass
+            self.procs.stop(holder)
+        est = report["established"]
+        note = None
+        if est < n or alive < est:
+            note = f"{est}/{n} established, {alive} alive ({report['statuses']})"
+            self.say(f"    {system}: {note}")
+        per = {r: (after[r] - before[r]) * 1000.0 / est if est else None for r in roles}
+        extra = {"by_role": per, "before": before, "after": after, "established": est, "alive": alive,
+                 "open_seconds": report["seconds"]}
+        self.record(system, "tls_rss_1000", per["server"], busy, note=note, extra=extra)
+        total = None if not est else sum(per.values())
+        self.record(system, "tls_rss_1000_all", total, busy, note=note, extra=extra)
+        self.say(f"    {system} https-mem: {', '.join(f'{r} {before[r]:.1f} -> {after[r]:.1f} MiB' for r in roles)} "
+                 f"with {est} idle TLS visitors (opened in {report['seconds']:.2f} s, {alive} alive): "
+                 + ", ".join(f"{r} {v:.2f} MiB" for r, v in per.items() if v is not None) + " per 1000")
+        time.sleep(1.0)  # connections close
+
     def case_iperf(self, system, env, streams, reverse):
         metric = f"iperf{streams}_{'down' if reverse else 'up'}"
         busy = self.idle_check(f"{system} {metric}")
@@ -830,20 +1048,42 @@ class Bench:
                  (f", {cpu:.2f} CPU-s, {extra['cpu_per_gb']:.2f} CPU-s/GB" if pids and nbytes else ""))
 
     def case_wrk(self, system, env, kind):
-        busy = self.idle_check(f"{system} wrk-{kind}")
+        """wrk against the origin through the system: kind ka, close or c1 over HTTP; tls_ka,
+        tls_close (Connection: close: a new TLS connection per request, which wrk resumes with
+        the session of the previous one, as a returning visitor does) or tls_full (the same with
+        every session dropped: a full handshake, certificate and signature, per request)."""
+        case = f"https-{kind[4:]}" if kind.startswith("tls_") else f"wrk-{kind}"
+        busy = self.idle_check(f"{system} {case}")
         d = self.a.wrk_duration
         if kind == "c1":
             threads, conns = 1, 1
         else:
             threads, conns = self.a.wrk_threads, self.a.wrk_connections
-        argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{d}s", "--latency", "-H", f"Host: {WEB_HOST}"]
-        if kind in ("close", "c1"):
-            argv += ["-H", "Connection: close"]
-        argv.append(f"http://{LOOP}:{env['web']}/")
+        run_env = None
+        if kind.startswith("tls_"):
+            if kind == "tls_full" and not self.tls["noresume"]:
+                for metric in ("rps", "p50", "p99"):
+                    self.record(system, f"{kind}_{metric}", None, busy, note=self.tls["noresume_error"])
+                return
+            # wrk sends the URL's host as SNI and resolves it first: the script resolves it to
+            # 127.0.0.1 instead (see WRK_RESOLVE_LUA), so SNI and Host are bench.test and no
+            # hosts entry is needed.
+            argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{d}s", "--latency", "-s", self.tls["lua"],
+                    "-H", f"Host: {HTTPS_HOST}"]
+            if kind in ("tls_close", "tls_full"):
+                argv += ["-H", "Connection: close"]
+            argv.append(f"https://{HTTPS_HOST}:{env['https']}/")
+            run_env = self.https_env(full=kind == "tls_full")
+        else:
+            argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{d}s", "--latency", "-H", f"Host: {WEB_HOST}"]
+            if kind in ("close", "c1"):
+                argv += ["-H", "Connection: close"]
+            argv.append(f"http://{LOOP}:{env['web']}/")
         roles = env.get("roles") or {}
         c0 = {role: cpu_seconds(pids) for role, pids in roles.items()}
         try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=d + 30, preexec_fn=_child_setup)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=d + 30, preexec_fn=_child_setup,
+                               env=run_env)
         except subprocess.TimeoutExpired:
             for metric in ("rps", "p50", "p99"):
                 self.record(system, f"{kind}_{metric}", None, busy, note="wrk timed out")
@@ -852,7 +1092,7 @@ class Bench:
         m = re.search(r"Requests/sec:\s*([\d.]+)", out)
         if r.returncode != 0 or not m:
             note = f"wrk failed: {(out + r.stderr).strip()[-200:]}"
-            self.say(f"    {system} wrk-{kind}: {note}")
+            self.say(f"    {system} {case}: {note}")
             for metric in ("rps", "p50", "p99"):
                 self.record(system, f"{kind}_{metric}", None, busy, note=note)
             return
@@ -880,7 +1120,7 @@ class Bench:
         for pct in ("50", "99"):
             if pct in lat:
                 self.record(system, f"{kind}_p{pct}", lat[pct], busy, note=note)
-        self.say(f"    {system} wrk-{kind}: {rps:.0f} req/s, p50 {lat.get('50', 0):.3f} ms, p99 {lat.get('99', 0):.3f} ms"
+        self.say(f"    {system} {case}: {rps:.0f} req/s, p50 {lat.get('50', 0):.3f} ms, p99 {lat.get('99', 0):.3f} ms"
                  + "".join(f", {role} {us:.1f} CPU-us/req" for role, us in cpu_us.items())
                  + (f", errors {errors}" if errors else ""))
 
@@ -974,6 +1214,11 @@ class Bench:
         for rnd in range(self.a.rounds):
             order = list(self.a.systems) if rnd % 2 == 0 else list(reversed(self.a.systems))
             for system in order:
+                if not self.cases_for(system):
+                    if rnd == 0:
+                        self.say(f"{LABELS[system]}: none of the selected cases runs on it (the https cases run on "
+                                 f"{', '.join(HTTPS_SYSTEMS)} only, and those systems run nothing else)")
+                    continue
                 self.say(f"round {rnd + 1}/{self.a.rounds}: {LABELS[system]}")
                 env = {"procs": []}
                 try:
@@ -987,8 +1232,13 @@ class Bench:
                     self.stop_system(env)  # also what a failed start had started
 
     def run_cases(self, system, env):
-        cases = self.a.cases
+        cases = self.cases_for(system)
         todo = []
+        if "https-mem" in cases:  # first, as mem: the processes have served nothing else yet
+            todo.append(("https-mem", lambda: self.case_https_mem(system, env)))
+        for kind in ("ka", "close", "full"):
+            if f"https-{kind}" in cases:
+                todo.append((f"https-{kind}", lambda k=kind: self.case_wrk(system, env, f"tls_{k}")))
         if "mem" in cases:
             todo.append(("mem", lambda: self.case_mem(system, env)))
         for streams in (1, 8):
@@ -1050,6 +1300,133 @@ http {{
         index index.html;
     }}
 }}
+"""
+
+
+# nginx for nginx-tls: TLS terminated as the other two https systems do it, requests proxied to
+# the origin over kept-alive HTTP/1.1 connections, one worker per thread of the tunnel server.
+# Runs as started (root): the workers run as nobody, which is nginx's default.
+NGINX_TLS_CONF = """\
+# Generated by bench/lib/bench.py: TLS termination in front of the bench origin.
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 16384;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    tcp_nodelay on;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    upstream origin {{
+        server {loop}:{origin};
+        keepalive 32;  # idle origin connections kept per worker
+    }}
+    server {{
+        listen {loop}:{port} ssl http2;
+        server_name {host};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {version};
+        ssl_conf_command Ciphersuites {suite};
+        ssl_ecdh_curve {group};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+# Caddy for caddy-tls. Go picks TLS 1.3 suites itself (TLS_AES_128_GCM_SHA256 here); the version
+# and the group are set. HTTP/1.1 and h2, as nginx and the tunnel server offer (no HTTP/3).
+CADDYFILE = """\
+# Generated by bench/lib/bench.py: TLS termination in front of the bench origin.
+{{
+	admin off
+	auto_https off
+	grace_period 1s
+	servers {{
+		protocols h1 h2
+	}}
+}}
+
+https://{host}:{port} {{
+	bind {loop}
+	tls {cert} {key} {{
+		protocols tls1.3 tls1.3
+		curves {group}
+	}}
+	reverse_proxy {loop}:{origin} {{
+		transport http {{
+			keepalive 300s
+			keepalive_idle_conns_per_host 64
+		}}
+	}}
+}}
+"""
+
+# OPENSSL_CONF of the https clients (wrk, hold_conns.py, openssl s_client): what they offer.
+CLIENT_OPENSSL_CNF = """\
+# Generated by bench/lib/bench.py: the TLS the benchmark's clients offer.
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_module
+[ssl_module]
+system_default = bench_client
+[bench_client]
+MinProtocol = {version}
+MaxProtocol = {version}
+Ciphersuites = {suite}
+Groups = {group}
+"""
+
+# wrk's script for the https cases. wrk sends the URL's host as SNI (an IP URL would send no
+# usable name, and the tunnel server routes TLS by SNI) and resolves that host before anything
+# else, through wrk.resolve: replacing it to resolve 127.0.0.1 keeps SNI and Host bench.test
+# without an /etc/hosts entry or a DNS name, and leaves the machine as it was.
+WRK_RESOLVE_LUA = """\
+-- Generated by bench/lib/bench.py: connect to {loop}, whatever the URL's host (the SNI) is.
+local resolve = wrk.resolve
+wrk.resolve = function(host, service)
+   return resolve("{loop}", service)
+end
+"""
+
+# LD_PRELOAD for wrk in https-full. wrk keeps one SSL object per connection slot and, after a
+# connection closes, SSL_shutdown + SSL_clear it, which keeps the session: its next connection
+# resumes it (TLS 1.3 PSK with X25519, no certificate, no signature). Dropping the session
+# before SSL_clear makes every connection a full handshake, as a first visit is.
+NORESUME_C = """\
+/* Generated by bench/lib/bench.py: wrk without TLS session resumption. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+
+int SSL_clear(SSL *s) {
+    static int (*real_clear)(SSL *);
+    static int (*set_session)(SSL *, SSL_SESSION *);
+    if (!real_clear) {
+        real_clear = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+        set_session = (int (*)(SSL *, SSL_SESSION *))dlsym(RTLD_NEXT, "SSL_set_session");
+    }
+    set_session(s, NULL);
+    return real_clear(s);
+}
 """
 
 
@@ -1117,15 +1494,37 @@ TABLES = [
         ("rss_idle", "RSS idle MiB"), ("rss_hold", "RSS {hold} idle visitors MiB"),
         ("rss_hold_raw", "RSS {hold} idle visitors, raw entrypoint MiB"),
         ("cpu1", "CPU-s/GB 1 stream"), ("cpu8", "CPU-s/GB 8 streams")]),
+    # The https cases: their own systems only, ratios to nginx.
+    ("HTTPS: wrk over TLS 1.3 to the static origin (ratios to nginx)", "nginx-tls", [
+        ("tls_ka_rps", "keep-alive req/s"), ("tls_ka_p50", "keep-alive p50 ms"), ("tls_ka_p99", "keep-alive p99 ms"),
+        ("tls_close_rps", "new TLS conns/s, resumed"), ("tls_close_p50", "resumed p50 ms"),
+        ("tls_close_p99", "resumed p99 ms"),
+        ("tls_full_rps", "new TLS conns/s, full handshake"), ("tls_full_p50", "full p50 ms"),
+        ("tls_full_p99", "full p99 ms")], HTTPS_SYSTEMS),
+    ("HTTPS: memory per 1000 idle TLS visitors (RSS after {hold} visitors completed a handshake and a request, "
+     "minus before, per 1000; ratios to nginx)", "nginx-tls", [
+        ("tls_rss_1000", "server MiB per 1000"), ("tls_rss_1000_all", "server + agent MiB per 1000")],
+     HTTPS_SYSTEMS),
 ]
 
 NO_RATIO = {"c1_add50", "c1_add99"}
 
 
-def render(results, systems, meta, busy_log, hold):
+def render(results, systems, meta, busy_log, hold, negotiated=None):
     derived(results)
     lines = []
     w = lines.append
+    https_meta = None
+    if negotiated:
+        seen = "; ".join(f"{LABELS[s]}: {g['version']} {g['suite']}, {g['group']}, {g['signature']} {g['hash']}"
+                         for s, g in negotiated.items())
+        https_meta = (f"HTTPS: one ECDSA P-256 certificate (SAN DNS:{HTTPS_HOST}) for all three; each proxies to the "
+                      f"origin over kept-alive connections with {HTTPS_WORKERS} workers (nginx worker_processes, "
+                      f"Caddy GOMAXPROCS, tunnel-server --threads; the agent has 1 thread). The clients offer only "
+                      f"{HTTPS_TLS['version']} {HTTPS_TLS['suite']} {HTTPS_TLS['group']} (OPENSSL_CONF); wrk "
+                      f"connects to 127.0.0.1 with SNI and Host {HTTPS_HOST}. \"Resumed\": wrk's Connection: "
+                      f"close, each new connection resuming the previous session (PSK + X25519); \"full\": every "
+                      f"session dropped, a full handshake per request. Negotiated (openssl s_client): {seen}.")
     took = f"{meta['minutes']:.0f} minutes" if meta["minutes"] >= 2 else f"{meta['minutes'] * 60:.0f} seconds"
     w(f"### Run of {meta['date']} ({took})")
     w("")
@@ -1147,17 +1546,19 @@ def render(results, systems, meta, busy_log, hold):
     w("Cells: median (min–max over rounds) and ×ratio to the reference row; † a sample ran while the "
       "machine was busy; ! a sample had errors (see notes).")
     notes = []
-    for title, ref, cols in TABLES:
+    for title, ref, cols, *only in TABLES:
+        # A table's own systems, or every system but the https ones (which run only their cases).
+        rows = [s for s in systems if s in only[0]] if only else [s for s in systems if s not in HTTPS_SYSTEMS]
         cols = [(k, h.format(hold=hold)) for k, h in cols]
-        present = [(k, h) for k, h in cols if any(results[s].get(k) for s in systems)]
+        present = [(k, h) for k, h in cols if any(results[s].get(k) for s in rows)]
         if not present:
             continue
         w("")
-        w(f"#### {title}")
+        w(f"#### {title.format(hold=hold)}")
         w("")
         w("| system | " + " | ".join(h for _, h in present) + " |")
         w("|---|" + "---:|" * len(present))
-        for s in systems:
+        for s in rows:
             cells = []
             for k, _ in present:
                 samples = results[s].get(k, [])
@@ -1210,6 +1611,28 @@ def render(results, systems, meta, busy_log, hold):
           f"server, {hold} raw | agent, {hold} raw | established/alive per round | seconds to open them |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         lines.extend(mem_rows)
+    https_rows = [s for s in systems if s in HTTPS_SYSTEMS and results[s].get("tls_rss_1000")]
+    if https_rows:
+        w("")
+        w(f"#### HTTPS: the {hold} idle TLS visitors by process (RSS MiB, median)")
+        w("")
+        w("| system | server before | server with them | agent before | agent with them | "
+          "established/alive per round | seconds to open them |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for s in https_rows:
+            held = [x for x in results[s]["tls_rss_1000"] if "before" in x]
+
+            def part(key, role):
+                vals = [x[key][role] for x in held if role in x[key]]
+                return fmt(statistics.median(vals)) if vals else "–"
+
+            est = ", ".join(f"{x['established']}/{x['alive']}" for x in held) or "–"
+            opened = [x["open_seconds"] for x in held]
+            w(f"| {LABELS[s]} | {part('before', 'server')} | {part('after', 'server')} | {part('before', 'agent')} | "
+              f"{part('after', 'agent')} | {est} | {fmt(statistics.median(opened)) if opened else '–'} |")
+    if https_meta:
+        w("")
+        w(https_meta)
     pres = [s for s in systems if results[s].get("redis_during")]
     if pres:
         w("")
@@ -1305,6 +1728,23 @@ def targets(results):
         n = results["tunnel-tcp-fwd"]["redis_caused"][-1].get("visitors", "?")
         rows.append((f"relay://, forwarded: Redis commands caused by {n} visitor connections", f"{caused:g}", "0",
                      caused <= 0))
+    # The https goals: the tunnel server terminating TLS against nginx and Caddy doing the same.
+    ratio_row("tunnel https keep-alive req/s vs nginx", "tunnel-https", "nginx-tls", "tls_ka_rps", 0.7)
+    ratio_row("tunnel https keep-alive req/s vs Caddy", "tunnel-https", "caddy-tls", "tls_ka_rps", 1.2)
+    ratio_row("tunnel https new TLS connections/s vs nginx (resumed sessions, wrk's Connection: close)",
+              "tunnel-https", "nginx-tls", "tls_close_rps", 0.8)
+    ratio_row("tunnel https new TLS connections/s vs nginx (full handshakes)", "tunnel-https", "nginx-tls",
+              "tls_full_rps", 0.8)
+    ratio_row("tunnel https new TLS connections/s vs Caddy (resumed)", "tunnel-https", "caddy-tls", "tls_close_rps",
+              None)
+    ratio_row("tunnel https new TLS connections/s vs Caddy (full handshakes)", "tunnel-https", "caddy-tls",
+              "tls_full_rps", None)
+    ratio_row("tunnel https server RSS per 1000 idle TLS visitors vs nginx", "tunnel-https", "nginx-tls",
+              "tls_rss_1000", None, higher=False)
+    ratio_row("tunnel https server + agent RSS per 1000 idle TLS visitors vs nginx", "tunnel-https", "nginx-tls",
+              "tls_rss_1000_all", None, higher=False)
+    ratio_row("tunnel https server RSS per 1000 idle TLS visitors vs Caddy", "tunnel-https", "caddy-tls",
+              "tls_rss_1000", None, higher=False)
     ratio_row("relay:// CPU-s/GB 1 stream vs bore", "tunnel-tcp", "bore", "cpu1", 1.0, higher=False)
     ratio_row("relay:// CPU-s/GB 8 streams vs bore", "tunnel-tcp", "bore", "cpu8", 1.0, higher=False)
     return rows
@@ -1347,11 +1787,17 @@ def metadata(a):
     if "redis" in a.cases or "tunnel-tcp-fwd" in a.systems:
         m = re.search(r"v=(\S+)", cmd_out(["redis-server", "--version"]))
         vers.append(f"redis {m.group(1) if m else '?'}")
-    if a.origin == "nginx":
+    if a.origin == "nginx" or "nginx-tls" in a.https_systems:
         m = re.search(r"nginx/(\S+)", cmd_out([a.nginx, "-v"]))
         vers.append(f"nginx {m.group(1) if m else '?'}")
-    else:
+    if a.origin != "nginx":
         vers.append(f"origin: python {sys.version.split()[0]} http.server")
+    if "caddy-tls" in a.https_systems:
+        m = re.search(r"v?(\d+\.\d+\.\d+)", cmd_out([a.caddy, "version"]))
+        vers.append(f"Caddy {m.group(1) if m else '?'}")
+    if a.https_systems:
+        m = re.search(r"OpenSSL (\S+)", cmd_out(["openssl", "version"]))
+        vers.append(f"OpenSSL {m.group(1) if m else '?'} (wrk's TLS)")
     build = "release" if os.path.basename(os.path.normpath(a.bin_dir)) == "release" else f"binaries from {a.bin_dir}"
     settings = (f"{a.rounds} round(s) interleaved (order reversed on even rounds), {build}; iperf3 -t {a.iperf_time}; "
                 f"wrk -d {a.wrk_duration}s -t{a.wrk_threads} -c{a.wrk_connections} (one-at-a-time: -t1 -c1); "
@@ -1360,6 +1806,9 @@ def metadata(a):
         settings += f"; redis-benchmark -n {a.redis_requests} at -c 20, -n {a.redis_requests_c1} at -c 1"
     if "presence" in a.cases:
         settings += f"; {a.presence_visitors} visitors for the Redis command count"
+    if a.https_systems:
+        settings += (f"; https: {HTTPS_TLS['version']} {HTTPS_TLS['suite']} {HTTPS_TLS['group']}, ECDSA P-256, "
+                     f"{HTTPS_WORKERS} workers/threads per server")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": NCPU, "cpu": cpu, "mem": f"{mem_kib / 1048576:.0f} GiB RAM", "kernel": os.uname().release,
@@ -1379,12 +1828,15 @@ def parse_args(argv):
     p.add_argument("--only", help="comma-separated systems: " + ",".join(SYSTEMS) +
                    f" (default: all but {', '.join(sorted(OPT_IN))}, which run only when named)")
     p.add_argument("--cases", help="comma-separated cases: " + ",".join(ALL_CASES) +
-                   " (presence runs on tunnel-tcp-fwd only, mem-raw on the tunnel systems only)")
+                   " (presence runs on tunnel-tcp-fwd only, mem-raw on the tunnel systems only; the https-* cases "
+                   "run on " + ", ".join(HTTPS_SYSTEMS) + " only, and those systems run nothing else: https-mem "
+                   "memory per 1000 idle TLS visitors, https-ka wrk keep-alive, https-close wrk Connection: close "
+                   "(wrk resumes each session: new TLS connections/s), https-full the same with full handshakes)")
     p.add_argument("--iperf-time", type=int, default=5)
     p.add_argument("--wrk-duration", type=int, default=5)
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-connections", type=int, default=50)
-    p.add_argument("--hold", type=int, default=1000, help="idle visitor connections for the mem and mem-raw cases")
+    p.add_argument("--hold", type=int, default=1000, help="idle visitor connections for the mem, mem-raw and https-mem cases")
     p.add_argument("--redis-requests", type=int, default=50000,
                    help="redis-benchmark -n per command at -c 20 (the redis case)")
     p.add_argument("--redis-requests-c1", type=int, default=10000, help="redis-benchmark -n per command at -c 1")
@@ -1395,6 +1847,10 @@ def parse_args(argv):
     p.add_argument("--idle-threshold", type=float, default=0.25, help="busy cores that count as not idle")
     p.add_argument("--origin", choices=["nginx", "python"], default=None)
     p.add_argument("--nginx", default=None)
+    p.add_argument("--caddy", default="caddy", help="Caddy binary of the caddy-tls system")
+    p.add_argument("--name", default=None,
+                   help="results file name in --out: NAME.md and NAME.json (default latest; https when every "
+                        "selected case is an https case, so that such a run leaves latest.md alone)")
     p.add_argument("--bin-dir", default=None)
     p.add_argument("--base-bin-dir", default=None,
                    help="binaries of an earlier build, run as the system tunnel-tcp-base (bench/run --base REV)")
@@ -1426,12 +1882,18 @@ def parse_args(argv):
         if c not in ALL_CASES:
             p.error(f"unknown case {c!r}; expected some of {','.join(ALL_CASES)}")
     a.origin = a.origin or "nginx"
-    if a.origin == "nginx":
+    # The https systems that will run (they run only when an https case is selected).
+    a.https_systems = [s for s in a.systems if s in HTTPS_SYSTEMS] if any(c in HTTPS_CASES for c in a.cases) else []
+    a.name = a.name or ("https" if all(c in HTTPS_CASES for c in a.cases) else "latest")
+    if a.origin == "nginx" or "nginx-tls" in a.https_systems:
         a.nginx = a.nginx or next((x for x in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(x)),
                                   "nginx")
     if not a.bin_dir:
         a.bin_dir = os.environ.get("TUNNEL_BIN_DIR") or os.path.join(
             os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "debug" if a.smoke else "release")
+    a.bin_dir = os.path.abspath(a.bin_dir)  # processes start in the run's temporary directory
+    if a.base_bin_dir:
+        a.base_bin_dir = os.path.abspath(a.base_bin_dir)
     return a
 
 
@@ -1442,6 +1904,12 @@ def main(argv):
         tools.update({"redis-server": "redis-server", "redis-cli": "redis-tools"})
     if "redis" in a.cases:
         tools["redis-benchmark"] = "redis-tools"
+    if a.https_systems:
+        tools["openssl"] = "openssl"
+    if "caddy-tls" in a.https_systems:
+        tools[a.caddy] = "caddy"
+    if "nginx-tls" in a.https_systems and a.origin != "nginx":
+        tools[a.nginx] = "nginx"
     for tool, package in tools.items():
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
             sys.exit(f"bench: {tool} not found (apt-get install {package})")
@@ -1471,11 +1939,12 @@ def main(argv):
         bench.cleanup()
     meta["cases"] = bench.case_count
     meta["minutes"] = (time.monotonic() - started) / 60
-    table = render(bench.results, a.systems, meta, bench.busy_log, a.hold)
-    with open(os.path.join(a.out, "latest.md"), "w") as f:
+    table = render(bench.results, a.systems, meta, bench.busy_log, a.hold, bench.negotiated)
+    with open(os.path.join(a.out, f"{a.name}.md"), "w") as f:
         f.write(table)
-    with open(os.path.join(a.out, "latest.json"), "w") as f:
-        json.dump({"results": bench.results, "busy": bench.busy_log, "args": {k: v for k, v in vars(a).items()}},
+    with open(os.path.join(a.out, f"{a.name}.json"), "w") as f:
+        json.dump({"results": bench.results, "busy": bench.busy_log, "negotiated": bench.negotiated,
+                   "args": {k: v for k, v in vars(a).items()}},
                   f, indent=1, default=str)
     print(table, end="")
     failed = [s for s in a.systems if bench.results[s].get("_failures")]
