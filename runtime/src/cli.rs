@@ -166,9 +166,20 @@ pub fn load_client<T: ClientFile>(
     admin: Option<String>,
     usage: &str,
 ) -> anyhow::Result<(T::Config, String)> {
-    let (mut config, source) = match (hops, file) {
-        ([], Some(path)) => (T::load(path)?, path.to_owned()),
-        ([_, ..], None) => {
+    // A connection token (`tun1_...`) names the server, the tunnel, its secret and the pin:
+    // with it, -L services are all that is needed.
+    let connect = match token.as_deref().filter(|t| crate::connect::ConnectToken::is_one(t)) {
+        Some(raw) => Some(crate::connect::ConnectToken::decode(raw).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
+        None => None,
+    };
+    let token = match &connect {
+        Some(connect) => Some(connect.secret.clone()),
+        None => token,
+    };
+    let (mut config, source) = match (hops, file, &connect) {
+        ([], None, Some(connect)) => (T::from_urls(services, &connect.relay_url())?, "connection token".to_owned()),
+        ([], Some(path), _) => (T::load(path)?, path.to_owned()),
+        ([_, ..], None, _) => {
             let (relay, proxy) = split_chain(hops)?;
             let mut config = T::from_urls(services, relay)?;
             config.relay_mut().proxy = proxy.map(|p| Secret::from(p.to_owned()));

@@ -17,6 +17,7 @@ pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod gost;
 pub mod http;
 pub mod lifecycle;

@@ -28,6 +28,7 @@ impl ServerAdmin {
         let s = &self.shared;
         let routes = s.routes();
         let mut ids: Vec<Uuid> = routes.ingress.rules().iter().map(|r| r.tunnel).collect();
+        ids.extend(routes.auth.stored_tunnels().copied());
         ids.extend(s.registry.tunnels().into_iter().map(|(id, _)| id));
         ids.extend(s.access.iter().map(|a| a.hello.tunnel));
         ids.sort();
@@ -111,6 +112,22 @@ impl ServerAdmin {
         json!({ "rules": rules, "direct": routes.direct })
     }
 
+    /// `/api/v1/store/...`: the tunnels, secrets and routes made at run time.
+    fn store(&self, method: &str, rest: &str, body: &[u8]) -> Answer {
+        let s = &self.shared;
+        let body: Value = match body.is_empty() {
+            true => Value::Null,
+            false => match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return Answer::json(400, &json!({ "error": format!("the body is not JSON: {e}") })),
+            },
+        };
+        let who = "admin api";
+        let segments: Vec<&str> = rest.split('/').collect();
+        let (status, value) = s.with_store(|ctx| crate::tunnels::dispatch(ctx, method, &segments, &body, who));
+        Answer::json(status, &value)
+    }
+
     /// `POST /api/v1/certificates/renew {"name": "app.example.com"}`: orders an ordered
     /// certificate again now; the one in force serves until the new one is in.
     fn renew(&self, body: &[u8]) -> Answer {
@@ -166,6 +183,9 @@ impl AdminApp for ServerAdmin {
     }
 
     fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Option<Answer> {
+        if let Some(rest) = path.strip_prefix("/api/v1/store/") {
+            return Some(self.store(method.as_str(), rest, body));
+        }
         Some(match (method.as_str(), path) {
             ("GET", "/api/v1/tunnels") => Answer::json(200, &self.tunnels()),
             ("GET", "/api/v1/rules") => Answer::json(200, &self.rules()),

@@ -17,7 +17,13 @@ use uuid::Uuid;
 pub struct Auth {
     global: Vec<Vec<u8>>,
     per_tunnel: HashMap<Uuid, Vec<Vec<u8>>>,
+    /// Tunnels of the store: the digests of their secrets, and when a rotated one stops
+    /// admitting. A stored tunnel always asks for a secret, whatever the file says.
+    stored: HashMap<Uuid, Vec<StoredSecret>>,
 }
+
+/// A stored secret's digest, and when it stops admitting (seconds since the epoch), if ever.
+pub type StoredSecret = ([u8; 32], Option<u64>);
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,7 +35,31 @@ impl Auth {
     /// Builds the table.
     pub fn new(global: &[Secret], per_tunnel: &HashMap<Uuid, Vec<Secret>>) -> Auth {
         let bytes = |v: &[Secret]| v.iter().map(|t| t.expose().as_bytes().to_vec()).collect::<Vec<_>>();
-        Auth { global: bytes(global), per_tunnel: per_tunnel.iter().map(|(k, v)| (*k, bytes(v))).collect() }
+        Auth {
+            global: bytes(global),
+            per_tunnel: per_tunnel.iter().map(|(k, v)| (*k, bytes(v))).collect(),
+            stored: HashMap::new(),
+        }
+    }
+
+    /// Adds a stored tunnel and the digests of its secrets.
+    pub fn add_stored(&mut self, tunnel: Uuid, secrets: Vec<StoredSecret>) {
+        self.stored.insert(tunnel, secrets);
+    }
+
+    /// The stored tunnels.
+    pub fn stored_tunnels(&self) -> impl Iterator<Item = &Uuid> {
+        self.stored.keys()
+    }
+
+    /// Whether `tunnel` is a stored one.
+    pub fn is_stored(&self, tunnel: &Uuid) -> bool {
+        self.stored.contains_key(tunnel)
+    }
+
+    /// The soonest time (seconds since the epoch) a stored secret stops admitting, if any.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.stored.values().flatten().filter_map(|(_, e)| *e).min()
     }
 
     /// A digest of every token (sorted), for replicas to compare configurations without
@@ -58,6 +88,20 @@ impl Auth {
 
     /// Whether `token` admits a session to `tunnel`.
     pub fn admits(&self, tunnel: &Uuid, token: &[u8]) -> bool {
+        if let Some(secrets) = self.stored.get(tunnel) {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let digest = crate::store::digest(token);
+            let mut ok = subtle::Choice::from(0u8);
+            for (candidate, expires) in secrets {
+                let live = subtle::Choice::from(u8::from(expires.is_none_or(|e| e > now)));
+                ok |= candidate.as_slice().ct_eq(&digest) & live;
+            }
+            for candidate in &self.global {
+                ok |= candidate.as_slice().ct_eq(token);
+            }
+            return ok.into();
+        }
         if !self.enabled() {
             return true;
         }

@@ -115,6 +115,10 @@ pub struct FileConfig {
     /// `[acme]`: certificates ordered from an ACME CA for HTTPS entrypoints.
     #[serde(default)]
     pub acme: Option<crate::https::config::AcmeFile>,
+    /// The relay addresses agents dial (`tunnel.example.com:8443`), written into connection
+    /// tokens (default: the relay's address).
+    #[serde(default)]
+    pub advertise: Vec<String>,
 }
 
 /// `[tunnel]`.
@@ -420,6 +424,10 @@ pub struct Config {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Certificates for HTTPS entrypoints: files and the ACME CA.
     pub edge: crate::https::EdgeConfig,
+    /// Where state is kept: the generated certificate, the ACME account, the tunnel store.
+    pub state_dir: std::path::PathBuf,
+    /// Relay addresses for connection tokens.
+    pub advertise: Vec<String>,
     /// Where the configuration came from, for a reload.
     pub origin: Origin,
 }
@@ -731,6 +739,8 @@ impl FileConfig {
             },
             edge: crate::https::config::validate(&self.tls, self.acme.as_ref(), state_dir(self.state_dir.as_deref()))
                 .map_err(|(key, why)| invalid(&key, why))?,
+            state_dir: state_dir(self.state_dir.as_deref()),
+            advertise: self.advertise.clone(),
             origin: Origin::default(),
         })
     }

@@ -42,6 +42,8 @@ pub mod registry;
 mod relay;
 mod reload;
 pub mod routing;
+pub mod store;
+pub mod tunnels;
 pub mod udp_entry;
 mod visit;
 
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) live: Arc<visit::LiveStreams>,
     /// HTTPS entrypoints' certificates (files, the ACME CA) and TLS settings.
     pub(crate) edge: https::Edge,
+    /// Tunnels, secrets and routes made at run time (the store).
+    pub(crate) tunnels: tunnels::Tunnels,
     /// Stopping (listeners close, sessions hear going-away), the hard stop after the grace
     /// period, and every session and visitor task.
     pub(crate) life: Lifecycle,
@@ -166,9 +170,18 @@ impl Server {
         if routes.direct {
             tracing::warn!("direct routing is on: access clients may reach any tunnel by its ID");
         }
+        let servers = match config.advertise.is_empty() {
+            false => config.advertise.iter().map(|a| format!("{}://{a}", config.transport.scheme())).collect(),
+            true => vec![format!("{}://{}", config.transport.scheme(), advertised(relay_addr))],
+        };
+        let pin = identity.as_ref().map(|id| id.fingerprint());
+        let tunnels = tunnels::Tunnels::open(config.state_dir.join("tunnels.db"), servers, pin)
+            .map_err(|e| anyhow::anyhow!("the tunnel store: {e}"))?;
+        let merged = tunnels::merge(&tunnels, routes.clone());
         let shared = Arc::new(Shared {
             budgets: config.limits.budgets(),
-            in_force: reload::InForce::new(routes, config.limits.clone()),
+            in_force: reload::InForce::new(routes, merged, config.limits.clone()),
+            tunnels,
             metrics: metrics::Metrics { on: config.admin.is_some(), ..metrics::Metrics::default() },
             live: Arc::default(),
             access: relay::AccessSessions::default(),
@@ -210,6 +223,7 @@ impl Server {
             ));
         }
         https::start(&shared, &mut listeners);
+        listeners.spawn(tunnels::watch(shared.clone()));
         let udp_entrypoint_addrs = udp_entry::spawn_all(&shared, udp_sockets, &mut listeners)?;
         let gateway_addrs = gateway::spawn_all(&shared, gateways, &mut listeners)?;
         let pid_file = shared.config.pid_file.as_deref().map(pidfile::PidFile::create).transpose()?;
@@ -294,6 +308,15 @@ impl tunnel_runtime::cli::Stop for Server {
     async fn stop(self) {
         let grace = self.grace_period();
         self.shutdown(grace).await
+    }
+}
+
+/// The relay address a connection token names when `advertise` is not set: the bound one,
+/// with an unspecified address (`0.0.0.0`, `::`) as loopback.
+pub(crate) fn advertised(relay: SocketAddr) -> SocketAddr {
+    match relay.ip().is_unspecified() {
+        true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), relay.port()),
+        false => relay,
     }
 }
 

@@ -43,6 +43,146 @@ struct Cli {
     hash_password: bool,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(subcommand)]
+    manage: Option<Manage>,
+}
+
+/// Tunnels as data: against a running server's admin API (`--api`), or offline against the
+/// store of the server whose configuration `-C` names.
+#[derive(clap::Subcommand)]
+enum Manage {
+    /// Tunnels: create (prints its connection token, once), list, show, delete, token (a new
+    /// secret; the old one admits for --grace more, or not at all).
+    Tunnel {
+        #[command(subcommand)]
+        op: TunnelOp,
+        #[command(flatten)]
+        api: Api,
+    },
+    /// Routes of stored tunnels: add, list, delete.
+    Route {
+        #[command(subcommand)]
+        op: RouteOp,
+        #[command(flatten)]
+        api: Api,
+    },
+}
+
+#[derive(clap::Args)]
+struct Api {
+    /// A running server's admin listener (`http://127.0.0.1:9100`); without it, -C FILE's
+    /// store is changed offline.
+    #[arg(long, env = "TUNNEL_API", global = true)]
+    api: Option<String>,
+    /// The admin listener's token.
+    #[arg(long, env = "TUNNEL_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum TunnelOp {
+    /// Makes a tunnel and prints its connection token (shown this once).
+    Create { name: String },
+    /// Lists the stored tunnels.
+    List,
+    /// Shows one tunnel (by name or ID).
+    Show { tunnel: String },
+    /// Deletes a tunnel, its secrets and routes; its sessions are closed.
+    Delete { tunnel: String },
+    /// A new secret and its connection token; the old secret admits for --grace more (default 0: revoked now).
+    Token {
+        tunnel: String,
+        #[arg(long, default_value = "0s")]
+        grace: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum RouteOp {
+    /// Routes HOSTNAME (and PATH) to a stored tunnel, at once.
+    Add {
+        hostname: String,
+        #[arg(long)]
+        tunnel: String,
+        #[arg(long)]
+        path: Option<String>,
+        /// Reached by access clients only.
+        #[arg(long)]
+        private: bool,
+    },
+    /// Lists the stored routes.
+    List,
+    /// Deletes a stored route.
+    Delete {
+        hostname: String,
+        #[arg(long)]
+        path: Option<String>,
+    },
+}
+
+impl Manage {
+    /// The request: method, path under `/api/v1/store/`, body.
+    fn request(&self) -> (&'static str, String, serde_json::Value) {
+        use serde_json::json;
+        match self {
+            Manage::Tunnel { op, .. } => match op {
+                TunnelOp::Create { name } => ("POST", "tunnels".into(), json!({ "name": name })),
+                TunnelOp::List => ("GET", "tunnels".into(), json!(null)),
+                TunnelOp::Show { tunnel } => ("GET", format!("tunnels/{tunnel}"), json!(null)),
+                TunnelOp::Delete { tunnel } => ("DELETE", format!("tunnels/{tunnel}"), json!(null)),
+                TunnelOp::Token { tunnel, grace } => {
+                    ("POST", format!("tunnels/{tunnel}/token"), json!({ "grace": grace }))
+                }
+            },
+            Manage::Route { op, .. } => match op {
+                RouteOp::Add { hostname, tunnel, path, private } => (
+                    "POST",
+                    "routes".into(),
+                    json!({ "hostname": hostname, "tunnel": tunnel, "path": path, "private": private }),
+                ),
+                RouteOp::List => ("GET", "routes".into(), json!(null)),
+                RouteOp::Delete { hostname, path } => {
+                    ("DELETE", "routes".into(), json!({ "hostname": hostname, "path": path }))
+                }
+            },
+        }
+    }
+
+    fn api(&self) -> &Api {
+        match self {
+            Manage::Tunnel { api, .. } | Manage::Route { api, .. } => api,
+        }
+    }
+}
+
+/// Runs a store operation and prints its answer: a connection token alone on standard output
+/// (the rest on standard error), other answers as JSON.
+fn manage(cmd: Manage, config: Option<&str>) -> anyhow::Result<()> {
+    let (method, path, body) = cmd.request();
+    let segments: Vec<&str> = path.split('/').collect();
+    let (status, answer) = match (&cmd.api().api, config) {
+        (Some(api), _) => tunnel_server::tunnels::remote(api, cmd.api().admin_token.as_deref(), method, &path, &body)?,
+        (None, Some(file)) => {
+            let config = FileConfig::load(file)?.validate(file)?;
+            tunnel_server::tunnels::offline(&config, method, &segments, &body)?
+        }
+        (None, None) => bail!("give --api http://ADMIN-ADDR of a running server (and --admin-token), or -C FILE to change that server's store offline"),
+    };
+    if !(200..300).contains(&status) {
+        bail!("{}", answer["error"].as_str().unwrap_or("refused"));
+    }
+    if let Some(token) = answer["token"].as_str() {
+        eprintln!(
+            "tunnel {} ({}): its connection token, shown this once:",
+            answer["name"].as_str().unwrap_or(""),
+            answer["tunnel"].as_str().unwrap_or("")
+        );
+        println!("{token}");
+        eprintln!("connect an agent with: tunnel-agent --token TOKEN -L rtcp://:0/HOST:PORT");
+        return Ok(());
+    }
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +196,9 @@ fn main() -> anyhow::Result<()> {
         }
         println!("{}", tunnel_server::http::auth::hash_password(password).map_err(anyhow::Error::msg)?);
         return Ok(());
+    }
+    if let Some(cmd) = cli.manage {
+        return manage(cmd, cli.config.as_deref());
     }
     cli.common.init();
     let (mut file, source) = match (&cli.listen, &cli.config) {

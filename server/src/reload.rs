@@ -21,15 +21,27 @@ use crate::Shared;
 pub(crate) struct InForce {
     /// The routes; readers take a snapshot per visitor or stream.
     pub(crate) routes: RoutesCell,
+    /// The configuration file's routes alone, which the store's are added to.
+    file_routes: RwLock<Arc<Routes>>,
     limits: RwLock<Arc<Limits>>,
     /// Applied configurations: 1 at start, one more per applied reload.
     version: AtomicU64,
 }
 
 impl InForce {
-    /// The configuration at start.
-    pub(crate) fn new(routes: Routes, limits: Limits) -> InForce {
-        InForce { routes: RoutesCell::new(routes), limits: RwLock::new(Arc::new(limits)), version: AtomicU64::new(1) }
+    /// The configuration at start: the file's routes, and those with the store's added.
+    pub(crate) fn new(file: Routes, merged: Routes, limits: Limits) -> InForce {
+        InForce {
+            file_routes: RwLock::new(Arc::new(file)),
+            routes: RoutesCell::new(merged),
+            limits: RwLock::new(Arc::new(limits)),
+            version: AtomicU64::new(1),
+        }
+    }
+
+    /// The configuration file's routes, without the store's.
+    pub(crate) fn file_routes(&self) -> Arc<Routes> {
+        self.file_routes.read().expect("routes lock").clone()
     }
 
     /// The limits in force now.
@@ -42,9 +54,11 @@ impl InForce {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Puts `routes` and `limits` in force; returns the new version.
-    fn replace(&self, routes: Routes, limits: Limits) -> u64 {
-        self.routes.replace(routes);
+    /// Puts the file's `routes` (the store's added) and `limits` in force; returns the new
+    /// version.
+    fn replace(&self, shared: &Shared, routes: Routes, limits: Limits) -> u64 {
+        *self.file_routes.write().expect("routes lock") = Arc::new(routes.clone());
+        self.routes.replace(crate::tunnels::merged(shared, routes));
         *self.limits.write().expect("limits lock") = Arc::new(limits);
         self.version.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -64,13 +78,10 @@ pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
     let routes = new.routes();
     let mut limits = new.limits.clone();
     keep_sized_limits(&mut limits, &shared.config.limits);
-    let version = shared.in_force.replace(routes.clone(), limits);
-    if let Some(cluster) = &shared.cluster {
-        cluster.directory.set_own_config(crate::cluster::config_hash(&routes));
-    }
+    let version = shared.in_force.replace(shared, routes, limits);
+    let routes = shared.routes();
     shared.metrics.config_version.set(version as i64);
-    let closed = close_unadmitted(shared, &routes);
-    let cut = shared.live.recheck(&routes);
+    let (closed, cut) = settle(shared, &routes);
     shared.edge.files.reconfigure(&new.edge, &shared.edge.store);
     if let Some(acme) = &shared.edge.acme {
         acme.rescan();
@@ -83,6 +94,15 @@ pub(crate) fn reload(shared: &Shared) -> Result<Value, String> {
     Ok(
         json!({ "applied": true, "version": version, "closedSessions": closed, "cutStreams": cut, "needsRestart": restart }),
     )
+}
+
+/// After new routes are in force: the cluster hears of them, sessions they no longer admit
+/// are closed and streams they no longer route are cut; returns (closed, cut).
+pub(crate) fn settle(shared: &Shared, routes: &Routes) -> (usize, usize) {
+    if let Some(cluster) = &shared.cluster {
+        cluster.directory.set_own_config(crate::cluster::config_hash(routes));
+    }
+    (close_unadmitted(shared, routes), shared.live.recheck(routes))
 }
 
 /// The settings that differ and cannot change without a restart.
@@ -147,7 +167,9 @@ fn refusal(routes: &Routes, role: Role, tunnel: Uuid, networks: Networks, token:
     match routes.admit(&hello) {
         Ok(()) => None,
         Err(AdmitError::UnknownTunnel(_)) => Some("its tunnel left the ingress"),
-        Err(_) if !routes.direct && !routes.ingress.knows(&tunnel) => Some("its tunnel left the ingress"),
+        Err(_) if !routes.direct && !routes.ingress.knows(&tunnel) && !routes.auth.is_stored(&tunnel) => {
+            Some("its tunnel left the ingress")
+        }
         Err(_) => Some("its token was revoked"),
     }
 }

@@ -231,9 +231,11 @@ impl Routes {
         if hello.version != wire::VERSION {
             return Err(AdmitError::Version(hello.version));
         }
-        let known = self.direct || self.ingress.knows(&hello.tunnel);
+        let stored = self.auth.is_stored(&hello.tunnel);
+        // A stored tunnel is known with no route at all.
+        let known = self.direct || self.ingress.knows(&hello.tunnel) || stored;
         let token_ok = self.auth.admits(&hello.tunnel, &hello.token.0);
-        if self.auth.enabled() && !(known && token_ok) {
+        if (self.auth.enabled() || stored) && !(known && token_ok) {
             return Err(AdmitError::Unauthorized);
         }
         if !known {
@@ -247,6 +249,44 @@ impl Routes {
 }
 
 impl Routes {
+    /// These routes (the configuration file's) with the store's tunnels and routes after
+    /// them; a stored route that a rule of the file already holds is left out, and said so.
+    pub fn with_stored(mut self, tunnels: &[crate::store::Tunnel]) -> (Routes, Vec<String>) {
+        let mut rules = self.ingress.rules().to_vec();
+        let mut warnings = Vec::new();
+        for tunnel in tunnels {
+            self.auth.add_stored(tunnel.id, tunnel.secrets.clone());
+            for route in &tunnel.routes {
+                let Ok(pattern) = tunnel_proto::host::HostPattern::parse(&route.hostname) else { continue };
+                if let Some(held) = self.file_rule(&pattern, route.path.as_deref()) {
+                    warnings.push(format!(
+                        "stored route {}{} of tunnel {:?} is left out: {held} holds it",
+                        route.hostname,
+                        route.path.as_deref().unwrap_or(""),
+                        tunnel.name
+                    ));
+                    continue;
+                }
+                let mut rule = Rule::new(pattern, tunnel.id, route.private);
+                rule.path = route.path.clone();
+                rules.push(rule);
+            }
+        }
+        self.ingress = Ingress::new(rules);
+        (self, warnings)
+    }
+
+    /// The rule of the configuration file with this pattern and path, named as written
+    /// (`ingress.rules[N]`), if any.
+    pub fn file_rule(&self, pattern: &tunnel_proto::host::HostPattern, path: Option<&str>) -> Option<String> {
+        let path = path.map(|p| p.trim_end_matches('/')).map(|p| if p.is_empty() { "/" } else { p });
+        self.ingress
+            .rules()
+            .iter()
+            .position(|r| &r.pattern == pattern && r.path.as_deref() == path)
+            .map(|i| format!("ingress.rules[{i}] of the configuration file"))
+    }
+
     /// What the token table leaves open or shut, for the log at start and `--check`: with no
     /// tokens, every tunnel of the ingress is open to any agent; with some, the tunnels that no
     /// token admits refuse every session.

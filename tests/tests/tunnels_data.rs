@@ -1,0 +1,144 @@
+//! Tunnels as data: a tunnel made with `tunnel-server tunnel create` (through the admin API of
+//! a running server, or offline on its store), an agent connected with the one printed token,
+//! routes added and removed at once, secrets rotated with a grace period and revoked, and a
+//! stored route that a rule of the configuration file holds refused.
+
+use std::path::Path;
+use std::process::Command;
+
+use tunnel_tests::{bin, curl, origin, Proc, Server};
+
+const ADMIN_TOKEN: &str = "an-admin-token-for-tests";
+
+/// `tunnel-server ARGS`: (success, stdout, stderr).
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("tunnel-server")).args(args).output().expect("run tunnel-server");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `tunnel-server --api http://ADMIN --admin-token T ARGS`, which must succeed: its stdout.
+fn api(admin: std::net::SocketAddr, args: &[&str]) -> String {
+    let url = format!("http://{admin}");
+    let mut all = args.to_vec();
+    all.extend(["--api", &url, "--admin-token", ADMIN_TOKEN]);
+    let (ok, out, err) = cli(&all);
+    assert!(ok, "tunnel-server {args:?}: {err}");
+    out
+}
+
+fn server(dir: &Path, rules: &str) -> (Server, std::net::SocketAddr, std::path::PathBuf) {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr = \"127.0.0.1:0\"\nstateDir = \"{}\"\nentryPoint = [\"127.0.0.1:0\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n{rules}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["-C", config.to_str().unwrap()], 1);
+    let admin = tunnel_tests::addr_in(&server.proc.wait_for("admin listening"));
+    (server, admin, config)
+}
+
+/// An agent connected with a connection token alone.
+fn agent(token: &str, target: std::net::SocketAddr) -> Proc {
+    let service = format!("rtcp://:0/{target}");
+    let p = Proc::start("tunnel-agent", &["--token", token, "-L", &service]);
+    p.wait_for("session established");
+    p
+}
+
+fn get(ep: std::net::SocketAddr, host: &str) -> (u16, String) {
+    let (code, out) = curl(&["-sS", "-w", "\n%{http_code}", "-H", &format!("Host: {host}"), &format!("http://{ep}/")]);
+    assert_eq!(code, 0, "{out}");
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn a_tunnel_made_with_the_cli_takes_an_agent_by_its_token_and_a_route_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, _) = server(dir.path(), "");
+    let token = api(admin, &["tunnel", "create", "web"]);
+    assert!(token.starts_with("tun1_") && !token.contains('\n'), "{token}");
+    let (origin, _) = origin::http_counting("WEB");
+    let _agent = agent(&token, origin);
+    server.proc.wait_for("agent joined");
+    // A tunnel with no route yet: listed, its agent connected.
+    let listed = api(admin, &["tunnel", "show", "web"]);
+    assert!(listed.contains("\"routes\": []"), "{listed}");
+    let ep = server.entrypoints[0];
+    assert_eq!(get(ep, "app.test").0, 404);
+    api(admin, &["route", "add", "app.test", "--tunnel", "web"]);
+    // At once: no reload, no wait.
+    let (status, body) = get(ep, "app.test");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("origin=WEB"), "{body}");
+    api(admin, &["route", "delete", "app.test"]);
+    assert_eq!(get(ep, "app.test").0, 404, "gone at once");
+    // Each change is one audit line, and no secret is logged.
+    server.proc.wait_for("audit=\"route deleted\"");
+    let secret = tunnel_runtime::connect::ConnectToken::decode(&token).unwrap().secret;
+    assert!(!server.proc.output().contains(&secret));
+}
+
+#[test]
+fn a_rotated_secret_admits_for_its_grace_and_a_revoked_one_closes_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, _) = server(dir.path(), "");
+    let first = api(admin, &["tunnel", "create", "ops"]);
+    let (origin, _) = origin::http_counting("OPS");
+    let _a = agent(&first, origin);
+    let second = api(admin, &["tunnel", "token", "ops", "--grace", "1h"]);
+    assert_ne!(first, second);
+    // Both admit during the grace period.
+    let _b = agent(&second, origin);
+    let _c = agent(&first, origin);
+    server.proc.wait_for_nth("agent joined", 3);
+    let third = api(admin, &["tunnel", "token", "ops"]);
+    // Revoked at once: the three sessions of the old secrets are closed...
+    server.proc.wait_for_nth("agent session closed", 3);
+    // ...and they may not join again; the new secret may.
+    let service = format!("rtcp://:0/{origin}");
+    let refused = Proc::start("tunnel-agent", &["--token", &second, "-L", &service]);
+    refused.wait_for("unauthorized");
+    let _d = agent(&third, origin);
+}
+
+#[test]
+fn a_tunnel_made_offline_is_served_when_the_server_starts_and_a_file_rule_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = tunnel_tests::tunnel_id();
+    let rules = format!("[[ingress.rules]]\nhostname = \"file.test\"\nendpoint = \"{id}\"\n");
+    let config = dir.path().join("server.toml");
+    // Offline, the token names the relay's configured address: a port of its own.
+    let (held, relay) = tunnel_tests::listener();
+    drop(held);
+    std::fs::write(
+        &config,
+        format!(
+            "addr = \"{relay}\"\nstateDir = \"{}\"\nentryPoint = [\"127.0.0.1:0\"]\n[admin]\naddr = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n{rules}",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let (ok, _, err) = cli(&["-C", c, "tunnel", "create", "offline"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["-C", c, "route", "add", "file.test", "--tunnel", "offline"]);
+    assert!(!ok && err.contains("ingress.rules[0]"), "a route the file holds is refused, naming the rule: {err}");
+    let (ok, _, err) = cli(&["-C", c, "route", "add", "off.test", "--tunnel", "offline"]);
+    assert!(ok, "{err}");
+    // The token is printed again by a rotation (the first one was not kept here).
+    let (ok, token, err) = cli(&["-C", c, "tunnel", "token", "offline"]);
+    assert!(ok, "{err}");
+    let server = Server::start(&["-C", c], 1);
+    let (origin, _) = origin::http_counting("OFF");
+    let _agent = agent(&token, origin);
+    server.proc.wait_for("agent joined");
+    let (status, body) = get(server.entrypoints[0], "off.test");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("origin=OFF"), "{body}");
+}
