@@ -57,9 +57,10 @@ impl Auth {
         self.stored.contains_key(tunnel)
     }
 
-    /// The soonest time (seconds since the epoch) a stored secret stops admitting, if any.
-    pub fn next_expiry(&self) -> Option<u64> {
-        self.stored.values().flatten().filter_map(|(_, e)| *e).min()
+    /// Whether a stored secret stopped admitting after `since` and by `now` (seconds since
+    /// the epoch).
+    pub fn expired_between(&self, since: u64, now: u64) -> bool {
+        self.stored.values().flatten().filter_map(|(_, e)| *e).any(|e| e > since && e <= now)
     }
 
     /// A digest of every token (sorted), for replicas to compare configurations without

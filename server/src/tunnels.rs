@@ -28,8 +28,8 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct Tunnels {
     path: PathBuf,
     store: Mutex<Option<Arc<Store>>>,
-    /// The data version last put in force.
-    seen: Mutex<i64>,
+    /// The data version last put in force, and when (seconds since the epoch).
+    seen: Mutex<(i64, u64)>,
     /// The relay URLs agents dial (`relay+tls://host:port`).
     servers: Vec<String>,
     /// The relay certificate's pin, for the encrypted transports.
@@ -44,7 +44,7 @@ impl Tunnels {
             true => Some(Arc::new(Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?)),
             false => None,
         };
-        Ok(Tunnels { path, store: Mutex::new(store), seen: Mutex::new(-1), servers, pin })
+        Ok(Tunnels { path, store: Mutex::new(store), seen: Mutex::new((-1, unix_now())), servers, pin })
     }
 
     /// The store, if open.
@@ -98,11 +98,8 @@ pub(crate) fn merged(shared: &Shared, file: Routes) -> Routes {
 
 /// Puts the store's present state in force beside the file's routes.
 pub(crate) fn apply(shared: &Shared) {
-    if let Some(store) = shared.tunnels.get() {
-        if let Ok(version) = store.data_version() {
-            *shared.tunnels.seen.lock().expect("store lock") = version;
-        }
-    }
+    let version = shared.tunnels.get().and_then(|store| store.data_version().ok()).unwrap_or(-1);
+    *shared.tunnels.seen.lock().expect("store lock") = (version, unix_now());
     let routes = merged(shared, (*shared.in_force.file_routes()).clone());
     shared.in_force.routes.replace(routes);
     let routes = shared.routes();
@@ -128,12 +125,10 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
             }
         }
         let Some(store) = shared.tunnels.get() else { continue };
-        let changed = match store.data_version() {
-            Ok(version) => *shared.tunnels.seen.lock().expect("store lock") != version,
-            Err(_) => false,
-        };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let expired = shared.routes().auth.next_expiry().is_some_and(|at| at <= now);
+        let (seen, applied_at) = *shared.tunnels.seen.lock().expect("store lock");
+        let changed = store.data_version().is_ok_and(|version| version != seen);
+        // A rotated secret whose grace ended since: its sessions are closed now.
+        let expired = shared.routes().auth.expired_between(applied_at, unix_now());
         if changed || expired {
             apply(&shared);
         }
@@ -157,6 +152,10 @@ impl Shared {
         let apply = || apply(self);
         op(&Ctx { tunnels: &self.tunnels, file: self.in_force.file_routes(), apply: &apply })
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// One tunnel as the API shows it (never a secret).

@@ -96,15 +96,21 @@ fn a_rotated_secret_admits_for_its_grace_and_a_revoked_one_closes_its_sessions()
     // Both admit during the grace period.
     let _b = agent(&second, origin);
     let _c = agent(&first, origin);
-    server.proc.wait_for_nth("agent joined", 3);
+    // Each agent keeps two sessions.
+    server.proc.wait_for_nth("agent joined", 6);
     let third = api(admin, &["tunnel", "token", "ops"]);
-    // Revoked at once: the three sessions of the old secrets are closed...
-    server.proc.wait_for_nth("agent session closed", 3);
+    // Revoked at once: the six sessions of the old secrets are closed...
+    server.proc.wait_for_nth("agent session closed", 6);
     // ...and they may not join again; the new secret may.
     let service = format!("rtcp://:0/{origin}");
     let refused = Proc::start("tunnel-agent", &["--token", &second, "-L", &service]);
     refused.wait_for("unauthorized");
     let _d = agent(&third, origin);
+    // A grace period's end closes the sessions of the secret it ended.
+    api(admin, &["tunnel", "token", "ops", "--grace", "1s"]);
+    server.proc.wait_for_nth("agent session closed", 8);
+    let closed = server.proc.output().matches("agent session closed").count();
+    assert_eq!(closed, 8, "only the two sessions of the secret whose grace ended: {}", server.proc.output());
 }
 
 #[test]
