@@ -148,3 +148,41 @@ fn a_tunnel_made_offline_is_served_when_the_server_starts_and_a_file_rule_is_not
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("origin=OFF"), "{body}");
 }
+
+/// The tools virtualenv's Python (`tests/run` makes it with selenium).
+fn venv_python() -> std::path::PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools-venv/bin/python");
+    assert!(python.exists(), "{} is missing: tests/run makes it (selenium for the status page)", python.display());
+    python
+}
+
+/// `tests/browser/status_page.py ARGS`: its standard output.
+fn status_page(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/status_page.py");
+    let out = Command::new(venv_python()).arg(script).args(args).output().expect("run the browser driver");
+    assert!(out.status.success(), "status_page.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_status_page_makes_a_tunnel_whose_token_connects_an_agent_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, _) = server(dir.path(), "");
+    let page = format!("http://{admin}/");
+    // Logged in with the admin token; the tunnel made and routed from the page.
+    let token = status_page(&["create", &page, ADMIN_TOKEN, "browser", "page.test"]);
+    assert!(token.starts_with("tun1_"), "{token}");
+    let (origin, _) = origin::http_counting("PAGE");
+    let _agent = agent(&token, origin);
+    let (status, body) = get(server.entrypoints[0], "page.test");
+    assert_eq!(status, 200, "{body}");
+    let shot = dir.path().join("status-page.png");
+    status_page(&["connected", &page, ADMIN_TOKEN, "browser", shot.to_str().unwrap()]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 2000);
+    // Kept as the test's artifact.
+    let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifact).unwrap();
+    std::fs::copy(&shot, artifact.join("status-page-tunnels.png")).unwrap();
+    server.proc.wait_for("audit=\"route added\"");
+}
