@@ -175,8 +175,9 @@ impl Server {
             true => vec![format!("{}://{}", config.transport.scheme(), advertised(relay_addr))],
         };
         let pin = identity.as_ref().map(|id| id.fingerprint());
-        let tunnels = tunnels::Tunnels::open(config.state_dir.join("tunnels.db"), servers, pin)
-            .map_err(|e| anyhow::anyhow!("the tunnel store: {e}"))?;
+        let tunnels =
+            tunnels::Tunnels::open(config.state_dir.join("tunnels.db"), config.cluster.as_ref(), servers, pin)
+                .map_err(|e| anyhow::anyhow!("the tunnel store: {e}"))?;
         let merged = tunnels::merge(&tunnels, routes.clone());
         let shared = Arc::new(Shared {
             budgets: config.limits.budgets(),

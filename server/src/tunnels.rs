@@ -30,6 +30,8 @@ pub(crate) struct Tunnels {
     store: Mutex<Option<Arc<Store>>>,
     /// The data version last put in force, and when (seconds since the epoch).
     seen: Mutex<(i64, u64)>,
+    /// The tunnels last read: what stays in force while the store cannot be read.
+    last_good: Mutex<Vec<Tunnel>>,
     /// The relay URLs agents dial (`relay+tls://host:port`).
     servers: Vec<String>,
     /// The relay certificate's pin, for the encrypted transports.
@@ -37,14 +39,23 @@ pub(crate) struct Tunnels {
 }
 
 impl Tunnels {
-    /// The store at `path` (opened now if the file exists), and the server's relay URLs and
-    /// pin for connection tokens.
-    pub(crate) fn open(path: PathBuf, servers: Vec<String>, pin: Option<String>) -> Result<Tunnels, String> {
-        let store = match path.exists() {
-            true => Some(Arc::new(Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?)),
-            false => None,
+    /// The store at `path` (opened now if the file exists) or, for a replica of a cluster,
+    /// in the cluster's Redis; and the server's relay URLs and pin for connection tokens.
+    pub(crate) fn open(
+        path: PathBuf,
+        cluster: Option<&crate::cluster::ClusterConfig>,
+        servers: Vec<String>,
+        pin: Option<String>,
+    ) -> Result<Tunnels, String> {
+        let store = match (cluster, path.exists()) {
+            (Some(c), _) => {
+                Some(Arc::new(Store::redis(c.redis.expose(), c.secret.expose().as_bytes()).map_err(|e| e.to_string())?))
+            }
+            (None, true) => Some(Arc::new(Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?)),
+            (None, false) => None,
         };
-        Ok(Tunnels { path, store: Mutex::new(store), seen: Mutex::new((-1, unix_now())), servers, pin })
+        let seen = Mutex::new((-1, unix_now()));
+        Ok(Tunnels { path, store: Mutex::new(store), seen, last_good: Mutex::default(), servers, pin })
     }
 
     /// The store, if open.
@@ -64,16 +75,17 @@ impl Tunnels {
         Ok(store)
     }
 
-    /// The stored tunnels (none without a store; an unreadable store is logged and adds none).
+    /// The stored tunnels (none without a store). A store that cannot be read (a file
+    /// damaged, Redis away, a record not sealed by this cluster) is logged and changes
+    /// nothing: the tunnels last read stay in force.
     fn stored(&self) -> Vec<Tunnel> {
         let Some(store) = self.get() else { return Vec::new() };
+        let mut last = self.last_good.lock().expect("store lock");
         match store.list() {
-            Ok(tunnels) => tunnels,
-            Err(err) => {
-                tracing::error!(%err, "the tunnel store cannot be read: its tunnels are not served");
-                Vec::new()
-            }
+            Ok(tunnels) => *last = tunnels,
+            Err(err) => tracing::error!(%err, "the tunnel store cannot be read: the tunnels last read stay in force"),
         }
+        last.clone()
     }
 
     /// The connection token of `tunnel` with `secret`.
@@ -109,8 +121,8 @@ pub(crate) fn apply(shared: &Shared) {
     }
 }
 
-/// Watches the store's file for other processes' changes, and for rotated secrets whose
-/// grace ended (their sessions are closed then), until stop.
+/// Watches the store for other processes' (and, in a cluster, other replicas') changes,
+/// and for rotated secrets whose grace ended (their sessions are closed then), until stop.
 pub(crate) async fn watch(shared: Arc<Shared>) {
     let stop = shared.life.stopping().clone();
     loop {
@@ -118,20 +130,27 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
             () = tokio::time::sleep(WATCH_INTERVAL) => {}
             () = stop.cancelled() => return,
         }
-        if shared.tunnels.get().is_none() && shared.tunnels.path.exists() {
-            // Made by the offline CLI while the server runs.
-            if shared.tunnels.get_or_make().is_err() {
-                continue;
-            }
+        // The store's calls block (a file, or Redis): off the visitors' threads.
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || look(&shared)).await;
+    }
+}
+
+/// One look of [`watch`].
+fn look(shared: &Shared) {
+    if shared.tunnels.get().is_none() && shared.tunnels.path.exists() {
+        // Made by the offline CLI while the server runs.
+        if shared.tunnels.get_or_make().is_err() {
+            return;
         }
-        let Some(store) = shared.tunnels.get() else { continue };
-        let (seen, applied_at) = *shared.tunnels.seen.lock().expect("store lock");
-        let changed = store.data_version().is_ok_and(|version| version != seen);
-        // A rotated secret whose grace ended since: its sessions are closed now.
-        let expired = shared.routes().auth.expired_between(applied_at, unix_now());
-        if changed || expired {
-            apply(&shared);
-        }
+    }
+    let Some(store) = shared.tunnels.get() else { return };
+    let (seen, applied_at) = *shared.tunnels.seen.lock().expect("store lock");
+    let changed = store.data_version().is_ok_and(|version| version != seen);
+    // A rotated secret whose grace ended since: its sessions are closed now.
+    let expired = shared.routes().auth.expired_between(applied_at, unix_now());
+    if changed || expired {
+        apply(shared);
     }
 }
 
@@ -369,7 +388,8 @@ pub fn offline(config: &crate::Config, method: &str, segments: &[&str], body: &V
             vec![format!("{}://{addr}", config.transport.scheme())]
         }
     };
-    let tunnels = Tunnels::open(config.state_dir.join("tunnels.db"), servers, identity.map(|i| i.fingerprint()))
+    let pin = identity.map(|i| i.fingerprint());
+    let tunnels = Tunnels::open(config.state_dir.join("tunnels.db"), config.cluster.as_ref(), servers, pin)
         .map_err(anyhow::Error::msg)?;
     let nothing = || {};
     let ctx = Ctx { tunnels: &tunnels, file: Arc::new(config.routes()), apply: &nothing };

@@ -13,6 +13,7 @@ import sys
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
@@ -29,7 +30,9 @@ def browser():
 
 def log_in(driver, url, token):
     driver.get(url)
-    wait = WebDriverWait(driver, 30)
+    # The page draws its tables again when what they show changes: an element found just
+    # before is then stale, and looked up again.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
     field = wait.until(ready.visibility_of_element_located((By.ID, "admin-token")))
     field.send_keys(token)
     driver.find_element(By.ID, "login-button").click()
@@ -48,8 +51,14 @@ def create(url, token, name, hostname):
         printed = shown.text
         row = f'tr.stored[data-name="{name}"]'
         wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, row)))
-        driver.find_element(By.CSS_SELECTOR, f"{row} input.route-host").send_keys(hostname)
-        driver.find_element(By.CSS_SELECTOR, f"{row} button.add-route").click()
+
+        def add_route(d):
+            field = d.find_element(By.CSS_SELECTOR, f"{row} input.route-host")
+            field.send_keys(hostname)
+            d.find_element(By.CSS_SELECTOR, f"{row} button.add-route").click()
+            return True
+
+        wait.until(add_route)
         wait.until(lambda d: hostname in d.find_element(By.CSS_SELECTOR, row).text)
         print(printed)
     finally:

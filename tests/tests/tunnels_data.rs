@@ -186,3 +186,55 @@ fn the_status_page_makes_a_tunnel_whose_token_connects_an_agent_in_a_real_browse
     std::fs::copy(&shot, artifact.join("status-page-tunnels.png")).unwrap();
     server.proc.wait_for("audit=\"route added\"");
 }
+
+#[test]
+fn replicas_share_the_store_through_redis_and_a_tunnel_made_on_one_is_served_by_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = tunnel_tests::redis::Redis::tcp();
+    let replica = |name: &str| {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "addr = \"127.0.0.1:0\"\nstateDir = \"{state}\"\nentryPoint = [\"127.0.0.1:0\"]\n\
+                 [admin]\naddr = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\
+                 [cluster]\nname = \"{name}\"\npeer = \"127.0.0.1:0\"\nredis = \"{url}\"\n\
+                 secret = \"a-cluster-secret-of-some-length\"\nlease = \"3s\"\n",
+                state = dir.path().join(format!("state-{name}")).display(),
+                url = redis.url()
+            ),
+        )
+        .unwrap();
+        let server = Server::start(&["-C", config.to_str().unwrap()], 1);
+        let admin = tunnel_tests::addr_in(&server.proc.wait_for("admin listening"));
+        (server, admin)
+    };
+    let (a, a_admin) = replica("a");
+    let (b, b_admin) = replica("b");
+    // Made and routed on A...
+    let token = api(a_admin, &["tunnel", "create", "shared"]);
+    api(a_admin, &["route", "add", "shared.test", "--tunnel", "shared"]);
+    // ...known to B within a second (it polls the store's version every second).
+    tunnel_tests::poll_until("B lists the tunnel", || api(b_admin, &["tunnel", "list"]).contains("shared.test"));
+    // An agent joins B with the token's secret; both replicas serve the route.
+    let (origin, _) = origin::http_counting("SHARED");
+    let b_relay = format!("relay://{}", b.relay);
+    let service = format!("rtcp://:0/{origin}");
+    let secret = tunnel_runtime::connect::ConnectToken::decode(&token).unwrap();
+    let relay = format!("{b_relay}?tunnel.id={}", secret.tunnel);
+    let agent = Proc::start("tunnel-agent", &["--token", &token, "-L", &service, "-F", &relay]);
+    agent.wait_for("session established");
+    let (status, body) = get(b.entrypoints[0], "shared.test");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("origin=SHARED"), "{body}");
+    tunnel_tests::poll_until("A forwards to B's agent", || get(a.entrypoints[0], "shared.test").0 == 200);
+    // Redis holds the tunnels sealed: neither names nor routes in clear.
+    let (record, _) = redis.cli(&["GET", "tunnel:store:tunnels"]);
+    assert!(!record.is_empty() && !record.contains("shared"), "{record}");
+    // A record not sealed with the cluster's secret adds nothing and takes nothing away.
+    redis.cli(&["SET", "tunnel:store:tunnels", "bm90IHNlYWxlZA=="]);
+    redis.cli(&["INCR", "tunnel:store:version"]);
+    b.proc.wait_for("tunnel store cannot be read");
+    assert_eq!(get(b.entrypoints[0], "shared.test").0, 200, "the tunnels last read stay in force");
+    assert!(!b.proc.logged("agent session closed"), "{}", b.proc.output());
+}

@@ -24,7 +24,7 @@ const MAX_RECORD: usize = 256 * 1024;
 pub struct SharedStore {
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
-    key: LessSafeKey,
+    key: Sealer,
     /// This replica's name, the owner written in locks.
     replica: String,
 }
@@ -41,17 +41,40 @@ impl SharedStore {
     /// The store of the cluster at `url`, sealed with a key derived from `secret`.
     pub fn new(url: &str, secret: &[u8], replica: &str) -> Result<SharedStore, String> {
         let client = redis::Client::open(url).map_err(|e| format!("the cluster's Redis URL cannot be used: {e}"))?;
-        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tunnel cluster");
-        let prk = salt.extract(secret);
-        let mut bytes = [0u8; 32];
-        prk.expand(&[b"edge certificates v1"], Len(32))
-            .and_then(|okm| okm.fill(&mut bytes))
-            .map_err(|_| "key derivation failed".to_owned())?;
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "bad key".to_owned())?);
+        let key = Sealer::new(secret, b"edge certificates v1")?;
         Ok(SharedStore { client, conn: tokio::sync::Mutex::new(None), key, replica: replica.to_owned() })
     }
 
     fn seal(&self, key: &str, plain: &[u8]) -> Result<String, String> {
+        self.key.seal(key, plain)
+    }
+
+    fn open(&self, key: &str, sealed: &str) -> Option<Vec<u8>> {
+        self.key.open(key, sealed)
+    }
+}
+
+/// AES-256-GCM under a key derived (HKDF-SHA256) from the cluster secret for one use
+/// (`purpose`), the record's Redis key as associated data.
+pub struct Sealer {
+    key: LessSafeKey,
+}
+
+impl Sealer {
+    /// The sealer of `purpose` for the cluster whose secret is `secret`.
+    pub fn new(secret: &[u8], purpose: &[u8]) -> Result<Sealer, String> {
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tunnel cluster");
+        let prk = salt.extract(secret);
+        let mut bytes = [0u8; 32];
+        prk.expand(&[purpose], Len(32))
+            .and_then(|okm| okm.fill(&mut bytes))
+            .map_err(|_| "key derivation failed".to_owned())?;
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| "bad key".to_owned())?);
+        Ok(Sealer { key })
+    }
+
+    /// `plain` sealed for Redis key `key`, as base64.
+    pub fn seal(&self, key: &str, plain: &[u8]) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new().fill(&mut nonce).map_err(|_| "no randomness".to_owned())?;
         let mut data = plain.to_vec();
@@ -63,9 +86,11 @@ impl SharedStore {
         Ok(base64::engine::general_purpose::STANDARD.encode(out))
     }
 
-    fn open(&self, key: &str, sealed: &str) -> Option<Vec<u8>> {
+    /// The plain text of a record read from Redis key `key`; `None` (logged) when it does not
+    /// open with this cluster's key there.
+    pub fn open(&self, key: &str, sealed: &str) -> Option<Vec<u8>> {
         if sealed.len() > MAX_RECORD {
-            tracing::warn!(%key, "a shared certificate record is too large: ignored");
+            tracing::warn!(%key, "a shared record is too large: ignored");
             return None;
         }
         let raw = base64::engine::general_purpose::STANDARD.decode(sealed).ok()?;
@@ -78,12 +103,14 @@ impl SharedStore {
         match self.key.open_in_place(nonce, Aad::from(key.as_bytes()), &mut data) {
             Ok(plain) => Some(plain.to_vec()),
             Err(_) => {
-                tracing::warn!(%key, "a shared certificate record does not open with this cluster's secret: ignored");
+                tracing::warn!(%key, "a shared record does not open with this cluster's secret: ignored");
                 None
             }
         }
     }
+}
 
+impl SharedStore {
     /// Runs `cmd` on the shared connection (made again after a failure), under a time limit.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
         let mut slot = self.conn.lock().await;

@@ -7,17 +7,19 @@
 //! (base64url, as agents send them), shown once in the connection token and stored as their
 //! SHA-256 (a secret of that entropy needs no slow hash). Rules and tokens of the TOML file keep working beside them, read-only.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod redis_store;
+mod sqlite;
+
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tunnel_proto::host::HostPattern;
 use uuid::Uuid;
 
 /// A tunnel as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tunnel {
     /// Its ID.
     pub id: Uuid,
@@ -32,7 +34,7 @@ pub struct Tunnel {
 }
 
 /// A stored route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     /// The hostname pattern as written (`app.example.com`, `.example.com`, `*.example.com`).
     pub hostname: String,
@@ -61,13 +63,26 @@ pub enum StoreError {
     Conflict(String),
     /// The database failed.
     #[error("the tunnel store failed: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
 }
 
-/// The embedded store.
+/// Where the tunnels are kept: one server's SQLite file, or a cluster's Redis.
+trait Backend: Send + Sync {
+    /// Every tunnel.
+    fn load(&self) -> Result<Vec<Tunnel>, StoreError>;
+    /// Runs `change` on every tunnel under the backend's write lock and keeps the result
+    /// when it succeeds.
+    fn update(&self, change: &mut dyn FnMut(&mut Vec<Tunnel>) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    /// A number that changes with every change made by anyone (another process, another
+    /// replica).
+    fn version(&self) -> Result<i64, StoreError>;
+}
+
+/// The store of tunnels, secrets and routes.
 pub struct Store {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    backend: Box<dyn Backend>,
+    /// Where it is, for logs.
+    place: String,
 }
 
 /// Seconds since the epoch, as SQLite keeps integers.
@@ -81,154 +96,93 @@ pub fn digest(secret: &[u8]) -> [u8; 32] {
 }
 
 impl Store {
-    /// Opens (or makes, mode 0600) the store at `path`.
+    /// Opens (or makes, mode 0600) the SQLite store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent() {
-            use std::os::unix::fs::DirBuilderExt;
-            let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
-        }
-        if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| StoreError::Invalid(format!("cannot make {}: {e}", path.display())))?;
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch(
-            "PRAGMA foreign_keys = ON;
-             PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS tunnels (
-                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS secrets (
-                 tunnel TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE,
-                 digest BLOB NOT NULL, created INTEGER NOT NULL, expires INTEGER);
-             CREATE TABLE IF NOT EXISTS routes (
-                 hostname TEXT NOT NULL, path TEXT NOT NULL DEFAULT '',
-                 tunnel TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE,
-                 private INTEGER NOT NULL, created INTEGER NOT NULL,
-                 PRIMARY KEY (hostname, path));",
-        )?;
-        Ok(Store { conn: Mutex::new(conn), path: path.to_owned() })
+        Ok(Store { backend: Box::new(sqlite::Sqlite::open(path)?), place: path.display().to_string() })
+    }
+
+    /// The store of a cluster, in its Redis at `url`, sealed with a key derived from the
+    /// cluster's `secret`.
+    pub fn redis(url: &str, secret: &[u8]) -> Result<Store, StoreError> {
+        Ok(Store { backend: Box::new(redis_store::RedisStore::new(url, secret)?), place: "the cluster's Redis".into() })
     }
 
     /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn place(&self) -> &str {
+        &self.place
     }
 
-    /// A number that changes when another connection (another process) changed the file.
+    /// A number that changes when anyone else changed the store.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        self.backend.version()
     }
 
     /// Makes a tunnel named `name`; returns it and its secret (shown once).
     pub fn create(&self, name: &str) -> Result<(Tunnel, String), StoreError> {
         check_name(name)?;
-        let id = Uuid::new_v4();
         let secret = new_secret();
-        let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn.transaction()?;
-        let taken: Option<String> =
-            tx.query_row("SELECT id FROM tunnels WHERE name = ?1", params![name], |r| r.get(0)).optional()?;
-        if taken.is_some() {
-            return Err(StoreError::NameTaken(name.to_owned()));
-        }
-        let created = now();
-        tx.execute(
-            "INSERT INTO tunnels (id, name, created) VALUES (?1, ?2, ?3)",
-            params![id.to_string(), name, created],
-        )?;
-        tx.execute(
-            "INSERT INTO secrets (tunnel, digest, created, expires) VALUES (?1, ?2, ?3, NULL)",
-            params![id.to_string(), digest(secret.as_bytes()).to_vec(), created],
-        )?;
-        tx.commit()?;
-        let secrets = vec![(digest(secret.as_bytes()), None)];
-        let tunnel = Tunnel { id, name: name.to_owned(), created: created as u64, secrets, routes: Vec::new() };
+        let tunnel = Tunnel {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            created: now() as u64,
+            secrets: vec![(digest(secret.as_bytes()), None)],
+            routes: Vec::new(),
+        };
+        let made = tunnel.clone();
+        self.backend.update(&mut |tunnels| {
+            if tunnels.iter().any(|t| t.name == made.name) {
+                return Err(StoreError::NameTaken(made.name.clone()));
+            }
+            tunnels.push(made.clone());
+            Ok(())
+        })?;
         Ok((tunnel, secret))
     }
 
     /// The tunnel named or numbered `key`.
     pub fn find(&self, key: &str) -> Result<Tunnel, StoreError> {
-        let all = self.list()?;
-        all.into_iter()
-            .find(|t| t.name == key || t.id.to_string() == key.to_ascii_lowercase())
-            .ok_or_else(|| StoreError::NoTunnel(key.to_owned()))
+        self.list()?.into_iter().find(|t| matches(t, key)).ok_or_else(|| StoreError::NoTunnel(key.to_owned()))
     }
 
     /// Every tunnel with its secrets and routes, by name.
     pub fn list(&self) -> Result<Vec<Tunnel>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut tunnels: Vec<Tunnel> = Vec::new();
-        let mut stmt = conn.prepare("SELECT id, name, created FROM tunnels ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
-        for row in rows {
-            let (id, name, created) = row?;
-            let Ok(id) = id.parse() else { continue };
-            tunnels.push(Tunnel { id, name, created: created as u64, secrets: Vec::new(), routes: Vec::new() });
-        }
-        let mut stmt = conn.prepare("SELECT tunnel, digest, expires FROM secrets")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<i64>>(2)?)))?;
-        for row in rows {
-            let (tunnel, digest, expires) = row?;
-            let (Some(t), Ok(digest)) =
-                (tunnels.iter_mut().find(|t| t.id.to_string() == tunnel), <[u8; 32]>::try_from(digest.as_slice()))
-            else {
-                continue;
-            };
-            t.secrets.push((digest, expires.map(|e| e as u64)));
-        }
-        let mut stmt = conn.prepare("SELECT hostname, path, tunnel, private FROM routes ORDER BY hostname, path")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
-        })?;
-        for row in rows {
-            let (hostname, path, tunnel, private) = row?;
-            let Some(t) = tunnels.iter_mut().find(|t| t.id.to_string() == tunnel) else { continue };
-            let path = (!path.is_empty()).then_some(path);
-            t.routes.push(Route { hostname, path, tunnel: t.id, private });
-        }
+        let mut tunnels = self.backend.load()?;
+        tunnels.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(tunnels)
     }
 
     /// Deletes the tunnel named or numbered `key`, its secrets and its routes.
     pub fn delete(&self, key: &str) -> Result<Tunnel, StoreError> {
-        let tunnel = self.find(key)?;
-        let conn = self.conn.lock().expect("store lock");
-        conn.execute("DELETE FROM tunnels WHERE id = ?1", params![tunnel.id.to_string()])?;
-        Ok(tunnel)
+        let mut gone = None;
+        self.backend.update(&mut |tunnels| {
+            let at =
+                tunnels.iter().position(|t| matches(t, key)).ok_or_else(|| StoreError::NoTunnel(key.to_owned()))?;
+            gone = Some(tunnels.remove(at));
+            Ok(())
+        })?;
+        gone.ok_or_else(|| StoreError::NoTunnel(key.to_owned()))
     }
 
     /// A new secret for tunnel `key`; the old ones stop admitting after `grace` (at once
     /// when zero: their sessions are closed).
     pub fn rotate(&self, key: &str, grace: Duration) -> Result<(Tunnel, String), StoreError> {
-        let tunnel = self.find(key)?;
         let secret = new_secret();
-        let mut conn = self.conn.lock().expect("store lock");
-        let tx = conn.transaction()?;
-        let id = tunnel.id.to_string();
-        if grace.is_zero() {
-            tx.execute("DELETE FROM secrets WHERE tunnel = ?1", params![id])?;
-        } else {
-            let until = now() + grace.as_secs().max(1) as i64;
-            tx.execute(
-                "UPDATE secrets SET expires = MIN(COALESCE(expires, ?2), ?2) WHERE tunnel = ?1",
-                params![id, until],
-            )?;
-        }
-        tx.execute(
-            "INSERT INTO secrets (tunnel, digest, created, expires) VALUES (?1, ?2, ?3, NULL)",
-            params![id, digest(secret.as_bytes()).to_vec(), now()],
-        )?;
-        tx.commit()?;
-        drop(conn);
-        Ok((self.find(&id)?, secret))
+        let mut rotated = None;
+        self.backend.update(&mut |tunnels| {
+            let t = tunnels.iter_mut().find(|t| matches(t, key)).ok_or_else(|| StoreError::NoTunnel(key.to_owned()))?;
+            if grace.is_zero() {
+                t.secrets.clear();
+            } else {
+                let until = (now() + grace.as_secs().max(1) as i64) as u64;
+                for (_, expires) in &mut t.secrets {
+                    *expires = Some(expires.map_or(until, |e| e.min(until)));
+                }
+            }
+            t.secrets.push((digest(secret.as_bytes()), None));
+            rotated = Some(t.clone());
+            Ok(())
+        })?;
+        Ok((rotated.ok_or_else(|| StoreError::NoTunnel(key.to_owned()))?, secret))
     }
 
     /// Adds a route; `refuse` says why a route may not be added (a TOML rule holds it).
@@ -244,43 +198,43 @@ impl Store {
         if let Some(why) = refuse(route) {
             return Err(StoreError::Conflict(why));
         }
-        let conn = self.conn.lock().expect("store lock");
-        let path = route.path.clone().unwrap_or_default();
-        let existing: Option<(String, String)> = conn
-            .query_row(
-                "SELECT r.tunnel, t.name FROM routes r JOIN tunnels t ON t.id = r.tunnel WHERE r.hostname = ?1 AND r.path = ?2",
-                params![route.hostname, path],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((_, name)) = existing {
-            return Err(StoreError::Conflict(format!(
-                "{}{} is already routed to tunnel {name:?}: delete that route first",
-                route.hostname, path
-            )));
-        }
-        let exists: Option<String> = conn
-            .query_row("SELECT id FROM tunnels WHERE id = ?1", params![route.tunnel.to_string()], |r| r.get(0))
-            .optional()?;
-        if exists.is_none() {
-            return Err(StoreError::NoTunnel(route.tunnel.to_string()));
-        }
-        conn.execute(
-            "INSERT INTO routes (hostname, path, tunnel, private, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![route.hostname, path, route.tunnel.to_string(), route.private, now()],
-        )?;
-        Ok(())
+        self.backend.update(&mut |tunnels| {
+            let same = |r: &Route| r.hostname == route.hostname && r.path == route.path;
+            if let Some(holder) = tunnels.iter().find(|t| t.routes.iter().any(same)) {
+                return Err(StoreError::Conflict(format!(
+                    "{}{} is already routed to tunnel {:?}: delete that route first",
+                    route.hostname,
+                    route.path.as_deref().unwrap_or(""),
+                    holder.name
+                )));
+            }
+            let t = tunnels
+                .iter_mut()
+                .find(|t| t.id == route.tunnel)
+                .ok_or_else(|| StoreError::NoTunnel(route.tunnel.to_string()))?;
+            t.routes.push(route.clone());
+            Ok(())
+        })
     }
 
     /// Deletes the route of `hostname` and `path`; whether there was one.
     pub fn delete_route(&self, hostname: &str, path: Option<&str>) -> Result<bool, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let n = conn.execute(
-            "DELETE FROM routes WHERE hostname = ?1 AND path = ?2",
-            params![hostname, path.unwrap_or_default()],
-        )?;
-        Ok(n > 0)
+        let mut found = false;
+        self.backend.update(&mut |tunnels| {
+            for t in tunnels.iter_mut() {
+                let before = t.routes.len();
+                t.routes.retain(|r| !(r.hostname == hostname && r.path.as_deref() == path));
+                found |= t.routes.len() != before;
+            }
+            Ok(())
+        })?;
+        Ok(found)
     }
+}
+
+/// Whether `key` names `t` (its name, or its ID).
+fn matches(t: &Tunnel, key: &str) -> bool {
+    t.name == key || t.id.to_string() == key.to_ascii_lowercase()
 }
 
 /// 32 random bytes, base64url.
@@ -329,7 +283,7 @@ mod tests {
         let (revoked, _) = store.rotate(&web.id.to_string(), Duration::ZERO).unwrap();
         assert_eq!(revoked.secrets.len(), 1, "revoked at once");
         assert_eq!(store.find("web").unwrap().routes, vec![route]);
-        let mode = std::fs::metadata(store.path()).unwrap().permissions();
+        let mode = std::fs::metadata(dir.path().join("tunnels.db")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
         store.delete("web").unwrap();
         assert!(store.list().unwrap().is_empty());
