@@ -214,14 +214,20 @@ fn replicas_share_the_store_through_redis_and_a_tunnel_made_on_one_is_served_by_
     // Made and routed on A...
     let token = api(a_admin, &["tunnel", "create", "shared"]);
     api(a_admin, &["route", "add", "shared.test", "--tunnel", "shared"]);
-    // ...known to B within a second (it polls the store's version every second).
-    tunnel_tests::poll_until("B lists the tunnel", || api(b_admin, &["tunnel", "list"]).contains("shared.test"));
+    // ...in force on B within a second (it looks at the store's version every second): B's
+    // routes know the tunnel.
+    let id = tunnel_runtime::connect::ConnectToken::decode(&token).unwrap().tunnel.to_string();
+    let in_force = || {
+        let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+        let (_, body) = curl(&["-sS", "-H", &auth, &format!("http://{b_admin}/api/v1/tunnels")]);
+        body.contains(&id)
+    };
+    tunnel_tests::poll_until("the tunnel in force on B", in_force);
     // An agent joins B with the token's secret; both replicas serve the route.
     let (origin, _) = origin::http_counting("SHARED");
     let b_relay = format!("relay://{}", b.relay);
     let service = format!("rtcp://:0/{origin}");
-    let secret = tunnel_runtime::connect::ConnectToken::decode(&token).unwrap();
-    let relay = format!("{b_relay}?tunnel.id={}", secret.tunnel);
+    let relay = format!("{b_relay}?tunnel.id={id}");
     let agent = Proc::start("tunnel-agent", &["--token", &token, "-L", &service, "-F", &relay]);
     agent.wait_for("session established");
     let (status, body) = get(b.entrypoints[0], "shared.test");
