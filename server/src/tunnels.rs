@@ -32,6 +32,8 @@ pub(crate) struct Tunnels {
     seen: Mutex<(i64, u64)>,
     /// The tunnels last read: what stays in force while the store cannot be read.
     last_good: Mutex<Vec<Tunnel>>,
+    /// The last read failed: the next look reads again, whatever the version says.
+    stale: std::sync::atomic::AtomicBool,
     /// The relay URLs agents dial (`relay+tls://host:port`).
     servers: Vec<String>,
     /// The relay certificate's pin, for the encrypted transports.
@@ -55,7 +57,15 @@ impl Tunnels {
             (None, false) => None,
         };
         let seen = Mutex::new((-1, unix_now()));
-        Ok(Tunnels { path, store: Mutex::new(store), seen, last_good: Mutex::default(), servers, pin })
+        Ok(Tunnels {
+            path,
+            store: Mutex::new(store),
+            seen,
+            last_good: Mutex::default(),
+            stale: Default::default(),
+            servers,
+            pin,
+        })
     }
 
     /// The store, if open.
@@ -81,9 +91,18 @@ impl Tunnels {
     fn stored(&self) -> Vec<Tunnel> {
         let Some(store) = self.get() else { return Vec::new() };
         let mut last = self.last_good.lock().expect("store lock");
-        match store.list() {
+        let read = store.list();
+        let failed = read.is_err();
+        match read {
             Ok(tunnels) => *last = tunnels,
-            Err(err) => tracing::error!(%err, "the tunnel store cannot be read: the tunnels last read stay in force"),
+            // Said once per outage; the store is read again every second until it answers.
+            Err(err) if !self.stale.load(std::sync::atomic::Ordering::Relaxed) => {
+                tracing::error!(%err, "the tunnel store cannot be read: the tunnels last read stay in force")
+            }
+            Err(_) => {}
+        }
+        if self.stale.swap(failed, std::sync::atomic::Ordering::Relaxed) && !failed {
+            tracing::info!("the tunnel store is read again");
         }
         last.clone()
     }
@@ -146,7 +165,8 @@ fn look(shared: &Shared) {
     }
     let Some(store) = shared.tunnels.get() else { return };
     let (seen, applied_at) = *shared.tunnels.seen.lock().expect("store lock");
-    let changed = store.data_version().is_ok_and(|version| version != seen);
+    let stale = shared.tunnels.stale.load(std::sync::atomic::Ordering::Relaxed);
+    let changed = stale || store.data_version().is_ok_and(|version| version != seen);
     // A rotated secret whose grace ended since: its sessions are closed now.
     let expired = shared.routes().auth.expired_between(applied_at, unix_now());
     if changed || expired {
