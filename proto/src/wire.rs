@@ -232,7 +232,14 @@ pub struct Hello {
     pub weight: u8,
     /// Credential; empty when none.
     pub token: Token,
+    /// The hostname an agent asks for (`myapp`, or `myapp.dev.example.com`) under its
+    /// tunnel's allowed suffix; empty when none. Sent only when set, after the token, so
+    /// that a hello without it is byte for byte the one of earlier versions.
+    pub hostname: String,
 }
+
+/// The longest hostname a hello may ask for.
+pub const MAX_HELLO_HOSTNAME: usize = 253;
 
 /// First frame of a stream: what the stream carries and for whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,6 +388,11 @@ impl Frame {
                 let token = &h.token.0[..h.token.0.len().min(MAX_TOKEN)];
                 body.put_u8(token.len() as u8);
                 body.put_slice(token);
+                if !h.hostname.is_empty() {
+                    let name = cut_utf8(&h.hostname, MAX_HELLO_HOSTNAME);
+                    body.put_u8(name.len() as u8);
+                    body.put_slice(name);
+                }
             }
             Frame::HelloReply(r) | Frame::StreamReply(r) => {
                 body.put_u16(r.status.0);
@@ -514,11 +526,21 @@ pub(crate) fn decode_body(kind: Kind, mut b: Bytes) -> Result<Frame, DecodeError
             let networks = Networks(b.get_u8() & 0b11);
             let weight = b.get_u8();
             let token_len = b.get_u8() as usize;
-            if b.remaining() != token_len {
+            if b.remaining() < token_len {
                 return Err(short("token length does not match body"));
             }
             let token = Token(b.copy_to_bytes(token_len));
-            Frame::Hello(Hello { version, role, tunnel: Uuid::from_bytes(id), networks, weight, token })
+            let hostname = match b.remaining() {
+                0 => String::new(),
+                _ => {
+                    let len = b.get_u8() as usize;
+                    if len == 0 || b.remaining() != len {
+                        return Err(short("hostname length does not match body"));
+                    }
+                    String::from_utf8(b.copy_to_bytes(len).to_vec()).map_err(|_| short("hostname is not UTF-8"))?
+                }
+            };
+            Frame::Hello(Hello { version, role, tunnel: Uuid::from_bytes(id), networks, weight, token, hostname })
         }
         Kind::HelloReply | Kind::StreamReply => {
             if b.remaining() < 2 {

@@ -42,6 +42,7 @@ fn expected() -> Vec<(&'static str, Frame)> {
                 networks: Networks::TCP.with(Network::Udp),
                 weight: 1,
                 token: Token(Bytes::from_static(b"s3cret")),
+                hostname: String::new(),
             }),
         ),
         (
@@ -53,6 +54,7 @@ fn expected() -> Vec<(&'static str, Frame)> {
                 networks: Networks::NONE,
                 weight: 0,
                 token: Token::default(),
+                hostname: String::new(),
             }),
         ),
         ("hello-reply-ok", Frame::HelloReply(Reply::ok())),
@@ -173,6 +175,7 @@ fn every_kind_has_a_vector() {
             networks: Networks::NONE,
             weight: 1,
             token: Token::default(),
+            hostname: String::new(),
         }),
         Frame::HelloReply(Reply::ok()),
         Frame::StreamHeader(StreamHeader { network: Network::Tcp, hostname: String::new(), visitor: None }),

@@ -37,14 +37,16 @@ fn networks() -> impl Strategy<Value = Networks> {
 
 fn hello() -> impl Strategy<Value = Hello> {
     let role = prop_oneof![Just(Role::Agent), Just(Role::Access)];
-    (any::<u8>(), role, any::<[u8; 16]>(), networks(), any::<u8>(), vec(any::<u8>(), 0..=MAX_TOKEN)).prop_map(
-        |(version, role, id, networks, weight, token)| Hello {
+    let hostname = prop_oneof![Just(String::new()), "[a-z0-9-]{1,20}(\\.[a-z0-9-]{1,20}){0,3}"];
+    (any::<u8>(), role, any::<[u8; 16]>(), networks(), any::<u8>(), vec(any::<u8>(), 0..=MAX_TOKEN), hostname).prop_map(
+        |(version, role, id, networks, weight, token, hostname)| Hello {
             version,
             role,
             tunnel: Uuid::from_bytes(id),
             networks,
             weight,
             token: Token(Bytes::from(token)),
+            hostname,
         },
     )
 }
@@ -292,6 +294,7 @@ fn overlong_fields_are_cut_to_a_decodable_frame() {
         networks: Networks::TCP,
         weight: 1,
         token: Token(Bytes::from(vec![7u8; MAX_TOKEN + 40])),
+        hostname: String::new(),
     });
     let Ok(Some(Frame::Hello(h))) = Frame::decode(&mut &hello.to_vec()[..]) else { panic!("hello did not decode") };
     assert_eq!(h.token.0, vec![7u8; MAX_TOKEN]);

@@ -81,9 +81,14 @@ pub struct ClientArgs {
     /// Configuration file (instead of -L/-F): TOML, or GOST YAML when it ends in .yaml or .yml.
     #[arg(short = 'C', long = "config", value_name = "FILE", conflicts_with_all = ["services", "relay"])]
     pub config: Option<String>,
-    /// Token for the tunnel (overrides the URL's or file's token or tokenFile).
+    /// Token for the tunnel (overrides the URL's or file's token or tokenFile), or a
+    /// connection token (tun1_...), which names the server too: then -L is all else needed.
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Agents: a hostname to be routed to the tunnel while this agent is connected (`myapp`,
+    /// under the suffix the tunnel allows), first come first served.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
@@ -118,7 +123,7 @@ impl ClientArgs {
             &self.services,
             &self.relay,
             self.config.as_deref(),
-            self.token,
+            (self.token, self.hostname),
             self.common.admin.clone(),
             usage,
         )?;
@@ -162,7 +167,7 @@ pub fn load_client<T: ClientFile>(
     services: &[String],
     hops: &[String],
     file: Option<&str>,
-    token: Option<String>,
+    (token, hostname): (Option<String>, Option<String>),
     admin: Option<String>,
     usage: &str,
 ) -> anyhow::Result<(T::Config, String)> {
@@ -192,6 +197,9 @@ pub fn load_client<T: ClientFile>(
     }
     if let Some(admin) = admin {
         config.admin_mut().addr = Some(admin);
+    }
+    if let Some(hostname) = hostname {
+        config.relay_mut().hostname = Some(hostname);
     }
     Ok((config.validate(&source)?, source))
 }

@@ -82,7 +82,12 @@ struct Api {
 #[derive(clap::Subcommand)]
 enum TunnelOp {
     /// Makes a tunnel and prints its connection token (shown this once).
-    Create { name: String },
+    Create {
+        name: String,
+        /// Its agents may ask for hostnames under this suffix (`dev.example.com`): tunnel-agent --hostname myapp.
+        #[arg(long)]
+        suffix: Option<String>,
+    },
     /// Lists the stored tunnels.
     List,
     /// Shows one tunnel (by name or ID).
@@ -126,7 +131,9 @@ impl Manage {
         use serde_json::json;
         match self {
             Manage::Tunnel { op, .. } => match op {
-                TunnelOp::Create { name } => ("POST", "tunnels".into(), json!({ "name": name })),
+                TunnelOp::Create { name, suffix } => {
+                    ("POST", "tunnels".into(), json!({ "name": name, "suffix": suffix }))
+                }
                 TunnelOp::List => ("GET", "tunnels".into(), json!(null)),
                 TunnelOp::Show { tunnel } => ("GET", format!("tunnels/{tunnel}"), json!(null)),
                 TunnelOp::Delete { tunnel } => ("DELETE", format!("tunnels/{tunnel}"), json!(null)),

@@ -163,7 +163,15 @@ fn keep_sized_limits(new: &mut Limits, start: &Limits) {
 
 /// Why `routes` no longer admits a session of `tunnel` with `token`, if it does not.
 fn refusal(routes: &Routes, role: Role, tunnel: Uuid, networks: Networks, token: &wire::Token) -> Option<&'static str> {
-    let hello = Hello { version: wire::VERSION, role, tunnel, networks, weight: 1, token: token.clone() };
+    let hello = Hello {
+        version: wire::VERSION,
+        role,
+        tunnel,
+        networks,
+        weight: 1,
+        token: token.clone(),
+        hostname: String::new(),
+    };
     match routes.admit(&hello) {
         Ok(()) => None,
         Err(AdmitError::UnknownTunnel(_)) => Some("its tunnel left the ingress"),

@@ -392,6 +392,7 @@ mod tests {
             networks,
             weight: 1,
             token: Token(token.as_bytes().to_vec().into()),
+            hostname: String::new(),
         }
     }
 

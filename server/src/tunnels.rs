@@ -202,6 +202,16 @@ pub(crate) fn describe(t: &Tunnel) -> Value {
     let routes: Vec<Value> =
         t.routes.iter().map(|r| json!({ "hostname": r.hostname, "path": r.path, "private": r.private })).collect();
     let rotating = t.secrets.iter().filter_map(|(_, e)| *e).min();
+    let routes: Vec<Value> = routes
+        .into_iter()
+        .zip(&t.routes)
+        .map(|(mut v, r)| {
+            if r.claimed {
+                v["claimed"] = json!(true);
+            }
+            v
+        })
+        .collect();
     json!({
         "tunnel": t.id.to_string(),
         "name": t.name,
@@ -209,6 +219,7 @@ pub(crate) fn describe(t: &Tunnel) -> Value {
         "routes": routes,
         "secrets": t.secrets.len(),
         "rotatingOutAt": rotating,
+        "suffix": t.suffix,
     })
 }
 
@@ -238,7 +249,7 @@ pub(crate) fn create(ctx: &Ctx<'_>, body: &Value, who: &str) -> Answer {
         Ok(store) => store,
         Err(err) => return refused(err),
     };
-    match store.create(name) {
+    match store.create(name, body["suffix"].as_str()) {
         Ok((tunnel, secret)) => {
             tracing::info!(audit = "tunnel created", who, tunnel = %tunnel.id, name = %tunnel.name);
             (ctx.apply)();
@@ -326,6 +337,7 @@ pub(crate) fn add_route(ctx: &Ctx<'_>, body: &Value, who: &str) -> Answer {
         path: body["path"].as_str().map(str::to_owned),
         tunnel: tunnel.id,
         private: body["private"].as_bool().unwrap_or(false),
+        claimed: false,
     };
     let file = &ctx.file;
     let refuse = |r: &Route| {
@@ -455,4 +467,59 @@ pub fn remote(api: &str, token: Option<&str>, method: &str, path: &str, body: &V
         );
         Ok((status, value))
     })
+}
+
+/// Routes the hostname an agent of `tunnel` asked for (`myapp`, or `myapp.SUFFIX`) to it,
+/// under the tunnel's allowed suffix, first come first served; the hostname, or why not.
+pub(crate) fn claim(shared: &Shared, tunnel: Uuid, asked: &str) -> Result<String, String> {
+    let Some(store) = shared.tunnels.get() else { return Err("this tunnel may not ask for hostnames".into()) };
+    let stored = store.find(&tunnel.to_string()).map_err(|_| "this tunnel may not ask for hostnames".to_owned())?;
+    let Some(suffix) = stored.suffix.as_deref() else {
+        return Err(format!("tunnel {:?} may not ask for hostnames (it has no suffix)", stored.name));
+    };
+    let asked = asked.trim().trim_end_matches('.').to_ascii_lowercase();
+    let host = match asked.strip_suffix(&format!(".{suffix}")) {
+        Some(label) => format!("{label}.{suffix}"),
+        None if !asked.contains('.') => format!("{asked}.{suffix}"),
+        None => return Err(format!("{asked}: tunnel {:?} may ask for names under {suffix} only", stored.name)),
+    };
+    let label = &host[..host.len() - suffix.len() - 1];
+    if label.is_empty() || label.contains('.') {
+        return Err(format!("{asked}: one label under {suffix}, such as myapp.{suffix}"));
+    }
+    let host = tunnel_proto::host::canonicalize(&host).map_err(|e| format!("{asked}: {e}"))?;
+    let file = shared.in_force.file_routes();
+    let refuse = |h: &str| {
+        let pattern = tunnel_proto::host::HostPattern::Exact(h.to_owned());
+        file.file_rule(&pattern, None).map(|held| format!("hostname {h} is taken ({held})"))
+    };
+    store.claim(tunnel, &host, refuse).map_err(|e| e.to_string())?;
+    tracing::info!(audit = "hostname claimed", who = "agent", %tunnel, hostname = %host);
+    apply(shared);
+    Ok(host)
+}
+
+/// Takes away the hostnames `tunnel`'s agents asked for, once it has no agent left here or
+/// on another replica.
+pub(crate) fn release(shared: &Shared, tunnel: Uuid) {
+    if shared.registry.session_count(&tunnel) > 0 {
+        return;
+    }
+    if let Some(cluster) = &shared.cluster {
+        let held = [tunnel_proto::wire::Network::Tcp, tunnel_proto::wire::Network::Udp]
+            .into_iter()
+            .any(|n| !crate::cluster::presence::Presence::holders(cluster.directory.as_ref(), &tunnel, n).is_empty());
+        if held {
+            return;
+        }
+    }
+    let Some(store) = shared.tunnels.get() else { return };
+    match store.release(tunnel) {
+        Ok(0) => {}
+        Ok(released) => {
+            tracing::info!(audit = "hostnames released", who = "agent", %tunnel, released, "the tunnel's last agent left");
+            apply(shared);
+        }
+        Err(err) => tracing::warn!(%tunnel, %err, "the hostnames the tunnel's agents asked for are not released"),
+    }
 }

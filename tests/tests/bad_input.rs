@@ -222,6 +222,7 @@ fn hello(version: u8, tunnel: Uuid, token: &str) -> Hello {
         networks: Networks::TCP,
         weight: 1,
         token: Token(token.as_bytes().to_vec().into()),
+        hostname: String::new(),
     }
 }
 

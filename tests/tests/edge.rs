@@ -64,6 +64,7 @@ pub async fn access_session(relay: SocketAddr, tunnel: &str) -> Option<(Arc<dyn 
         networks: Networks::NONE,
         weight: 0,
         token: Token::default(),
+        hostname: String::new(),
     };
     write_frame(&mut control, &Frame::Hello(hello)).await.unwrap();
     match read_frame(&mut control).await {

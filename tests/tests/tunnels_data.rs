@@ -244,3 +244,37 @@ fn replicas_share_the_store_through_redis_and_a_tunnel_made_on_one_is_served_by_
     assert_eq!(get(b.entrypoints[0], "shared.test").0, 200, "the tunnels last read stay in force");
     assert!(!b.proc.logged("agent session closed"), "{}", b.proc.output());
 }
+
+#[test]
+fn agents_ask_for_hostnames_under_their_tunnels_suffix_first_come_first_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, _) = server(dir.path(), "");
+    let dev = api(admin, &["tunnel", "create", "dev", "--suffix", "dev.test"]);
+    let other = api(admin, &["tunnel", "create", "other", "--suffix", "dev.test"]);
+    let plain = api(admin, &["tunnel", "create", "plain"]);
+    let (origin_a, _) = origin::http_counting("A");
+    let (origin_b, _) = origin::http_counting("B");
+    let ep = server.entrypoints[0];
+    // The first agent asking for myapp gets myapp.dev.test, at once.
+    let service = format!("rtcp://:0/{origin_a}");
+    let first = Proc::start("tunnel-agent", &["--token", &dev, "--hostname", "myapp", "-L", &service]);
+    first.wait_for("session established");
+    let (status, body) = get(ep, "myapp.dev.test");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("origin=A"), "{body}");
+    // Another tunnel's agent asking for the same name is refused, and told why.
+    let service_b = format!("rtcp://:0/{origin_b}");
+    let second = Proc::start("tunnel-agent", &["--token", &other, "--hostname", "myapp", "-L", &service_b]);
+    second.wait_for("hostname myapp.dev.test is taken by another tunnel");
+    // A tunnel without a suffix may not ask, nor may a name outside the suffix be asked for.
+    let third = Proc::start("tunnel-agent", &["--token", &plain, "--hostname", "x", "-L", &service_b]);
+    third.wait_for("may not ask for hostnames");
+    let fourth = Proc::start("tunnel-agent", &["--token", &dev, "--hostname", "x.elsewhere.test", "-L", &service]);
+    fourth.wait_for("may ask for names under dev.test only");
+    assert_eq!(get(ep, "myapp.dev.test").0, 200, "still the first agent's");
+    drop((second, third, fourth));
+    // The route goes with the tunnel's last agent.
+    drop(first);
+    server.proc.wait_for("audit=\"hostnames released\"");
+    assert_eq!(get(ep, "myapp.dev.test").0, 404);
+}

@@ -36,6 +36,8 @@ pub struct RelayOptions {
     pub sessions: usize,
     /// An HTTP CONNECT or SOCKS5 proxy on the way to the server, if any.
     pub proxy: Option<std::sync::Arc<super::Proxy>>,
+    /// The hostname an agent asks for under its tunnel's allowed suffix (empty: none).
+    pub hostname: String,
 }
 
 impl RelayOptions {
@@ -50,6 +52,7 @@ impl RelayOptions {
             networks,
             weight: if role == Role::Agent { self.weight } else { 0 },
             token: Token(token.into()),
+            hostname: if role == Role::Agent { self.hostname.clone() } else { String::new() },
         }
     }
 
@@ -133,6 +136,10 @@ pub struct RelayFile {
     /// `tokenFile`).
     #[serde(default, rename = "proxyPasswordFile")]
     pub proxy_password_file: Option<String>,
+    /// Agents: a hostname to be routed to this tunnel while the agent is connected (`myapp`,
+    /// under the tunnel's allowed suffix), first come first served.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// `tunnel.id`.
@@ -177,6 +184,7 @@ impl RelayFile {
         let (ca_file, pin, server_name) = (u.take(&["caFile"]), u.take(&["pin"]), u.take(&["serverName"]));
         let insecure = u.take_bool(&["insecure"])?.unwrap_or(false);
         let sessions = u.take_with(&["sessions", "connections"], str::parse::<usize>)?;
+        let hostname = u.take(&["hostname"]);
         let file = RelayFile {
             addr: u.addr.clone(),
             dialer: Some(u.scheme.clone()),
@@ -192,6 +200,7 @@ impl RelayFile {
             sessions,
             proxy: None,
             proxy_password_file: None,
+            hostname,
         };
         u.finish()?;
         Ok(file)
@@ -260,7 +269,13 @@ impl RelayFile {
         if !(1..=16).contains(&sessions) {
             return Err(("sessions".into(), "must be between 1 and 16".into()));
         }
-        Ok(RelayOptions { transport, servers, tunnel, token, weight, tls, sessions, proxy })
+        let hostname = self.hostname.clone().unwrap_or_default().trim().to_ascii_lowercase();
+        if hostname.len() > tunnel_proto::wire::MAX_HELLO_HOSTNAME
+            || !hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(("hostname".into(), format!("{hostname:?}: a hostname (letters, digits, - and .)")));
+        }
+        Ok(RelayOptions { transport, servers, tunnel, token, weight, tls, sessions, proxy, hostname })
     }
 }
 

@@ -51,6 +51,11 @@ pub(super) async fn serve(shared: Arc<Shared>, session: Arc<dyn Session>, mut co
     let outcome = control_loop(&shared, &session, control, &token).await;
     // No new streams from here on; the ones in flight may finish.
     shared.registry.leave(&hello.tunnel, agent.id);
+    if !hello.hostname.is_empty() {
+        // The hostname it asked for goes with the tunnel's last agent.
+        let (releasing, tunnel) = (shared.clone(), hello.tunnel);
+        drop(tokio::task::spawn_blocking(move || crate::tunnels::release(&releasing, tunnel)));
+    }
     if outcome.drains() {
         drain(&shared, &session, &token, agent.idle()).await;
     }

@@ -129,6 +129,22 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, incoming: Incoming, slots
         tracing::debug!(%peer, tunnel = %hello.tunnel, "session refused: too many sessions from this address");
         return refuse(&shared, &session, &mut control, reply).await;
     };
+    if hello.role == Role::Agent && !hello.hostname.is_empty() {
+        // The store's calls block: off the visitors' threads.
+        let (claiming, tunnel, asked) = (shared.clone(), hello.tunnel, hello.hostname.clone());
+        let claimed = tokio::task::spawn_blocking(move || crate::tunnels::claim(&claiming, tunnel, &asked)).await;
+        match claimed {
+            Ok(Ok(_)) => {}
+            Ok(Err(why)) => {
+                shared.metrics.handshake_failed("hostname");
+                tracing::info!(%peer, tunnel = %hello.tunnel, hostname = %hello.hostname, reason = %why, "session refused");
+                return refuse(&shared, &session, &mut control, Reply::new(Status(409), why)).await;
+            }
+            Err(_) => {
+                return refuse(&shared, &session, &mut control, Reply::new(Status::UNAVAILABLE, "try again")).await
+            }
+        }
+    }
     match hello.role {
         Role::Agent => agent::serve(shared, session, control, hello).await,
         Role::Access => access::serve(shared, session, control, hello).await,

@@ -31,6 +31,9 @@ pub struct Tunnel {
     pub secrets: Vec<([u8; 32], Option<u64>)>,
     /// Its routes.
     pub routes: Vec<Route>,
+    /// The suffix under which its agents may ask for hostnames (`dev.example.com`), if any.
+    #[serde(default)]
+    pub suffix: Option<String>,
 }
 
 /// A stored route.
@@ -44,6 +47,9 @@ pub struct Route {
     pub tunnel: Uuid,
     /// Reached by access clients only.
     pub private: bool,
+    /// Asked for by an agent at connect time: gone when the tunnel's last agent leaves.
+    #[serde(default)]
+    pub claimed: bool,
 }
 
 /// Why a change was refused.
@@ -117,9 +123,17 @@ impl Store {
         self.backend.version()
     }
 
-    /// Makes a tunnel named `name`; returns it and its secret (shown once).
-    pub fn create(&self, name: &str) -> Result<(Tunnel, String), StoreError> {
+    /// Makes a tunnel named `name` (whose agents may ask for hostnames under `suffix`);
+    /// returns it and its secret (shown once).
+    pub fn create(&self, name: &str, suffix: Option<&str>) -> Result<(Tunnel, String), StoreError> {
         check_name(name)?;
+        let suffix = match suffix {
+            Some(raw) => Some(
+                tunnel_proto::host::canonicalize(raw.trim_start_matches("*.").trim_start_matches('.'))
+                    .map_err(|e| StoreError::Invalid(format!("suffix {raw:?}: {e}")))?,
+            ),
+            None => None,
+        };
         let secret = new_secret();
         let tunnel = Tunnel {
             id: Uuid::new_v4(),
@@ -127,6 +141,7 @@ impl Store {
             created: now() as u64,
             secrets: vec![(digest(secret.as_bytes()), None)],
             routes: Vec::new(),
+            suffix,
         };
         let made = tunnel.clone();
         self.backend.update(&mut |tunnels| {
@@ -217,6 +232,46 @@ impl Store {
         })
     }
 
+    /// Routes `hostname` (a name its agent asked for) to `tunnel` while it has agents: first
+    /// come first served; already the tunnel's is fine.
+    pub fn claim(
+        &self,
+        tunnel: Uuid,
+        hostname: &str,
+        refuse: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), StoreError> {
+        if let Some(why) = refuse(hostname) {
+            return Err(StoreError::Conflict(why));
+        }
+        self.backend.update(&mut |tunnels| {
+            let same = |r: &Route| r.hostname == hostname && r.path.is_none();
+            if let Some(holder) = tunnels.iter().find(|t| t.routes.iter().any(same)) {
+                return match holder.id == tunnel {
+                    true => Ok(()),
+                    false => Err(StoreError::Conflict(format!("hostname {hostname} is taken by another tunnel"))),
+                };
+            }
+            let t =
+                tunnels.iter_mut().find(|t| t.id == tunnel).ok_or_else(|| StoreError::NoTunnel(tunnel.to_string()))?;
+            t.routes.push(Route { hostname: hostname.to_owned(), path: None, tunnel, private: false, claimed: true });
+            Ok(())
+        })
+    }
+
+    /// Takes away the hostnames `tunnel`'s agents asked for; how many there were.
+    pub fn release(&self, tunnel: Uuid) -> Result<usize, StoreError> {
+        let mut released = 0;
+        self.backend.update(&mut |tunnels| {
+            if let Some(t) = tunnels.iter_mut().find(|t| t.id == tunnel) {
+                let before = t.routes.len();
+                t.routes.retain(|r| !r.claimed);
+                released = before - t.routes.len();
+            }
+            Ok(())
+        })?;
+        Ok(released)
+    }
+
     /// Deletes the route of `hostname` and `path`; whether there was one.
     pub fn delete_route(&self, hostname: &str, path: Option<&str>) -> Result<bool, StoreError> {
         let mut found = false;
@@ -262,11 +317,11 @@ mod tests {
     fn tunnels_secrets_and_routes_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("tunnels.db")).unwrap();
-        let (web, secret) = store.create("web").unwrap();
-        assert!(matches!(store.create("web"), Err(StoreError::NameTaken(_))));
-        assert!(matches!(store.create("bad name"), Err(StoreError::Invalid(_))));
+        let (web, secret) = store.create("web", None).unwrap();
+        assert!(matches!(store.create("web", None), Err(StoreError::NameTaken(_))));
+        assert!(matches!(store.create("bad name", None), Err(StoreError::Invalid(_))));
         assert_eq!(store.find("web").unwrap().secrets, vec![(digest(secret.as_bytes()), None)]);
-        let route = Route { hostname: "app.test".into(), path: None, tunnel: web.id, private: false };
+        let route = Route { hostname: "app.test".into(), path: None, tunnel: web.id, private: false, claimed: false };
         store.add_route(&route, |_| None).unwrap();
         let err = store.add_route(&route, |_| None).unwrap_err();
         assert!(err.to_string().contains("already routed to tunnel \"web\""), "{err}");

@@ -44,14 +44,14 @@ impl Sqlite {
             "PRAGMA foreign_keys = ON;
              PRAGMA journal_mode = WAL;
              CREATE TABLE IF NOT EXISTS tunnels (
-                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL);
+                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL, suffix TEXT);
              CREATE TABLE IF NOT EXISTS secrets (
                  tunnel TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE,
                  digest BLOB NOT NULL, expires INTEGER);
              CREATE TABLE IF NOT EXISTS routes (
                  hostname TEXT NOT NULL, path TEXT NOT NULL DEFAULT '',
                  tunnel TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE,
-                 private INTEGER NOT NULL,
+                 private INTEGER NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
                  PRIMARY KEY (hostname, path));",
         )?;
         Ok(Sqlite { conn: Mutex::new(conn) })
@@ -60,12 +60,14 @@ impl Sqlite {
 
 fn read(conn: &Connection) -> Result<Vec<Tunnel>, StoreError> {
     let mut tunnels: Vec<Tunnel> = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, name, created FROM tunnels")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+    let mut stmt = conn.prepare("SELECT id, name, created, suffix FROM tunnels")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<String>>(3)?))
+    })?;
     for row in rows {
-        let (id, name, created) = row?;
+        let (id, name, created, suffix) = row?;
         let Ok(id) = id.parse::<Uuid>() else { continue };
-        tunnels.push(Tunnel { id, name, created: created as u64, secrets: Vec::new(), routes: Vec::new() });
+        tunnels.push(Tunnel { id, name, created: created as u64, secrets: Vec::new(), routes: Vec::new(), suffix });
     }
     let mut stmt = conn.prepare("SELECT tunnel, digest, expires FROM secrets")?;
     let rows =
@@ -79,15 +81,22 @@ fn read(conn: &Connection) -> Result<Vec<Tunnel>, StoreError> {
         };
         t.secrets.push((digest, expires.map(|e| e as u64)));
     }
-    let mut stmt = conn.prepare("SELECT hostname, path, tunnel, private FROM routes ORDER BY hostname, path")?;
+    let mut stmt =
+        conn.prepare("SELECT hostname, path, tunnel, private, claimed FROM routes ORDER BY hostname, path")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, bool>(3)?,
+            r.get::<_, bool>(4)?,
+        ))
     })?;
     for row in rows {
-        let (hostname, path, tunnel, private) = row?;
+        let (hostname, path, tunnel, private, claimed) = row?;
         let Some(t) = tunnels.iter_mut().find(|t| t.id.to_string() == tunnel) else { continue };
         let path = (!path.is_empty()).then_some(path);
-        t.routes.push(Route { hostname, path, tunnel: t.id, private });
+        t.routes.push(Route { hostname, path, tunnel: t.id, private, claimed });
     }
     Ok(tunnels)
 }
@@ -97,8 +106,8 @@ fn write(tx: &Transaction<'_>, tunnels: &[Tunnel]) -> Result<(), StoreError> {
     for t in tunnels {
         let id = t.id.to_string();
         tx.execute(
-            "INSERT INTO tunnels (id, name, created) VALUES (?1, ?2, ?3)",
-            params![id, t.name, t.created as i64],
+            "INSERT INTO tunnels (id, name, created, suffix) VALUES (?1, ?2, ?3, ?4)",
+            params![id, t.name, t.created as i64, t.suffix],
         )?;
         for (digest, expires) in &t.secrets {
             tx.execute(
@@ -108,8 +117,8 @@ fn write(tx: &Transaction<'_>, tunnels: &[Tunnel]) -> Result<(), StoreError> {
         }
         for r in &t.routes {
             tx.execute(
-                "INSERT INTO routes (hostname, path, tunnel, private) VALUES (?1, ?2, ?3, ?4)",
-                params![r.hostname, r.path.clone().unwrap_or_default(), id, r.private],
+                "INSERT INTO routes (hostname, path, tunnel, private, claimed) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.hostname, r.path.clone().unwrap_or_default(), id, r.private, r.claimed],
             )?;
         }
     }

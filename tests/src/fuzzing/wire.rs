@@ -194,6 +194,7 @@ pub fn hello(data: &[u8]) {
             .fold(Networks::NONE, |n, (_, net)| n.with(net)),
         weight: data[19],
         token: Token(Bytes::copy_from_slice(&data[20..])),
+        hostname: String::new(),
     };
     let encoded = Frame::Hello(hello.clone()).to_vec();
     let decoded = Frame::decode(&mut &encoded[..]).expect("an encoded hello decodes");

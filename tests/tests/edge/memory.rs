@@ -60,6 +60,7 @@ fn attack(as_agent: bool) -> (u64, u64, u64) {
                     networks: Networks::TCP,
                     weight: 1,
                     token: Token::default(),
+                    hostname: String::new(),
                 };
                 write_frame(&mut control, &Frame::Hello(hello)).await.unwrap();
                 let reply = read_frame(&mut control).await;
