@@ -87,6 +87,9 @@ enum TunnelOp {
         /// Its agents may ask for hostnames under this suffix (`dev.example.com`): tunnel-agent --hostname myapp.
         #[arg(long)]
         suffix: Option<String>,
+        /// The hostnames its agents asked for stay when its last agent leaves.
+        #[arg(long)]
+        keep_hostnames: bool,
     },
     /// Lists the stored tunnels.
     List,
@@ -131,9 +134,11 @@ impl Manage {
         use serde_json::json;
         match self {
             Manage::Tunnel { op, .. } => match op {
-                TunnelOp::Create { name, suffix } => {
-                    ("POST", "tunnels".into(), json!({ "name": name, "suffix": suffix }))
-                }
+                TunnelOp::Create { name, suffix, keep_hostnames } => (
+                    "POST",
+                    "tunnels".into(),
+                    json!({ "name": name, "suffix": suffix, "keepHostnames": keep_hostnames }),
+                ),
                 TunnelOp::List => ("GET", "tunnels".into(), json!(null)),
                 TunnelOp::Show { tunnel } => ("GET", format!("tunnels/{tunnel}"), json!(null)),
                 TunnelOp::Delete { tunnel } => ("DELETE", format!("tunnels/{tunnel}"), json!(null)),

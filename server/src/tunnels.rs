@@ -144,14 +144,46 @@ pub(crate) fn apply(shared: &Shared) {
 /// and for rotated secrets whose grace ended (their sessions are closed then), until stop.
 pub(crate) async fn watch(shared: Arc<Shared>) {
     let stop = shared.life.stopping().clone();
+    // In a cluster, a change another replica announces is read at once.
+    let announced = Arc::new(tokio::sync::Notify::new());
+    if let Some(cluster) = &shared.cluster {
+        tokio::spawn(follow(cluster.config.redis.expose().to_owned(), announced.clone(), stop.clone()));
+    }
     loop {
         tokio::select! {
             () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            () = announced.notified() => {}
             () = stop.cancelled() => return,
         }
         // The store's calls block (a file, or Redis): off the visitors' threads.
         let shared = shared.clone();
         let _ = tokio::task::spawn_blocking(move || look(&shared)).await;
+    }
+}
+
+/// Follows the announcements of changes to a cluster's store (pub/sub), waking `announced`
+/// for each, until `stop`; reconnects after a loss. The version is read every second anyway.
+async fn follow(url: String, announced: Arc<tokio::sync::Notify>, stop: tokio_util::sync::CancellationToken) {
+    use futures::StreamExt;
+    let Ok(client) = redis::Client::open(url.as_str()) else { return };
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await.ok()?;
+            pubsub.subscribe(crate::store::redis_store::CHANNEL).await.ok()?;
+            let mut messages = pubsub.into_on_message();
+            while messages.next().await.is_some() {
+                announced.notify_one();
+            }
+            Some(())
+        };
+        tokio::select! {
+            _ = subscribed => {}
+            () = stop.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            () = stop.cancelled() => return,
+        }
     }
 }
 
@@ -220,6 +252,7 @@ pub(crate) fn describe(t: &Tunnel) -> Value {
         "secrets": t.secrets.len(),
         "rotatingOutAt": rotating,
         "suffix": t.suffix,
+        "keepHostnames": t.keep_hostnames,
     })
 }
 
@@ -249,7 +282,7 @@ pub(crate) fn create(ctx: &Ctx<'_>, body: &Value, who: &str) -> Answer {
         Ok(store) => store,
         Err(err) => return refused(err),
     };
-    match store.create(name, body["suffix"].as_str()) {
+    match store.create(name, body["suffix"].as_str(), body["keepHostnames"].as_bool().unwrap_or(false)) {
         Ok((tunnel, secret)) => {
             tracing::info!(audit = "tunnel created", who, tunnel = %tunnel.id, name = %tunnel.name);
             (ctx.apply)();

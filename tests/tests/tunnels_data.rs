@@ -277,4 +277,14 @@ fn agents_ask_for_hostnames_under_their_tunnels_suffix_first_come_first_served()
     drop(first);
     server.proc.wait_for("audit=\"hostnames released\"");
     assert_eq!(get(ep, "myapp.dev.test").0, 404);
+    // Unless the tunnel keeps them: then it stays with no agent (502, not 404).
+    let kept = api(admin, &["tunnel", "create", "kept", "--suffix", "keep.test", "--keep-hostnames"]);
+    let agent = Proc::start("tunnel-agent", &["--token", &kept, "--hostname", "k", "-L", &service]);
+    agent.wait_for("session established");
+    assert_eq!(get(ep, "k.keep.test").0, 200);
+    let left_before = server.proc.output().matches("agent left").count();
+    drop(agent);
+    server.proc.wait_for_nth("agent left", left_before + 2);
+    assert!(api(admin, &["tunnel", "show", "kept"]).contains("k.keep.test"));
+    assert_eq!(get(ep, "k.keep.test").0, 502);
 }

@@ -7,7 +7,7 @@
 //! (base64url, as agents send them), shown once in the connection token and stored as their
 //! SHA-256 (a secret of that entropy needs no slow hash). Rules and tokens of the TOML file keep working beside them, read-only.
 
-mod redis_store;
+pub(crate) mod redis_store;
 mod sqlite;
 
 use std::path::Path;
@@ -34,6 +34,9 @@ pub struct Tunnel {
     /// The suffix under which its agents may ask for hostnames (`dev.example.com`), if any.
     #[serde(default)]
     pub suffix: Option<String>,
+    /// The hostnames its agents asked for stay when its last agent leaves.
+    #[serde(default)]
+    pub keep_hostnames: bool,
 }
 
 /// A stored route.
@@ -125,7 +128,12 @@ impl Store {
 
     /// Makes a tunnel named `name` (whose agents may ask for hostnames under `suffix`);
     /// returns it and its secret (shown once).
-    pub fn create(&self, name: &str, suffix: Option<&str>) -> Result<(Tunnel, String), StoreError> {
+    pub fn create(
+        &self,
+        name: &str,
+        suffix: Option<&str>,
+        keep_hostnames: bool,
+    ) -> Result<(Tunnel, String), StoreError> {
         check_name(name)?;
         let suffix = match suffix {
             Some(raw) => Some(
@@ -142,6 +150,7 @@ impl Store {
             secrets: vec![(digest(secret.as_bytes()), None)],
             routes: Vec::new(),
             suffix,
+            keep_hostnames,
         };
         let made = tunnel.clone();
         self.backend.update(&mut |tunnels| {
@@ -262,7 +271,7 @@ impl Store {
     pub fn release(&self, tunnel: Uuid) -> Result<usize, StoreError> {
         let mut released = 0;
         self.backend.update(&mut |tunnels| {
-            if let Some(t) = tunnels.iter_mut().find(|t| t.id == tunnel) {
+            if let Some(t) = tunnels.iter_mut().find(|t| t.id == tunnel && !t.keep_hostnames) {
                 let before = t.routes.len();
                 t.routes.retain(|r| !r.claimed);
                 released = before - t.routes.len();
@@ -317,9 +326,9 @@ mod tests {
     fn tunnels_secrets_and_routes_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("tunnels.db")).unwrap();
-        let (web, secret) = store.create("web", None).unwrap();
-        assert!(matches!(store.create("web", None), Err(StoreError::NameTaken(_))));
-        assert!(matches!(store.create("bad name", None), Err(StoreError::Invalid(_))));
+        let (web, secret) = store.create("web", None, false).unwrap();
+        assert!(matches!(store.create("web", None, false), Err(StoreError::NameTaken(_))));
+        assert!(matches!(store.create("bad name", None, false), Err(StoreError::Invalid(_))));
         assert_eq!(store.find("web").unwrap().secrets, vec![(digest(secret.as_bytes()), None)]);
         let route = Route { hostname: "app.test".into(), path: None, tunnel: web.id, private: false, claimed: false };
         store.add_route(&route, |_| None).unwrap();

@@ -16,6 +16,8 @@ const DOC: &str = "tunnel:store:tunnels";
 const VERSION: &str = "tunnel:store:version";
 /// The write lock.
 const LOCK: &str = "tunnel:store:lock";
+/// Where a change is announced (the new version), for the replicas to read it at once.
+pub const CHANNEL: &str = "tunnel:store";
 /// How long one Redis command may take.
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a writer may hold the lock.
@@ -97,7 +99,13 @@ impl Backend for RedisStore {
             change(&mut tunnels)?;
             let json = serde_json::to_vec(&tunnels).map_err(|e| StoreError::Db(e.to_string()))?;
             let sealed = self.sealer.seal(DOC, &json).map_err(StoreError::Db)?;
-            self.with(|c| redis::pipe().atomic().set(DOC, sealed).incr(VERSION, 1).query::<()>(c))
+            let version: i64 = self.with(|c| {
+                let (version,): (i64,) = redis::pipe().atomic().set(DOC, sealed).ignore().incr(VERSION, 1).query(c)?;
+                Ok(version)
+            })?;
+            // Best effort: a replica that misses it reads the version within a second anyway.
+            let _ = self.with(|c| redis::cmd("PUBLISH").arg(CHANNEL).arg(version).query::<i64>(c));
+            Ok(())
         })();
         const RELEASE: &str =
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";

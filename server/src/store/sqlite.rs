@@ -44,7 +44,8 @@ impl Sqlite {
             "PRAGMA foreign_keys = ON;
              PRAGMA journal_mode = WAL;
              CREATE TABLE IF NOT EXISTS tunnels (
-                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL, suffix TEXT);
+                 id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created INTEGER NOT NULL, suffix TEXT,
+                 keep_hostnames INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE IF NOT EXISTS secrets (
                  tunnel TEXT NOT NULL REFERENCES tunnels(id) ON DELETE CASCADE,
                  digest BLOB NOT NULL, expires INTEGER);
@@ -60,14 +61,21 @@ impl Sqlite {
 
 fn read(conn: &Connection) -> Result<Vec<Tunnel>, StoreError> {
     let mut tunnels: Vec<Tunnel> = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, name, created, suffix FROM tunnels")?;
+    let mut stmt = conn.prepare("SELECT id, name, created, suffix, keep_hostnames FROM tunnels")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<String>>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, bool>(4)?,
+        ))
     })?;
     for row in rows {
-        let (id, name, created, suffix) = row?;
+        let (id, name, created, suffix, keep_hostnames) = row?;
         let Ok(id) = id.parse::<Uuid>() else { continue };
-        tunnels.push(Tunnel { id, name, created: created as u64, secrets: Vec::new(), routes: Vec::new(), suffix });
+        let created = created as u64;
+        tunnels.push(Tunnel { id, name, created, secrets: Vec::new(), routes: Vec::new(), suffix, keep_hostnames });
     }
     let mut stmt = conn.prepare("SELECT tunnel, digest, expires FROM secrets")?;
     let rows =
@@ -106,8 +114,8 @@ fn write(tx: &Transaction<'_>, tunnels: &[Tunnel]) -> Result<(), StoreError> {
     for t in tunnels {
         let id = t.id.to_string();
         tx.execute(
-            "INSERT INTO tunnels (id, name, created, suffix) VALUES (?1, ?2, ?3, ?4)",
-            params![id, t.name, t.created as i64, t.suffix],
+            "INSERT INTO tunnels (id, name, created, suffix, keep_hostnames) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, t.name, t.created as i64, t.suffix, t.keep_hostnames],
         )?;
         for (digest, expires) in &t.secrets {
             tx.execute(
