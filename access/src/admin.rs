@@ -54,7 +54,7 @@ impl AdminApp for AccessAdmin {
         tunnel_runtime::admin::encode(&self.registry)
     }
 
-    fn handle(&self, _method: &Method, _path: &str, _body: &[u8]) -> Option<Answer> {
+    fn handle(&self, _method: &Method, _path: &str, _body: &[u8], _peer: std::net::SocketAddr) -> Option<Answer> {
         None
     }
 }

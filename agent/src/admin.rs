@@ -101,7 +101,7 @@ impl AdminApp for AgentAdmin {
         tunnel_runtime::admin::encode(&self.registry)
     }
 
-    fn handle(&self, method: &Method, path: &str, _body: &[u8]) -> Option<Answer> {
+    fn handle(&self, method: &Method, path: &str, _body: &[u8], _peer: std::net::SocketAddr) -> Option<Answer> {
         if method != Method::GET {
             return None;
         }

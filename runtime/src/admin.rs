@@ -132,8 +132,9 @@ pub trait AdminApp: Send + Sync + 'static {
     }
     /// The Prometheus text exposition of its metrics.
     fn metrics(&self) -> String;
-    /// Any other path (`/`, `/api/v1/...`); `None` for 404. `body` is the request body.
-    fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Option<Answer>;
+    /// Any other path (`/`, `/api/v1/...`); `None` for 404. `body` is the request body,
+    /// `peer` who sent it (for audit lines).
+    fn handle(&self, method: &Method, path: &str, body: &[u8], peer: std::net::SocketAddr) -> Option<Answer>;
 }
 
 /// A running admin listener.
@@ -251,7 +252,7 @@ async fn accept(listener: TcpListener, shared: Shared, stop: CancellationToken, 
             let _place = place;
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(respond(&shared, req).await) }
+                async move { Ok::<_, Infallible>(respond(&shared, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -266,7 +267,7 @@ async fn accept(listener: TcpListener, shared: Shared, stop: CancellationToken, 
     }
 }
 
-async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(shared: &Shared, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Full<Bytes>> {
     let (app, token, hosts) = (&shared.0, &shared.1, &shared.2);
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -304,7 +305,7 @@ async fn respond(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
                 Ok(b) => b.to_bytes(),
                 Err(_) => return build(Answer::text(413, "413 request body too large\n")),
             };
-            app.handle(&method, &path, &body).unwrap_or_else(|| Answer::text(404, "404 Not Found\n"))
+            app.handle(&method, &path, &body, peer).unwrap_or_else(|| Answer::text(404, "404 Not Found\n"))
         }
     };
     build(answer)

@@ -113,7 +113,7 @@ impl ServerAdmin {
     }
 
     /// `/api/v1/store/...`: the tunnels, secrets and routes made at run time.
-    fn store(&self, method: &str, rest: &str, body: &[u8]) -> Answer {
+    fn store(&self, method: &str, rest: &str, body: &[u8], peer: std::net::SocketAddr) -> Answer {
         let s = &self.shared;
         let body: Value = match body.is_empty() {
             true => Value::Null,
@@ -122,7 +122,8 @@ impl ServerAdmin {
                 Err(e) => return Answer::json(400, &json!({ "error": format!("the body is not JSON: {e}") })),
             },
         };
-        let who = "admin api";
+        let who = format!("admin api from {peer}");
+        let who = who.as_str();
         let segments: Vec<&str> = rest.split('/').collect();
         let (status, value) = s.with_store(|ctx| crate::tunnels::dispatch(ctx, method, &segments, &body, who));
         Answer::json(status, &value)
@@ -182,9 +183,9 @@ impl AdminApp for ServerAdmin {
         tunnel_runtime::admin::encode(&self.registry)
     }
 
-    fn handle(&self, method: &Method, path: &str, body: &[u8]) -> Option<Answer> {
+    fn handle(&self, method: &Method, path: &str, body: &[u8], peer: std::net::SocketAddr) -> Option<Answer> {
         if let Some(rest) = path.strip_prefix("/api/v1/store/") {
-            return Some(self.store(method.as_str(), rest, body));
+            return Some(self.store(method.as_str(), rest, body, peer));
         }
         Some(match (method.as_str(), path) {
             ("GET", "/api/v1/tunnels") => Answer::json(200, &self.tunnels()),

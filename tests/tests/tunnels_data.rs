@@ -78,8 +78,18 @@ fn a_tunnel_made_with_the_cli_takes_an_agent_by_its_token_and_a_route_at_once() 
     assert!(body.contains("origin=WEB"), "{body}");
     api(admin, &["route", "delete", "app.test"]);
     assert_eq!(get(ep, "app.test").0, 404, "gone at once");
-    // Each change is one audit line, and no secret is logged.
-    server.proc.wait_for("audit=\"route deleted\"");
+    // A private route, reached by an access client with the same token alone.
+    api(admin, &["route", "add", "db.internal", "--tunnel", "web", "--private"]);
+    assert_eq!(get(ep, "db.internal").0, 404, "not from the public side");
+    let access = Proc::start("tunnel-access", &["--token", &token, "-L", "tcp://127.0.0.1:0/db.internal"]);
+    let local = tunnel_tests::addr_in(&access.wait_for("listening"));
+    access.wait_for("session established");
+    let (code, body) = curl(&["-sS", &format!("http://{local}/")]);
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("origin=WEB"), "{body}");
+    // Each change is one audit line naming who made it, and no secret is logged.
+    let line = server.proc.wait_for("audit=\"route deleted\"");
+    assert!(line.contains("who=\"admin api from 127.0.0.1:"), "{line}");
     let secret = tunnel_runtime::connect::ConnectToken::decode(&token).unwrap().secret;
     assert!(!server.proc.output().contains(&secret));
 }
