@@ -85,6 +85,9 @@ pub struct ClientArgs {
     /// connection token (tun1_...), which names the server too: then -L is all else needed.
     #[arg(long, env = "TUNNEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the token or the connection token instead (private to its owner).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<String>,
     /// Agents: a hostname to be routed to the tunnel while this agent is connected (`myapp`,
     /// under the suffix the tunnel allows), first come first served.
     #[arg(long, value_name = "NAME")]
@@ -103,6 +106,7 @@ impl std::fmt::Debug for ClientArgs {
             .field("relay", &redacted(&self.relay))
             .field("config", &self.config)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
             .field("common", &self.common)
             .finish()
     }
@@ -119,11 +123,21 @@ impl ClientArgs {
         Fut: Future<Output = anyhow::Result<C>>,
     {
         self.common.init();
+        let token = match (&self.token, &self.token_file) {
+            (_, Some(file)) => Some(
+                crate::secret::Secret::from_file(file)
+                    .map_err(|why| anyhow::anyhow!("--token-file: {why}"))?
+                    .expose()
+                    .trim()
+                    .to_owned(),
+            ),
+            (token, None) => token.clone(),
+        };
         let (config, source) = load_client::<T>(
             &self.services,
             &self.relay,
             self.config.as_deref(),
-            (self.token, self.hostname),
+            (token, self.hostname),
             self.common.admin.clone(),
             usage,
         )?;

@@ -100,7 +100,13 @@ fn a_rotated_secret_admits_for_its_grace_and_a_revoked_one_closes_its_sessions()
     let (server, admin, _) = server(dir.path(), "");
     let first = api(admin, &["tunnel", "create", "ops"]);
     let (origin, _) = origin::http_counting("OPS");
-    let _a = agent(&first, origin);
+    // The token from a file (private to its owner), as a service would keep it.
+    let file = dir.path().join("ops.token");
+    std::fs::write(&file, format!("{first}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let service = format!("rtcp://:0/{origin}");
+    let _a = Proc::start("tunnel-agent", &["--token-file", file.to_str().unwrap(), "-L", &service]);
+    _a.wait_for("session established");
     let second = api(admin, &["tunnel", "token", "ops", "--grace", "1h"]);
     assert_ne!(first, second);
     // Both admit during the grace period.
@@ -112,7 +118,6 @@ fn a_rotated_secret_admits_for_its_grace_and_a_revoked_one_closes_its_sessions()
     // Revoked at once: the six sessions of the old secrets are closed...
     server.proc.wait_for_nth("agent session closed", 6);
     // ...and they may not join again; the new secret may.
-    let service = format!("rtcp://:0/{origin}");
     let refused = Proc::start("tunnel-agent", &["--token", &second, "-L", &service]);
     refused.wait_for("unauthorized");
     let _d = agent(&third, origin);
