@@ -289,19 +289,23 @@ def wait_listen(procs, port, timeout=20.0):
         time.sleep(0.05)
 
 
-def http_get(port, host=WEB_HOST, timeout=2.0):
-    """One GET / with Connection: close; returns the status code (or raises)."""
-    with socket.create_connection((LOOP, port), timeout=timeout) as s:
-        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+def http_get(port, host=WEB_HOST, timeout=2.0, ctx=None):
+    """One GET / with Connection: close to 127.0.0.1:port for `host` (over TLS with `host` as
+    SNI when `ctx` is given); returns the status code (or raises)."""
+    with socket.create_connection((LOOP, port), timeout=timeout) as raw:
+        s = ctx.wrap_socket(raw, server_hostname=host) if ctx else raw
+        with s:
+            s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
     parts = data.split(b"\r\n", 1)[0].split()
     if len(parts) < 2:
-        raise BenchError(f"no HTTP answer from 127.0.0.1:{port}: {data[:80]!r}")
+        scheme = "HTTPS" if ctx else "HTTP"
+        raise BenchError(f"no {scheme} answer from 127.0.0.1:{port}: {data[:80]!r}")
     return int(parts[1])
 
 
@@ -327,29 +331,12 @@ def https_context(cert):
     return ctx
 
 
-def https_get(port, ctx, timeout=2.0):
-    """One GET / over TLS to 127.0.0.1:port with SNI and Host HTTPS_HOST; returns the status."""
-    with socket.create_connection((LOOP, port), timeout=timeout) as raw:
-        with ctx.wrap_socket(raw, server_hostname=HTTPS_HOST) as s:
-            s.sendall(f"GET / HTTP/1.1\r\nHost: {HTTPS_HOST}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while b"\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    parts = data.split(b"\r\n", 1)[0].split()
-    if len(parts) < 2:
-        raise BenchError(f"no HTTPS answer from 127.0.0.1:{port}: {data[:80]!r}")
-    return int(parts[1])
-
-
 def wait_https(port, ctx, timeout=20.0):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
-            status = https_get(port, ctx)
+            status = http_get(port, HTTPS_HOST, ctx=ctx)
             if status == 200:
                 return
             last = f"status {status}"
