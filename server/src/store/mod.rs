@@ -242,7 +242,8 @@ impl Store {
     }
 
     /// Routes `hostname` (a name its agent asked for) to `tunnel` while it has agents: first
-    /// come first served; already the tunnel's is fine.
+    /// come first served; already the tunnel's is fine; at most [`MAX_CLAIMS`] per tunnel (an
+    /// agent cycling through names cannot fill the store).
     pub fn claim(
         &self,
         tunnel: Uuid,
@@ -262,6 +263,12 @@ impl Store {
             }
             let t =
                 tunnels.iter_mut().find(|t| t.id == tunnel).ok_or_else(|| StoreError::NoTunnel(tunnel.to_string()))?;
+            if t.routes.iter().filter(|r| r.claimed).count() >= MAX_CLAIMS {
+                return Err(StoreError::Conflict(format!(
+                    "tunnel {:?} already holds {MAX_CLAIMS} hostnames its agents asked for",
+                    t.name
+                )));
+            }
             t.routes.push(Route { hostname: hostname.to_owned(), path: None, tunnel, private: false, claimed: true });
             Ok(())
         })
@@ -295,6 +302,9 @@ impl Store {
         Ok(found)
     }
 }
+
+/// The most hostnames the agents of one tunnel may hold at once.
+pub const MAX_CLAIMS: usize = 16;
 
 /// Whether `key` names `t` (its name, or its ID).
 fn matches(t: &Tunnel, key: &str) -> bool {
@@ -349,7 +359,19 @@ mod tests {
         assert_eq!(store.find("web").unwrap().routes, vec![route]);
         let mode = std::fs::metadata(dir.path().join("tunnels.db")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+        // Hostnames asked for: first come first served, at most MAX_CLAIMS a tunnel.
+        let (other, _) = store.create("other", Some("dev.test"), false).unwrap();
+        for i in 0..MAX_CLAIMS {
+            store.claim(web.id, &format!("n{i}.dev.test"), |_| None).unwrap();
+        }
+        store.claim(web.id, "n0.dev.test", |_| None).unwrap();
+        let err = store.claim(web.id, "one-more.dev.test", |_| None).unwrap_err();
+        assert!(err.to_string().contains("already holds 16"), "{err}");
+        let err = store.claim(other.id, "n1.dev.test", |_| None).unwrap_err();
+        assert!(err.to_string().contains("taken by another tunnel"), "{err}");
+        assert_eq!(store.release(web.id).unwrap(), MAX_CLAIMS);
         store.delete("web").unwrap();
+        store.delete("other").unwrap();
         assert!(store.list().unwrap().is_empty());
         assert!(!store.delete_route("app.test", None).unwrap(), "the routes went with the tunnel");
     }
