@@ -324,6 +324,13 @@ def wait_http(port, timeout=20.0):
     raise BenchError(f"127.0.0.1:{port} did not answer 200 within {timeout}s ({last})")
 
 
+def holder_alive(holder):
+    """How many of its connections hold_conns.py finds still open."""
+    holder.stdin.write(b"check\n")
+    holder.stdin.flush()
+    return json.loads(wait_log(holder, r"^(\{\"alive\".*\})$", timeout=30).group(1))["alive"]
+
+
 def https_context(cert):
     """A client context that trusts only the run's certificate and checks the name in it."""
     ctx = ssl.create_default_context(cafile=cert)
@@ -932,15 +939,9 @@ class Bench:
                     raise BenchError(f"{p.name} died holding {n} connections:\n{tail(p)}")
             by_role = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
             total = sum(rss_mib(p) for p in env["mem_pids"])
-            holder.stdin.write(b"check\n")
-            holder.stdin.flush()
-            alive = json.loads(wait_log(holder, r"^(\{\"alive\".*\})$", timeout=30).group(1))["alive"]
+            alive = holder_alive(holder)
         finally:
-            try:
-                holder.stdin.close()
-            except OSError:
-                pass
-            self.procs.stop(holder)
+            self.stop_holder(holder)
         note = None
         if report["established"] < n or alive < report["established"]:
             note = f"{report['established']}/{n} established, {alive} alive ({report['statuses']})"
@@ -952,6 +953,14 @@ class Bench:
                     extra={"by_role": by_role, "established": report["established"], "alive": alive,
                            "open_seconds": report["seconds"]})
         time.sleep(1.0)  # connections close
+
+    def stop_holder(self, holder):
+        """Closes hold_conns.py's input (it then lets its connections go) and stops it."""
+        try:
+            holder.stdin.close()
+        except OSError:
+            pass
+        self.procs.stop(holder)
 
     def case_https_mem(self, system, env):
         """RSS before and with --hold idle HTTPS visitors (each completed a TLS handshake and
@@ -971,15 +980,9 @@ class Bench:
                 if p.poll() is not None:
                     raise BenchError(f"{p.name} died holding {n} TLS connections:\n{tail(p)}")
             after = {r: sum(rss_mib(p) for p in pids) for r, pids in roles.items()}
-            holder.stdin.write(b"check\n")
-            holder.stdin.flush()
-            alive = json.loads(wait_log(holder, r"^(\{\"alive\".*\})$", timeout=30).group(1))["alive"]
+            alive = holder_alive(holder)
         finally:
-            try:
-                holder.stdin.close()
-            except OSError:
-                pass
-            self.procs.stop(holder)
+            self.stop_holder(holder)
         est = report["established"]
         note = None
         if est < n or alive < est:
